@@ -1,0 +1,221 @@
+"""Artifact directories: atomic commit, sha256 manifest, safe formats only.
+
+Every stage writes a directory. It is built under a temporary sibling name
+(``.NAME.tmp-PID-XXXX``) and becomes visible under its real name only after every file and
+the ``manifest.json`` (sha256 and size of each file, format version, library versions) are
+written and fsynced: a directory with a manifest is complete, one without is not an artifact.
+Readers verify hashes and raise `ArtifactCorrupt` naming the file. Weights are safetensors,
+configs JSON or YAML; nothing here can unpickle.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.config import dump_config
+from lmlab.errors import ArtifactCorrupt, ArtifactError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a single file atomically: temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactCorrupt(f"{path}: not valid JSON ({e})") from None
+
+
+def library_versions() -> dict[str, str]:
+    import lmlab
+
+    versions = {"lmlab": lmlab.__version__, "python": platform.python_version(), "torch": torch.__version__}
+    for name in ("safetensors", "tokenizers", "transformers", "numpy"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+class ArtifactWriter:
+    """Context manager that builds an artifact directory and commits it atomically.
+
+    >>> with ArtifactWriter(out, kind="lmlab-model", config=cfg) as w:
+    ...     save_tensors(state, w.path / "model.safetensors")
+    On an exception the temporary directory is removed and `out` is left as it was.
+    """
+
+    def __init__(self, out_dir: str | Path, kind: str, config: Any = None,
+                 overwrite: bool = False, extra: dict[str, Any] | None = None):
+        self.out_dir = Path(out_dir)
+        self.kind = kind
+        self.config = config
+        self.overwrite = overwrite
+        self.extra = extra or {}
+        self.path = self.out_dir.parent / f".{self.out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+    def __enter__(self) -> "ArtifactWriter":
+        if self.out_dir.exists() and not self.overwrite and any(self.out_dir.iterdir()):
+            raise ArtifactError(
+                f"{self.out_dir}: already exists and is not empty; choose another output "
+                "directory or pass --overwrite"
+            )
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        try:
+            self._commit()
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def _commit(self) -> None:
+        if self.config is not None and not (self.path / "config.yaml").exists():
+            (self.path / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        files = {}
+        for p in sorted(self.path.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(self.path).as_posix()
+                files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        manifest = {
+            "kind": self.kind,
+            "format_version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": library_versions(),
+            "files": files,
+            **self.extra,
+        }
+        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        with open(self.path / MANIFEST, "rb") as f:
+            os.fsync(f.fileno())
+        _fsync_dir(self.path)
+        old = None
+        if self.out_dir.exists():
+            old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+            os.replace(self.out_dir, old)
+        os.replace(self.path, self.out_dir)
+        _fsync_dir(self.out_dir.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such directory")
+    if not (directory / MANIFEST).exists():
+        raise ArtifactError(
+            f"{directory}: no {MANIFEST}; this is not a complete lmlab artifact "
+            "(an interrupted write, or a directory made by another tool)"
+        )
+    manifest = read_json(directory / MANIFEST)
+    if not isinstance(manifest, dict) or "files" not in manifest:
+        raise ArtifactCorrupt(f"{directory / MANIFEST}: malformed manifest")
+    if kind is not None and manifest.get("kind") != kind:
+        raise ArtifactError(f"{directory}: holds a {manifest.get('kind')!r} artifact, expected {kind!r}")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{directory}: format version {manifest['format_version']} is newer than this lmlab "
+            f"understands ({FORMAT_VERSION}); upgrade lmlab"
+        )
+    return manifest
+
+
+def verify(directory: str | Path, kind: str | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """Check the manifest's hashes (of `only` files, or all); return the manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, kind)
+    for rel, meta in manifest["files"].items():
+        if only is not None and rel not in only:
+            continue
+        p = directory / rel
+        if not p.exists():
+            raise ArtifactCorrupt(f"{p}: listed in the manifest but missing")
+        if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+            raise ArtifactCorrupt(f"{p}: contents differ from the manifest (truncated or modified)")
+    return manifest
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                 metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def load_tensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; any parse failure becomes `ArtifactCorrupt` naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError) as e:
+        raise ArtifactCorrupt(f"{path}: not a valid safetensors file ({e})") from None

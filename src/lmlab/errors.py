@@ -1,0 +1,26 @@
+"""Typed errors. Every error a user can cause derives from `LmlabError`; the CLI prints its
+message (which names the file, line or field and what to do) instead of a traceback."""
+
+
+class LmlabError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug in lmlab."""
+
+
+class ConfigError(LmlabError, ValueError):
+    """A config field is unknown, mistyped or out of range; the message names the field."""
+
+
+class ArtifactError(LmlabError):
+    """An artifact directory is missing, incomplete, or of the wrong kind."""
+
+
+class ArtifactCorrupt(ArtifactError):
+    """A file's bytes disagree with its manifest, or a weights file cannot be parsed."""
+
+
+class CheckpointMismatch(ArtifactError):
+    """Stored weights or config disagree with the model they are loaded into."""
+
+
+class UnsafeFormat(LmlabError):
+    """Refused to read a format that can execute code (pickle) without explicit consent."""
