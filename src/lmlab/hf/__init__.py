@@ -1,0 +1,1 @@
+"""Hugging Face interoperability: key maps, import and export of model directories."""

@@ -1,0 +1,123 @@
+"""`lmlab hf import` and `lmlab hf export`: Hugging Face model directories on disk ↔ lmlab.
+
+Neither direction needs `transformers`: both read and write config.json and safetensors.
+Import is safe by default: a directory that asks for custom code (``auto_map``) is refused,
+``pytorch_model.bin`` (pickle) is read only with ``allow_pickle=True`` and then through
+``torch.load(weights_only=True)``, and remote repositories are never contacted. Every
+checkpoint tensor must be consumed and every lmlab parameter filled.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, write_json
+from lmlab.errors import ArtifactError, ConfigError, UnsafeFormat
+from lmlab.hf.mapping import (ARCHITECTURES, EXPORT_ARCHITECTURE, config_from_hf, config_to_hf,
+                              family_of, from_hf_state, to_hf_state)
+from lmlab.model.pretrained import load_model, load_state, save_model
+from lmlab.model.transformer import Transformer
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "source.spm",
+                   "target.spm", "sentencepiece.bpe.model")
+
+
+def read_hf_config(hf_dir: Path) -> dict:
+    path = hf_dir / "config.json"
+    if not path.exists():
+        raise ArtifactError(f"{hf_dir}: no config.json; is this a Hugging Face model directory?")
+    hf = read_json(path)
+    if "auto_map" in hf:
+        raise UnsafeFormat(f"{path}: asks for custom model code (auto_map); lmlab never runs "
+                           "code from a model directory (trust_remote_code)")
+    return hf
+
+
+def read_hf_weights(hf_dir: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    if (hf_dir / "model.safetensors").exists():
+        return load_tensors(hf_dir / "model.safetensors")
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        tensors = {}
+        for shard in sorted(set(read_json(index)["weight_map"].values())):
+            if "/" in shard or "\\" in shard or shard.startswith("."):
+                raise ArtifactError(f"{index}: shard name {shard!r} points outside the directory")
+            tensors.update(load_tensors(hf_dir / shard))
+        return tensors
+    if (hf_dir / "pytorch_model.bin").exists():
+        if not allow_pickle:
+            raise UnsafeFormat(f"{hf_dir}: only pytorch_model.bin (a pickle, which can run code when read) "
+                               "is present; convert it to safetensors, or pass --allow-pickle if you trust it")
+        return torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ArtifactError(f"{hf_dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def import_hf(hf_dir: str | Path, out_dir: str | Path, allow_pickle: bool = False,
+              overwrite: bool = False) -> dict:
+    """Hugging Face directory → lmlab model directory. Returns a summary."""
+    hf_dir = Path(hf_dir)
+    hf = read_hf_config(hf_dir)
+    arch = (hf.get("architectures") or [None])[0]
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"{hf_dir / 'config.json'}: architecture {arch!r} is not supported; "
+                          f"lmlab imports {', '.join(sorted(ARCHITECTURES))}")
+    family, head, prefix = ARCHITECTURES[arch]
+    tensors = read_hf_weights(hf_dir, allow_pickle)
+    cfg = config_from_hf(hf, family, head)
+    if family == "bert" and head == "mlm":  # BertForMaskedLM has no pooler, BertForPreTraining has one
+        cfg = cfg.replace(pooler=any(k.startswith(f"{prefix}pooler.") for k in tensors))
+    state, ignored = from_hf_state(tensors, cfg, family, prefix)
+    model = Transformer(cfg)
+    load_state(model, state, str(hf_dir))
+    with _tokenizer_files(hf_dir) as tok_dir:
+        save_model(model, out_dir, tokenizer_dir=tok_dir, overwrite=overwrite,
+                   stage_config={"stage": "hf import", "source": str(hf_dir.resolve()), "architecture": arch})
+    return {"out": str(out_dir), "architecture": arch, "family": family, "head": head,
+            "tensors": len(tensors), "ignored": ignored}
+
+
+class _tokenizer_files:
+    """Context manager: a temporary directory with the HF tokenizer files, or None."""
+
+    def __init__(self, hf_dir: Path):
+        self.files = [hf_dir / f for f in TOKENIZER_FILES if (hf_dir / f).is_file()]
+        self.tmp = None
+
+    def __enter__(self) -> Path | None:
+        if not self.files:
+            return None
+        import tempfile
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="lmlab-tok-"))
+        for f in self.files:
+            shutil.copy2(f, self.tmp / f.name)
+        return self.tmp
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
+    """lmlab model directory → directory that `transformers` loads with from_pretrained."""
+    model_dir = Path(model_dir)
+    model = load_model(model_dir)
+    cfg = model.config
+    family = family_of(cfg)
+    arch = EXPORT_ARCHITECTURE[(family, cfg.head)]
+    prefix = ARCHITECTURES[arch][2]
+    state = to_hf_state(model.state_dict(), cfg, family, prefix)
+    with ArtifactWriter(out_dir, kind="hf-model", overwrite=overwrite,
+                        config={"stage": "hf export", "source": str(model_dir.resolve())}) as w:
+        write_json(w.path / "config.json", config_to_hf(cfg, family, arch))
+        save_tensors(state, w.path / "model.safetensors", metadata={"format": "pt"})
+        tok = model_dir / "tokenizer"
+        if tok.is_dir():
+            for f in tok.iterdir():
+                if f.is_file() and f.name not in ("manifest.json", "config.yaml"):
+                    shutil.copy2(f, w.path / f.name)
+    return {"out": str(out_dir), "architecture": arch, "family": family, "tensors": len(state)}

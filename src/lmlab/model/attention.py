@@ -1,0 +1,166 @@
+"""Scaled dot-product attention, multi-head attention, and the key/value cache.
+
+Shape legend (used in every comment of the model package):
+    B batch · T target (query) length · S source (key) length · H query heads ·
+    K key/value heads (K divides H; K < H is grouped-query attention) · D head dim d_k ·
+    C model width d_model = H·D
+
+Attention(Q, K, V) = softmax(QKᵀ / √d_k + M) V      (Vaswani et al. 2017, eq. 1)
+
+`scaled_dot_product_attention` writes the formula out and returns the weights (for
+visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`.
+The two are tested equal in forward and gradients. Masks are boolean, True where a query may
+attend to a key, broadcastable to [B, H, T, S]. A query row that may attend to nothing (a
+fully padded sequence) gets zero output, not NaN, on both paths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.model.config import TransformerConfig
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QKᵀ/√d_k + M)·V. q: [B, H, T, D], k, v: [B, H, S, D] → ([B, H, T, D], [B, H, T, S])."""
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # [B, H, T, S]
+    if attn_mask is not None:
+        # M = 0 where allowed, −∞ where not (the dtype's most negative finite value, so that
+        # exp() underflows to exactly 0 without producing inf − inf).
+        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)  # [B, H, T, S]
+    if attn_mask is not None:
+        weights = weights.masked_fill(~attn_mask.any(dim=-1, keepdim=True), 0.0)  # empty rows
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # [B, H, T, D], [B, H, T, S]
+
+
+def causal_mask(t: int, s: int, device: torch.device | None = None) -> torch.Tensor:
+    """[T, S] boolean: query i (the last T of S positions) may see keys 0 … S−T+i."""
+    offset = s - t
+    return torch.arange(s, device=device)[None, :] <= torch.arange(offset, s, device=device)[:, None]
+
+
+class KVCache:
+    """Preallocated keys and values for incremental decoding.
+
+    Self-attention entries are [B, K, S_max, D] per layer, filled up to `length`; every layer
+    writes at the same offset and the model calls `advance(T)` after a forward pass.
+    Cross-attention keys and values of the encoder memory are computed once and kept in `cross`.
+    """
+
+    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, d_head: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (batch_size, n_kv_heads, max_len, d_head)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.length = 0
+        self.max_len = max_len
+
+    @classmethod
+    def for_model(cls, cfg: TransformerConfig, batch_size: int, max_len: int | None = None,
+                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "KVCache":
+        n = cfg.decoder_layers if cfg.arch == "encoder-decoder" else cfg.n_layers
+        return cls(n, batch_size, cfg.kv_heads, max_len or cfg.max_seq_len, cfg.d_head, dtype, device)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v: [B, K, T, D] at positions length … length+T; return all keys so far."""
+        end = self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # [B, K, S, D]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head₁ … head_H)·Wᴼ, headᵢ = Attention(QWᵢQ, KWᵢK, VWᵢV).
+
+    Self-attention when `memory` is None, cross-attention (queries from x, keys and values
+    from the encoder memory) otherwise.
+    """
+
+    def __init__(self, cfg: TransformerConfig, cross: bool = False):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
+        self.cross = cross
+        self.impl = cfg.attention_impl
+        self.dropout_p = cfg.attn_dropout
+        c = cfg.d_model
+        self.q = nn.Linear(c, self.n_heads * self.d_head, bias=cfg.bias)
+        self.k = nn.Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
+        self.v = nn.Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
+        self.o = nn.Linear(self.n_heads * self.d_head, c, bias=cfg.bias)
+
+    def _split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, heads, self.d_head).transpose(1, 2)  # [B, T, C] → [B, heads, T, D]
+
+    def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
+        # than three calls; the parameters stay separate, named as in the paper.
+        w = torch.cat((self.q.weight, self.k.weight, self.v.weight))
+        b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
+        qkv = F.linear(x, w, b)  # [B, T, (H + 2K)·D]
+        kv = self.n_kv_heads * self.d_head
+        return qkv.split((self.n_heads * self.d_head, kv, kv), dim=-1)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, T, C]
+        memory: torch.Tensor | None = None,  # [B, S, C] encoder output (cross-attention)
+        attn_mask: torch.Tensor | None = None,  # bool, broadcastable to [B, H, T, S]
+        is_causal: bool = False,  # a causal mask with T == S, without building it
+        rotary=None,  # (RotaryEmbedding, positions) for RoPE
+        cache: KVCache | None = None,
+        layer: int = 0,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if memory is None:
+            q, k, v = self._project_qkv(x)
+            q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
+            if rotary is not None:
+                rope, positions = rotary
+                q, k = rope.rotate(q, positions), rope.rotate(k, positions)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)  # [B, K, S, D], S = cached + T
+        else:
+            q = self._split(self.q(x), self.n_heads)  # [B, H, T, D]
+            if cache is not None and cache.cross[layer] is not None:
+                k, v = cache.cross[layer]
+            else:
+                k = self._split(self.k(memory), self.n_kv_heads)  # [B, K, S, D]
+                v = self._split(self.v(memory), self.n_kv_heads)
+                if cache is not None:
+                    cache.cross[layer] = (k, v)
+
+        dropout_p = self.dropout_p if self.training else 0.0
+        weights = None
+        if self.impl == "formula" or need_weights:
+            if self.n_kv_heads != self.n_heads:  # each key/value head serves H/K query heads
+                k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+                v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            if is_causal:
+                attn_mask = causal_mask(q.size(2), k.size(2), q.device)
+            out, weights = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )  # [B, H, T, D]
+        b, _, t, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, C]
+        return self.o(out), weights

@@ -1,0 +1,82 @@
+"""An lmlab model directory: ``model.json`` (the TransformerConfig), ``model.safetensors``,
+an optional ``tokenizer/`` directory, ``config.yaml`` (how it was made) and ``manifest.json``.
+
+Loading verifies the manifest's hashes, rejects unknown config keys, and requires every
+stored tensor to match a parameter of the same shape and every parameter to be filled;
+otherwise `CheckpointMismatch` names the tensor and the config field that disagrees.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, verify, write_json
+from lmlab.config import to_dict
+from lmlab.errors import CheckpointMismatch, ConfigError
+from lmlab.model.config import TransformerConfig
+from lmlab.model.transformer import Transformer
+
+MODEL_KIND = "lmlab-model"
+
+
+def save_model(model: Transformer, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
+               stage_config: Any = None, overwrite: bool = False) -> Path:
+    with ArtifactWriter(out_dir, kind=MODEL_KIND, config=stage_config, overwrite=overwrite) as w:
+        write_json(w.path / "model.json", to_dict(model.config))
+        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+        save_tensors(state, w.path / "model.safetensors", metadata={"format": "pt"})
+        if tokenizer_dir is not None:
+            shutil.copytree(tokenizer_dir, w.path / "tokenizer",
+                            ignore=shutil.ignore_patterns("manifest.json", "config.yaml"))
+    return Path(out_dir)
+
+
+def read_model_config(model_dir: str | Path) -> TransformerConfig:
+    path = Path(model_dir) / "model.json"
+    try:
+        return TransformerConfig.from_dict(read_json(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _suspects(cfg: TransformerConfig, expected: tuple[int, ...], found: tuple[int, ...]) -> str:
+    """Config fields whose value is a dimension that differs: the likely culprits."""
+    values = {k: v for k, v in to_dict(cfg).items() if isinstance(v, int) and not isinstance(v, bool)}
+    values["d_head"] = cfg.d_head
+    names = sorted({k for e, f in zip(expected, found) if e != f for k, v in values.items() if v in (e, f)})
+    return f" (check {', '.join(names)})" if names else ""
+
+
+def load_state(model: Transformer, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load: every tensor used, every parameter filled, shapes equal."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
+    for name in sorted(set(own) & set(tensors)):
+        exp, got = tuple(own[name].shape), tuple(tensors[name].shape)
+        if exp != got:
+            problems.append(f"{name} has shape {got} in the file but the config gives {exp}"
+                            f"{_suspects(model.config, exp, got)}")
+    if problems:
+        raise CheckpointMismatch(f"{source}: weights do not fit the model config: " + "; ".join(problems))
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
+               verify_hashes: bool = True) -> Transformer:
+    model_dir = Path(model_dir)
+    if verify_hashes:
+        verify(model_dir, kind=MODEL_KIND)
+    cfg = read_model_config(model_dir)
+    model = Transformer(cfg)
+    load_state(model, load_tensors(model_dir / "model.safetensors"), str(model_dir / "model.safetensors"))
+    return model.to(device).eval()
