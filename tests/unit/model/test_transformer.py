@@ -1,0 +1,163 @@
+"""Whole-model invariants: causality (I2), KV cache = recomputation (I3), formula = fused,
+padding invariance, parameter counts in closed form, config validation."""
+
+import pytest
+import torch
+
+from lmlab.errors import ConfigError
+from lmlab.model import KVCache, Transformer, TransformerConfig, preset
+from lmlab.model.summary import count_parameters, flops_per_token
+
+V = 99
+FAMILIES = ["bert", "gpt2", "llama", "transformer"]
+
+
+def tiny(family: str, **kw) -> Transformer:
+    cfg = preset(f"{family}-tiny", vocab_size=V, d_model=36, n_heads=3, n_layers=2, d_ff=44,
+                 max_seq_len=64, dropout=0.0, attn_dropout=0.0, **kw)
+    return Transformer(cfg).eval()
+
+
+def run(model, ids, dec=None, **kw):
+    if model.config.arch == "encoder-decoder":
+        return model(ids, decoder_input_ids=dec if dec is not None else ids, **kw)
+    return model(ids, **kw)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "transformer"])
+def test_causality_future_tokens_do_not_change_the_past(family, figure):
+    model = tiny(family)
+    ids = torch.randint(0, V, (3, 7))
+    for t in range(1, 7):
+        changed = ids.clone()
+        changed[:, t:] = torch.randint(0, V, (3, 7 - t))
+        with torch.no_grad():
+            a = run(model, ids).logits[:, :t]
+            b = run(model, ids, changed).logits[:, :t] if family == "transformer" else run(model, changed).logits[:, :t]
+        figure(**{f"max_change_t{t}": (a - b).abs().max()})
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "transformer"])
+def test_kv_cache_equals_full_recomputation(family, figure):
+    kw = {"n_kv_heads": 1} if family == "llama" else {}
+    model = tiny(family, **kw)
+    src = torch.randint(0, V, (3, 5))
+    ids = torch.randint(0, V, (3, 40))
+    with torch.no_grad():
+        full = run(model, src, ids).logits if family == "transformer" else run(model, ids).logits
+        cache = KVCache.for_model(model.config, batch_size=3, max_len=64)
+        steps, memory = [], None
+        chunks = [ids[:, :9]] + [ids[:, i:i + 1] for i in range(9, 40)]  # a prompt, then token by token
+        for chunk in chunks:
+            if family == "transformer":
+                out = model(src, decoder_input_ids=chunk, memory=memory, cache=cache)
+                memory = out.memory
+            else:
+                out = model(chunk, cache=cache)
+            steps.append(out.logits)
+    inc = torch.cat(steps, dim=1)
+    diff = (inc - full).abs().max().item()
+    figure(max_logit_diff=diff)
+    assert diff <= 1e-5
+    assert torch.equal(inc.argmax(-1), full.argmax(-1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_formula_path_equals_fused_path_with_grads(family):
+    fused = tiny(family).double()
+    formula = tiny(family, attention_impl="formula").double()
+    formula.load_state_dict(fused.state_dict())
+    ids = torch.randint(1, V, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    kw = {"attention_mask": mask}
+    a, b = run(fused, ids, **kw).logits, run(formula, ids, **kw).logits
+    assert (a - b).abs().max() <= 1e-10
+    a.sum().backward()
+    b.sum().backward()
+    worst = max((p.grad - q.grad).abs().max().item()
+                for p, q in zip(fused.parameters(), formula.parameters()) if p.grad is not None)
+    assert worst <= 1e-9
+
+
+def test_encoder_padding_does_not_change_real_tokens():
+    model = tiny("bert")
+    ids = torch.randint(1, V, (1, 5))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        a = model(ids).hidden_states
+        b = model(padded, attention_mask=mask).hidden_states[:, :5]
+    assert (a - b).abs().max() <= 1e-5
+
+
+def test_output_attentions_are_distributions_with_causal_zeros():
+    model = tiny("gpt2")
+    out = model(torch.randint(0, V, (3, 7)), output_attentions=True)
+    w = out.attentions[0]["self"]
+    assert w.shape == (3, 3, 7, 7)
+    assert torch.allclose(w.sum(-1), torch.ones(3, 3, 7))
+    assert w.triu(1).abs().max() == 0
+
+
+def test_mlm_head_positions_select_rows():
+    model = tiny("bert")
+    ids = torch.randint(1, V, (3, 7))
+    where = torch.zeros(3, 7, dtype=torch.bool)
+    where[0, 2] = where[2, 5] = True
+    full = model(ids).logits
+    some = model(ids, head_positions=where).logits
+    assert some.shape == (2, V)
+    assert torch.allclose(some, full[where], atol=1e-6)
+
+
+def test_decoder_classification_reads_the_last_real_token():
+    model = tiny("gpt2", head="classification", n_labels=3)
+    ids = torch.randint(1, V, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6])
+    with torch.no_grad():
+        a = model(ids, attention_mask=mask).logits
+        b = model(ids[:1, :4]).logits
+    assert a.shape == (2, 3)
+    assert torch.allclose(a[0], b[0], atol=1e-5)
+
+
+def test_gpt2_parameter_count_in_closed_form():
+    cfg = preset("gpt2-base")
+    d, L, V_, P = cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.max_seq_len
+    # per layer: 4d² + 4d (attention) + 8d² + 5d (MLP) + 4d (two LayerNorms)
+    expected = V_ * d + P * d + L * (12 * d * d + 13 * d) + 2 * d
+    assert count_parameters(cfg)["parameters"] == expected == 124_439_808
+    # forward FLOPs ≈ 2N (non-embedding) + 2dV + attention
+    n = L * 12 * d * d
+    assert flops_per_token(cfg, 1024) == 2 * n + 2 * d * V_ + 4 * L * 1024 * d
+
+
+def test_bert_base_matches_published_size():
+    assert abs(count_parameters(preset("bert-base"))["parameters"] - 110_000_000) < 200_000
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(d_model=100, n_heads=3), "d_model"),
+    (dict(n_heads=4, n_kv_heads=3), "n_kv_heads"),
+    (dict(arch="encoder", head="clm"), "head"),
+    (dict(dropout=1.5), "dropout"),
+    (dict(vocab_size=0), "vocab_size"),
+])
+def test_invalid_configs_name_the_field(bad, field):
+    with pytest.raises(ConfigError, match=field):
+        TransformerConfig(**bad)
+
+
+def test_unknown_preset_and_keys_are_rejected():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("gpt5-huge")
+    with pytest.raises(ConfigError, match="valid keys"):
+        TransformerConfig.from_dict({"d_modle": 3})
+
+
+def test_too_long_input_is_a_clear_error():
+    model = tiny("gpt2")
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 65, dtype=torch.long))

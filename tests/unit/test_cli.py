@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+from lmlab.cli import COMMANDS, build_parser, main
+
+
+def test_help_lists_every_stage(capsys):
+    text = build_parser().format_help()
+    for cmd in COMMANDS:
+        assert cmd.name.split()[0] in text
+
+
+def test_every_command_resolves_to_a_function():
+    import importlib
+
+    for cmd in COMMANDS:
+        module, _, name = cmd.target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name)), cmd.name
+
+
+def test_user_errors_print_a_message_not_a_traceback(tmp_path, capsys):
+    assert main(["hf", "export", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_model_info_and_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "lmlab", "model", "info", "gpt2-base"],
+                         capture_output=True, text=True, check=True).stdout
+    assert '"parameters": 124439808' in out
