@@ -30,7 +30,10 @@ class VocabProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if bias else None
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, embedding if self.weight is None else self.weight, self.bias)
+        return F.linear(h, self.matrix(embedding), self.bias)
+
+    def matrix(self, embedding: torch.Tensor) -> torch.Tensor:
+        return embedding if self.weight is None else self.weight
 
 
 class MaskedLMHead(nn.Module):
@@ -41,14 +44,20 @@ class MaskedLMHead(nn.Module):
         self.norm = make_norm(cfg)
         self.proj = VocabProjection(cfg, bias=True)
 
+    def transform(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(h)))
+
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.norm(self.act(self.dense(h))), embedding)
+        return self.proj(self.transform(h), embedding)
 
 
 class LMHead(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.proj = VocabProjection(cfg, bias=cfg.lm_head_bias)
+
+    def transform(self, h: torch.Tensor) -> torch.Tensor:
+        return h
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         return self.proj(h, embedding)

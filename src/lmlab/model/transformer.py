@@ -21,6 +21,7 @@ from lmlab.model.attention import KVCache, causal_mask
 from lmlab.model.config import TransformerConfig
 from lmlab.model.heads import Pooler, VocabProjection, make_head
 from lmlab.model.layers import TransformerLayer, make_norm
+from lmlab.model.loss import IGNORE_INDEX, cross_entropy, linear_cross_entropy
 from lmlab.model.position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
 
@@ -32,6 +33,7 @@ class ModelOutput:
     memory: torch.Tensor | None = None  # [B, S, C] encoder output of an encoder-decoder
     attentions: list[dict[str, torch.Tensor]] | None = None  # per layer: {"self": [B, H, T, S], ...}
     cache: KVCache | None = None
+    loss: torch.Tensor | None = None  # mean cross-entropy when labels are given
 
 
 class Embeddings(nn.Module):
@@ -175,6 +177,9 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         position_ids: torch.Tensor | None = None,
         head_positions: torch.Tensor | None = None,  # [B, T] bool: MLM logits only there → [N, V]
+        labels: torch.Tensor | None = None,  # targets per position [B, T] (not shifted here;
+        # −100 = ignore), class ids [B], or span (start, end) [B, 2]; logits are then not returned
+        # for vocabulary heads, whose loss is computed without materialising them
         output_attentions: bool = False,
     ) -> ModelOutput:
         cfg = self.config
@@ -197,20 +202,30 @@ class Transformer(nn.Module):
                                         need_weights=output_attentions)
             if output_attentions:
                 attentions = (enc_attn or []) + attentions
-        return ModelOutput(hidden_states=h, logits=self._head(h, pooled, attention_mask, head_positions),
-                           pooled=pooled, memory=memory if cfg.arch == "encoder-decoder" else None,
+        logits, loss = self._head(h, pooled, attention_mask, head_positions, labels)
+        return ModelOutput(hidden_states=h, logits=logits, loss=loss, pooled=pooled, memory=memory if cfg.arch == "encoder-decoder" else None,
                            attentions=attentions, cache=cache)
 
-    def _head(self, h, pooled, attention_mask, head_positions):
+    def _head(self, h, pooled, attention_mask, head_positions, labels):
+        """→ (logits, loss)."""
         cfg, head = self.config, self.head
         if head is None:
-            return None
+            return None, None
         if cfg.head in ("mlm", "clm", "seq2seq"):
+            if labels is not None:
+                if cfg.head == "mlm":  # score only the masked positions
+                    where = labels != IGNORE_INDEX
+                    h, labels = h[where], labels[where]
+                weight = head.proj.matrix(self.embed.tokens.weight)
+                return None, linear_cross_entropy(head.transform(h), weight, head.proj.bias, labels)
             if head_positions is not None:
                 h = h[head_positions]  # [N, C]: only where a prediction is scored
-            return head(h, self.embed.tokens.weight)
+            return head(h, self.embed.tokens.weight), None
         if cfg.head == "span":
-            return head(h)
+            logits = head(h)  # [B, T, 2]
+            loss = None if labels is None else (cross_entropy(logits[..., 0], labels[:, 0]) +
+                                                cross_entropy(logits[..., 1], labels[:, 1])) / 2
+            return logits, loss
         # classification: BERT pools [CLS]; a decoder reads its last real token.
         if cfg.arch == "encoder":
             summary = pooled if pooled is not None else h[:, 0]
@@ -218,4 +233,5 @@ class Transformer(nn.Module):
             last = (attention_mask.sum(-1) - 1) if attention_mask is not None else \
                 torch.full((h.size(0),), h.size(1) - 1, device=h.device)
             summary = h[torch.arange(h.size(0), device=h.device), last]
-        return head(summary)
+        logits = head(summary)
+        return logits, None if labels is None else cross_entropy(logits, labels)
