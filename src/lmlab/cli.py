@@ -48,6 +48,10 @@ COMMANDS: list[Command] = [
                  help="a preset (bert-base, gpt2-small, llama-tiny, transformer-tiny, ...) "
                       "or an lmlab model directory"),
              arg("--seq-len", type=int, default=None, help="sequence length for FLOPs")]),
+    Command("model init", "lmlab.model.pretrained:init_model",
+            "write a randomly initialised model directory (preset + --model.FIELD=VALUE overrides)",
+            [arg("--preset", dest="preset_name", default="gpt2-tiny", help="FAMILY-SIZE, e.g. bert-small"),
+             OUT, arg("--seed", type=int, default=0), OVERWRITE]),
     Command("hf import", "lmlab.hf.convert:import_hf",
             "convert a Hugging Face model directory on disk into an lmlab model directory",
             [arg("hf_dir"), arg("out_dir"),

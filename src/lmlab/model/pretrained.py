@@ -80,3 +80,25 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
     model = Transformer(cfg)
     load_state(model, load_tensors(model_dir / "model.safetensors"), str(model_dir / "model.safetensors"))
     return model.to(device).eval()
+
+
+def init_model(preset_name: str = "gpt2-tiny", out: str | Path = "out/model", seed: int = 0,
+               overrides: list[str] = (), overwrite: bool = False) -> dict:
+    """`lmlab model init`: a randomly initialised model directory from a preset and
+    ``--model.field=value`` overrides (e.g. ``--model.vocab_size=8000``)."""
+    from lmlab.config import parse_overrides
+    from lmlab.model.config import preset
+
+    fields = parse_overrides(overrides)
+    unknown = sorted(set(fields) - {"model"})
+    if unknown:
+        raise ConfigError(f"unknown config section {', '.join(unknown)}; model init takes --model.FIELD=VALUE")
+    try:
+        cfg = preset(preset_name, **fields.get("model", {}))
+    except ConfigError as e:
+        raise ConfigError(f"--model: {e}") from None
+    torch.manual_seed(seed)
+    model = Transformer(cfg)
+    save_model(model, out, stage_config={"stage": "model init", "preset": preset_name, "seed": seed,
+                                         "model": to_dict(cfg)}, overwrite=overwrite)
+    return {"out": str(out), "preset": preset_name, "parameters": sum(p.numel() for p in model.parameters())}

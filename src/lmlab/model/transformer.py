@@ -121,6 +121,14 @@ class Transformer(nn.Module):
         elif isinstance(module, VocabProjection) and module.weight is not None:  # untied
             nn.init.normal_(module.weight, std=std)
 
+    def _check_ids(self, ids: torch.Tensor, name: str) -> None:
+        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"{name} must be integer token ids of shape [batch, length], "
+                             f"got {ids.dtype} {tuple(ids.shape)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
+            raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
+                             f"min {int(ids.min())}, max {int(ids.max())}; does the tokenizer match the model?")
+
     # -- the two halves ------------------------------------------------------------------------
 
     def _positions(self, t: int, past: int, position_ids: torch.Tensor | None, device) -> torch.Tensor:
@@ -133,6 +141,7 @@ class Transformer(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, need_weights: bool = False):
         """input_ids: [B, S] → (memory [B, S, C], attentions)."""
+        self._check_ids(input_ids, "input_ids")
         positions = self._positions(input_ids.size(1), 0, None, input_ids.device)
         x = self.embed(input_ids, positions, token_type_ids)
         rotary = (self.rope, positions) if self.rope is not None else None
@@ -144,6 +153,7 @@ class Transformer(nn.Module):
                cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
                need_weights: bool = False):
         """input_ids: [B, T] new tokens; attention_mask: [B, past + T] → ([B, T, C], attentions)."""
+        self._check_ids(input_ids, "input_ids" if self.config.arch == "decoder" else "decoder_input_ids")
         t = input_ids.size(1)
         past = cache.length if cache is not None else 0
         positions = self._positions(t, past, position_ids, input_ids.device)

@@ -161,3 +161,14 @@ def test_too_long_input_is_a_clear_error():
     model = tiny("gpt2")
     with pytest.raises(ValueError, match="max_seq_len"):
         model(torch.zeros(1, 65, dtype=torch.long))
+
+
+@pytest.mark.parametrize("ids, msg", [
+    (torch.zeros(7, dtype=torch.long), "shape"),
+    (torch.zeros(2, 7), "integer"),
+    (torch.full((2, 7), V), "vocab_size=99"),
+    (torch.full((2, 7), -1), "outside"),
+])
+def test_bad_input_ids_are_clear_errors(ids, msg):
+    with pytest.raises(ValueError, match=msg):
+        tiny("gpt2")(ids)
