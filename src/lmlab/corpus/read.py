@@ -179,7 +179,8 @@ def _format_of(name: str, cfg: ReadConfig) -> str:
 
 
 def detect_encoding(sample: bytes, cfg: ReadConfig) -> str:
-    """BOM first; then UTF-8 if the sample decodes; then GB18030 if it does; else UTF-8 (repaired)."""
+    """BOM first; then UTF-8 if the sample decodes or has only a few bad bytes (< 5 % of its non-ASCII
+    bytes); else GB18030 if that decodes the sample with fewer errors; else UTF-8 (repaired)."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -188,16 +189,27 @@ def detect_encoding(sample: bytes, cfg: ReadConfig) -> str:
         return "utf-16"
     if cfg.encoding != "auto":
         return cfg.encoding
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    bad_utf8 = _decode_errors(sample, "utf-8")
+    if bad_utf8 == 0:
         return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        codecs.getincrementaldecoder("gb18030")().decode(sample, final=False)
-        return "gb18030"
-    except UnicodeDecodeError:
+    non_ascii = sum(1 for b in sample if b >= 0x80)
+    if bad_utf8 * 20 < non_ascii:  # UTF-8 text with a few corrupt bytes
         return "utf-8"
+    return "gb18030" if _decode_errors(sample, "gb18030") < bad_utf8 else "utf-8"
+
+
+def _decode_errors(sample: bytes, encoding: str) -> int:
+    """Invalid sequences when decoding `sample` (an incomplete character at its end is not one)."""
+    errors = 0
+
+    def count(e: UnicodeDecodeError) -> tuple[str, int]:
+        nonlocal errors
+        errors += 1
+        return "", e.end
+
+    codecs.register_error("lmlab-sniff", count)
+    codecs.getincrementaldecoder(encoding)(errors="lmlab-sniff").decode(sample, final=False)
+    return errors
 
 
 def _looks_binary(sample: bytes) -> bool:
@@ -570,11 +582,12 @@ def _decode_table(item: Item, cfg: ReadConfig, counters: Counters) -> Iterator[t
         reader = csv.reader(feed(), delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
         reader = csv.reader(feed())
+    start = item.first_line
     try:
         for row in reader:
+            ref, start = f"{item.source}:{start}", current[0] + 1  # a quoted field may span lines
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            ref = f"{item.source}:{current[0]}"
             if col >= len(row):
                 _row_error(cfg, counters, ref, f"has {len(row)} columns, column {cfg.field!r} is number {col + 1}")
                 continue
