@@ -16,12 +16,14 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lmlab.config import check
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|[^\W_]+")
-_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 @dataclass
@@ -51,7 +53,7 @@ def detect_language(text: str, zh_min_han_ratio: float = 0.3) -> str:
     letters are the majority of letters, else ``other``."""
     han = len(_HAN.findall(text))
     latin = len(_LATIN.findall(text))
-    letters = sum(1 for c in text if c.isalpha())
+    letters = len(_LETTER.findall(text))
     if letters == 0:
         return "other"
     if han / letters >= zh_min_han_ratio:
@@ -61,27 +63,38 @@ def detect_language(text: str, zh_min_han_ratio: float = 0.3) -> str:
     return "other"
 
 
-_SPACE = re.compile(r"\s+")
-_SYMBOLS: dict[int, None] | None = None
+_CLASS: np.ndarray | None = None  # [0x110000] uint8: 0 other, 1 punctuation/symbol, 2 decimal digit, 3 space
 
 
-def _symbol_table() -> dict[int, None]:
-    """translate() table deleting every punctuation (P*) and symbol (S*) code point."""
-    global _SYMBOLS
-    if _SYMBOLS is None:
-        _SYMBOLS = {cp: None for cp in range(0x30000) if unicodedata.category(chr(cp))[0] in "PS"}
-    return _SYMBOLS
+def _class_table() -> np.ndarray:
+    global _CLASS
+    if _CLASS is None:
+        table = np.zeros(0x110000, dtype=np.uint8)
+        for cp in range(0x30000):  # P*, S* and Nd all lie below U+30000
+            cat = unicodedata.category(chr(cp))
+            table[cp] = 1 if cat[0] in "PS" else 2 if cat == "Nd" else 3 if chr(cp).isspace() else 0
+        _CLASS = table
+    return _CLASS
+
+
+def char_class_counts(text: str) -> np.ndarray:
+    """[other, symbol, digit, space] character counts, vectorised over code points."""
+    cps = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+    return np.bincount(_class_table()[cps], minlength=4)
 
 
 def symbol_ratio(text: str) -> float:
-    """Punctuation and symbol characters / non-space characters (C-speed via str.translate)."""
-    dense = _SPACE.sub("", text)
-    return (len(dense) - len(dense.translate(_symbol_table()))) / len(dense) if dense else 0.0
+    """Punctuation and symbol characters (Unicode P*, S*) / non-space characters."""
+    c = char_class_counts(text)
+    dense = c[0] + c[1] + c[2]
+    return float(c[1] / dense) if dense else 0.0
 
 
 def digit_ratio(text: str) -> float:
-    n = len(_SPACE.sub("", text))
-    return len(_DIGIT.findall(text)) / n if n else 0.0
+    """Decimal digits (Unicode Nd) / non-space characters."""
+    c = char_class_counts(text)
+    dense = c[0] + c[1] + c[2]
+    return float(c[2] / dense) if dense else 0.0
 
 
 def dup_line_ratio(text: str) -> float:

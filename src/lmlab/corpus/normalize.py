@@ -32,8 +32,6 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e"))
 _ZERO_WIDTH_ALL = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e\u200c\u200d"))
 # Full-width ASCII U+FF01..U+FF5E → U+0021..U+007E; ideographic space → space.
 _FULLWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
-_SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline
-_BLANK_RUN = re.compile(r"\n{3,}")
 
 
 def strip_html(text: str) -> str:
@@ -74,11 +72,18 @@ def normalize_whitespace(text: str) -> str:
     text stripped."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
     text = _DROPPED_CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    if " \n" in text or "\n " in text:
-        text = "\n".join(line.strip(" ") for line in text.split("\n"))
-    text = _BLANK_RUN.sub("\n\n", text)
-    return text.strip()
+    out: list[str] = []
+    blank = False
+    for line in text.split("\n"):
+        line = " ".join(line.split())  # str.split() collapses every kind of Unicode space, in C
+        if line:
+            if blank and out:
+                out.append("")
+            out.append(line)
+            blank = False
+        else:
+            blank = True
+    return "\n".join(out)
 
 
 def lowercase(text: str) -> str:
