@@ -24,3 +24,7 @@ class CheckpointMismatch(ArtifactError):
 
 class UnsafeFormat(LmlabError):
     """Refused to read a format that can execute code (pickle) without explicit consent."""
+
+
+class DataError(LmlabError, ValueError):
+    """Input data is unreadable or malformed; the message names the file (and line or row)."""

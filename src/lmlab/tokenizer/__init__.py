@@ -1,0 +1,1 @@
+"""Stage ②: tokenizers — train (bpe | wordpiece | unigram | char) · tokenizer · stream · evaluate."""

@@ -1,0 +1,162 @@
+"""`Tokenizer`: a trained tokenizer directory loaded for use (encode, decode, special ids).
+
+A thin, typed face over ``tokenizers.Tokenizer`` that knows the special-token *roles*
+(pad, unk, bos, eos, cls, sep, mask) written by `train_tokenizer`, so the data and training
+code can ask for ``tok.eos_id`` instead of guessing token strings. Ids equal those of
+``transformers.AutoTokenizer.from_pretrained(DIR)`` for the same ``add_special_tokens``;
+lmlab's default is ``add_special_tokens=False`` (language-model shards want raw ids and add
+their own document separators), Hugging Face's is True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from lmlab.artifacts import ArtifactWriter, read_json, verify
+from lmlab.errors import ArtifactCorrupt, ArtifactError
+
+KIND = "lmlab-tokenizer"
+FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lmlab_tokenizer.json", "vocab.txt", "stats.json")
+
+
+class Tokenizer:
+    def __init__(self, backend: Any, kind: str, special_tokens: dict[str, str], meta: dict[str, Any] | None = None):
+        self.backend = backend  # tokenizers.Tokenizer
+        self.kind = kind
+        self.special_tokens = dict(special_tokens)
+        self.meta = meta or {}
+        self.special_ids = {role: backend.token_to_id(tok) for role, tok in special_tokens.items()}
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def load(cls, directory: str | Path) -> "Tokenizer":
+        """Load a directory written by `train_tokenizer` (its tokenizer files are hash-checked)."""
+        from tokenizers import Tokenizer as Backend
+
+        directory = Path(directory)
+        verify(directory, kind=KIND, only=["tokenizer.json", "lmlab_tokenizer.json"])
+        meta = read_json(directory / "lmlab_tokenizer.json")
+        try:
+            backend = Backend.from_file(str(directory / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            raise ArtifactCorrupt(f"{directory / 'tokenizer.json'}: cannot be loaded ({e})") from None
+        tok = cls(backend, meta["kind"], meta["special_tokens"], meta)
+        missing = [r for r, i in tok.special_ids.items() if i is None]
+        if missing:
+            raise ArtifactCorrupt(f"{directory}: special tokens {missing} are not in the vocabulary")
+        tok.directory = directory
+        return tok
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> None:
+        """Copy the tokenizer files into a new artifact directory (same kind and manifest)."""
+        src = getattr(self, "directory", None)
+        if src is None:
+            raise ArtifactError("Tokenizer.save: only a loaded tokenizer can be saved; use train_tokenizer")
+        with ArtifactWriter(directory, kind=KIND, overwrite=overwrite) as w:
+            for name in FILES + ("config.yaml",):
+                if (src / name).exists():
+                    shutil.copy2(src / name, w.path / name)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the serialised pipeline: shards record it to refuse a different tokenizer."""
+        return hashlib.sha256(self.backend.to_str().encode("utf-8")).hexdigest()
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.backend.id_to_token(i)
+
+    def _role(self, role: str) -> int | None:
+        return self.special_ids.get(role)
+
+    pad_id = property(lambda self: self._role("pad"))
+    unk_id = property(lambda self: self._role("unk"))
+    bos_id = property(lambda self: self._role("bos"))
+    eos_id = property(lambda self: self._role("eos"))
+    cls_id = property(lambda self: self._role("cls"))
+    sep_id = property(lambda self: self._role("sep"))
+    mask_id = property(lambda self: self._role("mask"))
+
+    @property
+    def document_separator_id(self) -> int | None:
+        """The id appended after each document in token shards: eos, else sep."""
+        return self.eos_id if self.eos_id is not None else self.sep_id
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
+        """Encode many texts on all cores (the Rust library's thread pool), without offsets."""
+        fast = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        return [e.ids for e in fast(texts, add_special_tokens=add_special_tokens)]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def stream_decoder(self) -> "Any":
+        from lmlab.tokenizer.stream import StreamDecoder
+
+        return StreamDecoder(self)
+
+    def iter_decode(self, ids: Iterator[int]) -> Iterator[str]:
+        """Text pieces as ids arrive; never half a UTF-8 character."""
+        dec = self.stream_decoder()
+        for i in ids:
+            piece = dec.push(i)
+            if piece:
+                yield piece
+        tail = dec.flush()
+        if tail:
+            yield tail
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, specials={self.special_tokens})"
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    return Tokenizer.load(directory)
+
+
+def _parse_ids(ids: str) -> list[int]:
+    text = ids.strip()
+    try:
+        values = json.loads(text) if text.startswith("[") else [int(x) for x in text.replace(",", " ").split()]
+    except (ValueError, json.JSONDecodeError):
+        raise ArtifactError(f"ids {ids[:50]!r}: give integers separated by spaces or commas, or a JSON list") from None
+    return [int(v) for v in values]
+
+
+def encode_command(tokenizer: str, text: str | None = None, file: str | None = None,
+                   special: bool = False) -> dict[str, Any]:
+    """CLI: ids (and tokens) of TEXT, or of each line of FILE."""
+    tok = Tokenizer.load(tokenizer)
+    if (text is None) == (file is None):
+        raise ArtifactError("tokenizer encode: give exactly one of TEXT or --file")
+    if text is not None:
+        ids = tok.encode(text, add_special_tokens=special)
+        return {"ids": ids, "tokens": [tok.id_to_token(i) for i in ids]}
+    from lmlab.corpus.read import open_text_lines
+
+    return {"ids": [tok.encode(line.rstrip("\n"), add_special_tokens=special) for line in open_text_lines(file)]}  # type: ignore[arg-type]
+
+
+def decode_command(tokenizer: str, ids: str, skip_special: bool = False) -> str:
+    """CLI: the text of IDS ("1 2 3", "1,2,3" or "[1, 2, 3]")."""
+    tok = Tokenizer.load(tokenizer)
+    values = _parse_ids(ids)
+    bad = [i for i in values if not 0 <= i < tok.vocab_size]
+    if bad:
+        raise ArtifactError(f"ids {bad[:5]} are outside the vocabulary (size {tok.vocab_size})")
+    return tok.decode(values, skip_special_tokens=skip_special)

@@ -1,0 +1,111 @@
+"""Training, Hugging Face compatibility (identical ids), round trips, special tokens."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmlab.errors import ArtifactCorrupt, DataError
+from lmlab.tokenizer.tokenizer import Tokenizer
+from lmlab.tokenizer.train import train_tokenizer
+
+from .conftest import FIXTURE
+
+transformers = pytest.importorskip("transformers")
+
+HARD = [
+    "The old sailor reads a long letter.",
+    "我们喜欢明亮的月光，心里很高兴。",
+    "family 👨‍👩‍👧 and 👩🏽‍💻 emoji with ZWJ",
+    "combining e\u0301 and a\u0308 marks; precomposed é",
+    "RTL: שלום עולם and مرحبا بالعالم",
+    "tabs\tand  double  spaces\nnew line",
+    "",
+]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "char"])
+def test_autotokenizer_gives_identical_ids(trained, kind):
+    tok = Tokenizer.load(trained[kind])
+    hf = transformers.AutoTokenizer.from_pretrained(str(trained[kind]))
+    for text in HARD:
+        assert tok.encode(text) == hf.encode(text, add_special_tokens=False), text
+        assert tok.encode(text, add_special_tokens=True) == hf.encode(text), text
+        assert tok.decode(tok.encode(text)) == hf.decode(hf.encode(text, add_special_tokens=False))
+    files = {p.name for p in trained[kind].iterdir()}
+    assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "manifest.json"} <= files
+
+
+def test_wordpiece_vocab_txt_for_bert_tokenizer(trained):
+    tok = Tokenizer.load(trained["wordpiece"])
+    vocab = (trained["wordpiece"] / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert len(vocab) == tok.vocab_size and all(tok.token_to_id(t) == i for i, t in enumerate(vocab))
+    bert = transformers.BertTokenizer(str(trained["wordpiece"] / "vocab.txt"), do_lower_case=False)
+    for text in HARD:
+        assert bert.encode(text) == tok.encode(text, add_special_tokens=True), text
+    ids = tok.encode("我们喜欢月光", add_special_tokens=True)
+    assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id
+    assert [tok.id_to_token(i) for i in ids[1:-1]] == list("我们喜欢月光")  # one token per CJK character
+
+
+def test_special_tokens_come_first_with_roles(trained):
+    bpe = Tokenizer.load(trained["bpe"])
+    assert (bpe.eos_id, bpe.pad_id, bpe.unk_id, bpe.document_separator_id) == (0, 1, None, 0)
+    wp = Tokenizer.load(trained["wordpiece"])
+    assert [wp.pad_id, wp.unk_id, wp.cls_id, wp.sep_id, wp.mask_id] == [0, 1, 2, 3, 4]
+    assert wp.document_separator_id == wp.sep_id
+    cfg = json.loads((trained["wordpiece"] / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "BertTokenizer" and cfg["mask_token"] == "[MASK]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_bpe_round_trip_is_exact_on_any_text(trained_bpe, text):
+    assert trained_bpe.decode(trained_bpe.encode(text)) == text
+
+
+@pytest.fixture(scope="module")
+def trained_bpe(trained):
+    return Tokenizer.load(trained["bpe"])
+
+
+def test_char_round_trip_and_unknowns(trained):
+    tok = Tokenizer.load(trained["char"])
+    line = FIXTURE.read_text(encoding="utf-8").splitlines()[2]
+    assert tok.decode(tok.encode(line)) == line
+    assert len(tok.encode(line)) == len(line)  # one id per character
+    assert tok.encode("\u2603") == [tok.unk_id]
+
+
+def test_unigram_round_trip_on_training_text(trained):
+    tok = Tokenizer.load(trained["unigram"])
+    for line in FIXTURE.read_text(encoding="utf-8").splitlines()[:30]:
+        assert tok.decode(tok.encode(line)) == line
+
+
+def test_vocab_size_is_respected(trained):
+    for kind in ("bpe", "unigram"):
+        assert Tokenizer.load(trained[kind]).vocab_size <= {"bpe": 400, "unigram": 250}[kind]
+
+
+def test_modified_tokenizer_json_is_detected(trained, tmp_path):
+    import shutil
+    d = tmp_path / "t"
+    shutil.copytree(trained["char"], d)
+    (d / "tokenizer.json").write_text((d / "tokenizer.json").read_text().replace("<unk>", "<unK>"))
+    with pytest.raises(ArtifactCorrupt, match="tokenizer.json"):
+        Tokenizer.load(d)
+
+
+def test_unigram_too_small_vocab_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="raise --vocab-size"):
+        train_tokenizer(FIXTURE, tmp_path / "u", kind="unigram", vocab_size=20)
+    assert not (tmp_path / "u").exists()
+
+
+def test_save_copies_a_loaded_tokenizer(trained, tmp_path):
+    tok = Tokenizer.load(trained["bpe"])
+    tok.save(tmp_path / "copy")
+    again = Tokenizer.load(tmp_path / "copy")
+    assert again.fingerprint == tok.fingerprint and again.encode("hello") == tok.encode("hello")
