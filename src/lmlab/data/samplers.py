@@ -168,6 +168,15 @@ class MaskedSequenceSampler:
         self.position += self.batch_size
         return self.collate(idx)
 
+    def batch_at(self, index: int) -> dict[str, torch.Tensor]:
+        """Batch number `index` of the endless epoch sequence (the same batches `next_batch` gives):
+        a pure function of (seed, index), so that processes can share out batches by index."""
+        per_epoch = len(self.seq_start) // self.batch_size
+        if per_epoch == 0:
+            raise ConfigError(f"batch_size {self.batch_size} exceeds the {len(self.seq_start)} sequences of the split")
+        epoch, k = divmod(index, per_epoch)
+        return self.collate(self._order(epoch)[k * self.batch_size:(k + 1) * self.batch_size])
+
     def iter_epoch(self) -> Iterator[dict[str, torch.Tensor]]:
         """Every sequence once, in stored order, last batch possibly smaller (for evaluation)."""
         for s in range(0, len(self.seq_start), self.batch_size):

@@ -1,0 +1,167 @@
+"""Training checkpoints: atomic ``step-XXXXXXXX/`` directories, retention, resume discovery,
+and a lock so that two runs never write to one directory.
+
+A checkpoint holds everything exact resume needs:
+    model.json, model.safetensors      architecture and weights
+    optimizer.safetensors              AdamW moments (and the RNG states, as uint8 tensors)
+    state.json                         step, optimizer hyper-parameters, grad-scaler state,
+                                       Python/NumPy RNG states, trainer counters
+    config.yaml, manifest.json         the run's resolved config; sha256 of every file
+It is built under a temporary name and renamed into place only when complete (see
+`lmlab.artifacts`), so a step exists exactly when its manifest does. Discovery picks the newest
+directory named ``step-<8 digits>`` whose manifest verifies, ignoring anything else; retention
+renames a directory out of the ``step-`` namespace before deleting it, so a deletion cut short
+can never be mistaken for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, verify, write_json
+from lmlab.config import to_dict
+from lmlab.errors import ArtifactError, CheckpointMismatch, LmlabError
+from lmlab.model.config import TransformerConfig
+from lmlab.model.pretrained import load_state
+from lmlab.train import rng
+
+KIND = "lmlab-checkpoint"
+STEP_RE = re.compile(r"^step-(\d{8})$")
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:08d}"
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: Any, trainer_state: dict[str, Any], run_config: Any) -> Path:
+    """Commit ``root/step-XXXXXXXX``. Call on rank 0 only."""
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    rng_meta, rng_tensors = rng.capture()
+    target = step_dir(root, step)
+    with ArtifactWriter(target, kind=KIND, config=run_config, overwrite=True) as w:
+        write_json(w.path / "model.json", to_dict(model.config))
+        save_tensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, w.path / "model.safetensors")
+        save_tensors({**{k: v.cpu() for k, v in opt_tensors.items()}, **rng_tensors}, w.path / "optimizer.safetensors")
+        write_json(w.path / "state.json", {
+            "step": step, "optimizer": opt_meta, "rng": rng_meta, "trainer": trainer_state,
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        })
+    return target
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint whose manifest verifies; junk and partial directories are skipped."""
+    for _, path in reversed(list_checkpoints(root)):
+        try:
+            verify(path, kind=KIND)
+            return path
+        except LmlabError:
+            continue
+    return None
+
+
+def apply_retention(root: Path, keep_last: int) -> None:
+    if keep_last <= 0:
+        return
+    complete = [p for _, p in list_checkpoints(root) if (p / "manifest.json").exists()]
+    for path in complete[:-keep_last]:
+        doomed = path.with_name(f".deleting-{path.name}-{os.getpid()}")
+        os.replace(path, doomed)  # out of the step- namespace first: atomic
+        shutil.rmtree(doomed, ignore_errors=True)
+    for stale in root.glob(".deleting-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_same_architecture(saved: dict[str, Any], current: TransformerConfig, where: Path) -> None:
+    now = to_dict(current)
+    changed = [k for k in sorted(set(saved) | set(now))
+               if k not in ("dropout", "attn_dropout", "attention_impl", "classifier_dropout")
+               and saved.get(k) != now.get(k)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in changed)
+        raise CheckpointMismatch(f"{where}: cannot resume with a changed architecture ({details}); "
+                                 "restore those fields or start a new run in another directory")
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: Any = None) -> dict[str, Any]:
+    """Restore model, optimizer, scaler and RNG states in place; return state.json."""
+    verify(path, kind=KIND)
+    check_same_architecture(read_json(path / "model.json"), model.config, path)
+    load_state(model, load_tensors(path / "model.safetensors"), str(path))
+    state = read_json(path / "state.json")
+    tensors = load_tensors(path / "optimizer.safetensors")
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    rng.restore(state["rng"], tensors)
+    return state
+
+
+class RunLock:
+    """An exclusive lock on an output directory for the life of a run (flock: released by the
+    kernel if the process dies, so a crashed run never leaves a stale lock)."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            self.fd = None
+            raise ArtifactError(f"{self.path.parent}: another run (pid {holder or '?'}) is writing to this "
+                                "directory; wait for it or choose another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

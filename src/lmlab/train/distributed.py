@@ -1,0 +1,84 @@
+"""Processes and devices: single process, or torchrun (torch.distributed) with DDP.
+
+    torchrun --nproc-per-node=2 -m lmlab pretrain --config RECIPE.yaml --out DIR
+    torchrun --nnodes=2 --node-rank=R --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 \\
+             --nproc-per-node=8 -m lmlab pretrain ...          # multi-node: same command per node
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; the backend is NCCL on CUDA and gloo on CPU.
+Rank r of W, at optimizer step s with A accumulation steps, trains on the global micro-batches
+s·W·A + m·W + r (m < A), so a W-process run sees exactly the batches of a 1-process run with
+W·A accumulation steps. Only rank 0 writes files, after a barrier.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(requested)
+
+
+def setup(requested_device: str = "auto", timeout_s: int = 600) -> Context:
+    """Join the process group when launched by torchrun; otherwise a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Context(device=pick_device(requested_device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(requested_device, local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=timeout_s))
+    return Context(rank, world, local, device)
+
+
+def teardown(ctx: Context) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(x: torch.Tensor, ctx: Context) -> torch.Tensor:
+    if ctx.distributed:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
+    """The module that runs forward/backward: the model itself, or DDP around it."""
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)

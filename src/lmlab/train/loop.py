@@ -1,0 +1,291 @@
+"""The one training loop. Pretraining objectives and fine-tuning tasks plug into it; none has
+a loop of its own.
+
+One optimizer step:
+    1. η ← schedule(step)
+    2. for each of A micro-batches (global index g = step·W·A + m·W + rank):
+           loss_m = model(**objective.prepare(source.batch_at(g), g)).loss   (mean over n_m targets)
+           backward(loss_m · n_m / N · W)       N = Σ n over all ranks: a token-weighted mean,
+                                                 ×W undoes DDP's average over ranks
+    3. all-reduce the loss; clip the global gradient norm
+    4. guard: a non-finite loss or norm skips the step or stops the run
+    5. AdamW step; log; evaluate every `eval_every_steps`; checkpoint every `save_every_steps`
+Exact resume: the batch at index g is a pure function of (seed, g), and checkpoints restore
+model, optimizer, scaler and RNG states, so a resumed run reproduces the uninterrupted one
+bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+
+from lmlab.config import check
+from lmlab.errors import ConfigError
+from lmlab.train import distributed as D
+from lmlab.train.checkpoint import RunLock, apply_retention, latest_checkpoint, load_checkpoint, save_checkpoint
+from lmlab.train.guard import NonFiniteGuard
+from lmlab.train.metrics import MetricsLog
+from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 12  # sequences per micro-batch per process
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    compile: bool = False  # torch.compile the model
+    activation_checkpointing: bool = False  # recompute layer activations in backward
+    eval_every_steps: int = 200
+    eval_batches: int = 20  # validation batches per evaluation
+    save_every_steps: int = 500
+    keep_last: int = 3  # checkpoints kept (0 = all)
+    log_every_steps: int = 10
+    seed: int = 1337
+    nonfinite: Literal["skip", "stop"] = "stop"
+    max_consecutive_bad: int = 3
+    resume: str = "auto"  # auto: newest valid checkpoint in OUT/checkpoints if any; never; or a path
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    device: str = "auto"
+    peak_flops: float = 0.0  # FLOP/s of the device for MFU; 0 = measured with a short GEMM
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every_steps", "eval_batches",
+                     "save_every_steps", "log_every_steps", "max_consecutive_bad"):
+            check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
+        check(self.keep_last >= 0, "train.keep_last", "must be >= 0")
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        if precision == "fp16" and device.type != "cuda":
+            raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) -> float:
+    g = torch.Generator(device=device).manual_seed(0)  # not the global RNG: resume must not shift it
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    a @ b
+    t, reps = time.perf_counter(), 0
+    while time.perf_counter() - t < 0.3:
+        a @ b
+        reps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+class Trainer:
+    def __init__(self, model, objective, source, cfg: TrainConfig, optim: OptimConfig, out: Path,
+                 eval_batches: Callable[[], Iterable[Any]] | None = None, run_config: Any = None,
+                 bytes_per_token: float | None = None, flops_per_token: float | None = None):
+        self.cfg, self.optim_cfg, self.out = cfg, optim, Path(out)
+        self.ctx = D.setup(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.model = model.to(self.ctx.device)
+        self.objective, self.source, self.eval_batches = objective, source, eval_batches
+        self.run_config, self.bytes_per_token, self.flops_per_token = run_config, bytes_per_token, flops_per_token
+        self.precision = resolve_precision(cfg.precision, self.ctx.device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.optimizer = build_optimizer(self.model, optim)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.guard = NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_bad)
+        if cfg.activation_checkpointing:
+            for stack in (self.model.encoder, self.model.decoder):
+                for layer in (stack.layers if stack is not None else []):
+                    layer.forward = _checkpointed(layer.forward)
+        self.runner = D.wrap(self.model, self.ctx)
+        if cfg.compile:
+            self.runner = torch.compile(self.runner)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.ctx.is_main)
+        self.step, self.elapsed, self.tokens_seen = 0, 0.0, 0
+        self.last_checkpoint: str | None = None
+        self._stop_requested = False
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.ctx.device, non_blocking=True) for k, v in inputs.items()}
+
+    def train_step(self) -> dict[str, float]:
+        cfg, ctx = self.cfg, self.ctx
+        lr = lr_at(self.step, cfg.max_steps, self.optim_cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        base = self.step * ctx.world_size * cfg.grad_accum_steps
+        indices = [base + m * ctx.world_size + ctx.rank for m in range(cfg.grad_accum_steps)]
+        prepared = [self.objective.prepare(self.source.batch_at(g), g) for g in indices]
+        n_local = torch.tensor(float(sum(p.n_targets for p in prepared)), device=ctx.device)
+        n_total = D.all_reduce_sum(n_local.clone(), ctx).clamp(min=1.0)
+        loss_sum = torch.zeros((), device=ctx.device)
+        for m, p in enumerate(prepared):
+            sync = m == len(prepared) - 1 or not ctx.distributed
+            with (contextlib.nullcontext() if sync else self.runner.no_sync()), self._autocast():
+                loss = self.runner(**self._to_device(p.inputs)).loss
+                weight = p.n_targets / n_total * ctx.world_size
+                self.scaler.scale(loss * weight).backward()
+            loss_sum += loss.detach().float() * p.n_targets
+        train_loss = (D.all_reduce_sum(loss_sum, ctx) / n_total).item()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tokens_seen += int(sum(p.inputs["input_ids"].numel() for p in prepared)) * ctx.world_size
+        return {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.eval_batches is None:
+            return {}
+        self.model.eval()
+        total, count = 0.0, 0
+        for i, batch in enumerate(self.eval_batches()):
+            if i >= self.cfg.eval_batches:
+                break
+            p = self.objective.prepare(batch, -1 - i)  # fixed, disjoint from training indices
+            with self._autocast():
+                loss = self.model(**self._to_device(p.inputs)).loss.float().item()
+            total += loss * p.n_targets
+            count += p.n_targets
+        self.model.train()
+        if count == 0:
+            return {}
+        val = total / count
+        out = {"val_loss": val, "val_perplexity": math.exp(min(val, 700))}
+        if self.bytes_per_token:
+            out["val_bits_per_byte"] = val / math.log(2) / self.bytes_per_token
+        return out
+
+    def save(self) -> None:
+        D.barrier(self.ctx)
+        if self.ctx.is_main:
+            trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
+                             "guard": self.guard.state_dict()}
+            path = save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
+                                   self.scaler, trainer_state, self.run_config)
+            apply_retention(self.out / "checkpoints", self.cfg.keep_last)
+            self.last_checkpoint = str(path)
+        D.barrier(self.ctx)
+
+    def _resume(self) -> None:
+        mode = self.cfg.resume
+        if mode == "never":
+            return
+        path = latest_checkpoint(self.out / "checkpoints") if mode == "auto" else Path(mode)
+        if path is None:
+            return
+        state = load_checkpoint(path, self.model, self.optimizer, self.scaler)
+        self.step = state["step"]
+        trainer = state["trainer"]
+        self.elapsed, self.tokens_seen = trainer["elapsed_s"], trainer["tokens_seen"]
+        self.guard.load_state_dict(trainer["guard"])
+        self.last_checkpoint = str(path)
+        self.metrics.truncate_after(self.step)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop_requested = True  # finish the step, checkpoint, exit cleanly (preemption)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        lock = RunLock(self.out) if self.ctx.is_main else contextlib.nullcontext()
+        with lock:
+            self._resume()
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            try:
+                return self._fit()
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        peak = cfg.peak_flops or (measure_peak_flops(self.ctx.device, self.amp_dtype or torch.float32)
+                                  if self.flops_per_token else 0.0)
+        bar = None
+        if cfg.progress and self.ctx.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
+        self.model.train()
+        last = {}
+        window_tokens, window_time = 0, 0.0
+        while self.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            tokens_before = self.tokens_seen
+            row = self.train_step()
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            window_tokens += self.tokens_seen - tokens_before
+            window_time += dt
+            self.step += 1
+            if self.step % cfg.log_every_steps == 0 or self.step == cfg.max_steps:
+                tps = window_tokens / max(window_time, 1e-9)
+                row.update(step=self.step, elapsed_s=round(self.elapsed, 3), tokens=self.tokens_seen,
+                           tokens_per_s=round(tps, 1), skipped_steps=self.guard.skipped_steps)
+                if self.flops_per_token and peak:
+                    row["mfu"] = round(tps * self.flops_per_token / peak, 4)
+                window_tokens, window_time = 0, 0.0
+                if self.step % cfg.eval_every_steps == 0 or self.step == cfg.max_steps:
+                    row.update(self.evaluate())
+                self.metrics.write(row)
+                last = row
+                if bar is not None:
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in ("train_loss", "val_loss", "lr", "tokens_per_s")
+                                     if k in row}, refresh=False)
+            elif self.step % cfg.eval_every_steps == 0:
+                self.metrics.write({"step": self.step, "elapsed_s": round(self.elapsed, 3), **row,
+                                    **self.evaluate()})
+            if bar is not None:
+                bar.update(1)
+            due = self.step % cfg.save_every_steps == 0 or self.step == cfg.max_steps or self._stop_requested
+            if due and self.guard.consecutive == 0:  # never checkpoint in the middle of a bad streak
+                self.save()
+            if self._stop_requested:
+                break
+        if bar is not None:
+            bar.close()
+        return {"steps": self.step, "elapsed_s": round(self.elapsed, 2), "tokens": self.tokens_seen,
+                "precision": self.precision, "skipped_steps": self.guard.skipped_steps,
+                "last_checkpoint": self.last_checkpoint, "preempted": self._stop_requested,
+                **{k: last[k] for k in ("train_loss", "val_loss", "val_perplexity", "val_bits_per_byte",
+                                        "tokens_per_s", "mfu") if k in last}}
+
+
+def _checkpointed(forward):
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args, **kwargs):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return run

@@ -1,0 +1,227 @@
+"""`lmlab pretrain`: self-supervised pretraining from raw text to a model directory.
+
+    lmlab pretrain --config configs/pretrain/shakespeare-char.yaml --out out/shakespeare
+    torchrun --nproc-per-node=2 -m lmlab pretrain --config RECIPE.yaml --out DIR
+
+The data section names where tokens come from, and the missing stages run into
+``OUT/data/`` (each reused when already complete there):
+    data.dataset  a named text dataset under $LMLAB_DATA (tinyshakespeare: its 90 %/10 % split)
+    data.inputs   raw files or globs (relative ones under $LMLAB_DATA) → `lmlab corpus clean`
+    data.corpus   a cleaned corpus directory
+    → tokenizer (data.tokenizer, or trained: data.tokenizer_kind, data.vocab_size)
+    → token shards (data.shards, or `lmlab data shard`)
+Then the model is built from ``model.preset`` plus any TransformerConfig field, trained by
+the one loop (`lmlab.train.loop`) and written to ``OUT/model`` (an lmlab model directory with
+its tokenizer) with ``OUT/metrics.jsonl``, ``OUT/loss.png`` and ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lmlab.artifacts import ArtifactWriter, read_manifest, write_json
+from lmlab.config import check, load_config, to_dict
+from lmlab.errors import ConfigError, LmlabError
+from lmlab.train.loop import TrainConfig, Trainer
+from lmlab.train.optim import OptimConfig
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = None  # tinyshakespeare
+    inputs: list[str] = field(default_factory=list)  # raw text files/globs to clean
+    corpus: str | None = None  # a cleaned corpus directory
+    valid_fraction: float = 0.01  # documents held out when cleaning `inputs`
+    tokenizer: str | None = None  # a trained tokenizer directory; else one is trained
+    tokenizer_kind: Literal["bpe", "wordpiece", "unigram", "char"] = "bpe"
+    vocab_size: int = 8000
+    shards: str | None = None  # ready token shards
+    block_size: int = 256  # tokens per training sequence
+    max_documents: int = 0  # tokenizer training: documents read (0 = all)
+
+    def __post_init__(self) -> None:
+        sources = [bool(self.dataset), bool(self.inputs), bool(self.corpus), bool(self.shards)]
+        check(sum(sources) == 1, "data", "give exactly one of dataset, inputs, corpus, shards")
+        check(self.block_size >= 2, "data.block_size", "must be >= 2")
+
+
+@dataclass
+class PretrainConfig:
+    objective: Literal["clm", "mlm", "denoise"] = "clm"
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "gpt2-tiny"})  # preset + overrides
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="tinyshakespeare"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mlm_probability: float = 0.15
+    whole_word_masking: Literal["none", "wordpiece", "chinese"] = "none"
+
+    def __post_init__(self) -> None:
+        check("preset" in self.model, "model.preset", "is required (e.g. gpt2-tiny, bert-small)")
+        check(0 < self.mlm_probability < 1, "mlm_probability", "must be in (0, 1)")
+
+
+# -- data stages -------------------------------------------------------------------------------
+
+def _complete(path: Path, kind: str) -> bool:
+    try:
+        read_manifest(path, kind)
+        return True
+    except LmlabError:
+        return False
+
+
+def dataset_corpus(name: str, out: Path) -> Path:
+    """A corpus directory from a named dataset that comes with its own split."""
+    from lmlab.corpus.pipeline import KIND
+    from lmlab.datasets import tinyshakespeare
+
+    if name != "tinyshakespeare":
+        raise ConfigError(f"data.dataset: {name!r} is not a pretraining text with a fixed split; "
+                          "use data.inputs with its files instead")
+    if not _complete(out, KIND):
+        with ArtifactWriter(out, kind=KIND, overwrite=True, config={"dataset": name}) as w:
+            for split in ("train", "valid"):  # one document per split: the text, newlines kept
+                (w.path / f"{split}-00000.jsonl").write_text(
+                    json.dumps({"text": tinyshakespeare(split)}, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
+
+
+def prepare_data(cfg: PretrainConfig, out: Path) -> tuple[Path, Path]:
+    """→ (token shards directory, tokenizer directory), building what is missing."""
+    from lmlab.corpus.pipeline import KIND as CORPUS_KIND
+    from lmlab.corpus.pipeline import clean_corpus
+    from lmlab.data.shards import KIND as SHARDS_KIND
+    from lmlab.data.shards import shard_corpus
+    from lmlab.datasets import data_root
+    from lmlab.tokenizer.train import train_tokenizer
+
+    d, work = cfg.data, out / "data"
+    if d.shards:
+        return Path(d.shards), Path(d.shards) / "tokenizer"
+    if d.dataset:
+        corpus = dataset_corpus(d.dataset, work / "corpus")
+    elif d.inputs:
+        corpus = work / "corpus"
+        if not _complete(corpus, CORPUS_KIND):
+            root = data_root() if any(not Path(p).is_absolute() and not Path(p).exists() for p in d.inputs) else None
+            inputs = [p if Path(p).is_absolute() or Path(p).exists() or root is None else str(root / p)
+                      for p in d.inputs]
+            clean_corpus(inputs, corpus, overrides=[f"--split.valid={d.valid_fraction}"], overwrite=True)
+    else:
+        corpus = Path(d.corpus)
+    tokenizer = Path(d.tokenizer) if d.tokenizer else work / "tokenizer"
+    if not d.tokenizer and not _complete(tokenizer, "lmlab-tokenizer"):
+        over = [f"--max_documents={d.max_documents}"]
+        if d.tokenizer_kind == "char":
+            over.append("--min_frequency=1")
+        train_tokenizer(corpus, tokenizer, kind=d.tokenizer_kind, vocab_size=d.vocab_size, overrides=over,
+                        overwrite=True)
+    shards = work / "shards"
+    if not _complete(shards, SHARDS_KIND):
+        shard_corpus(corpus, tokenizer, shards, overwrite=True)
+    return shards, tokenizer
+
+
+# -- objective wiring --------------------------------------------------------------------------
+
+def _objective_and_data(cfg: PretrainConfig, shards: Path, tok, model_cfg):
+    from lmlab.data.samplers import CausalBlockSampler, MaskedSequenceSampler, iter_eval_blocks
+    from lmlab.data.shards import TokenShards
+    from lmlab.train import objectives as O
+
+    t = cfg.train
+    train = TokenShards(shards, "train")
+    valid = TokenShards(shards, "valid") if (shards / "valid").is_dir() else None
+    block = cfg.data.block_size
+    if cfg.objective == "clm":
+        source = CausalBlockSampler(train, block, t.batch_size, seed=t.seed)
+        evals = (lambda: iter_eval_blocks(valid, block, t.batch_size)) if valid else None
+        return O.CausalLM(), source, evals, valid
+    pad = tok.pad_id if tok.pad_id is not None else 0
+    if tok.mask_id is None:
+        raise ConfigError(f"objective {cfg.objective}: the tokenizer has no mask token; train a wordpiece "
+                          "or unigram tokenizer, or one with special_tokens.mask")
+    cls_sep = (tok.cls_id, tok.sep_id) if cfg.objective == "mlm" else (None, None)
+    source = MaskedSequenceSampler(train, block, t.batch_size, pad, *cls_sep, seed=t.seed)
+    evals = None
+    if valid is not None:
+        val_sampler = MaskedSequenceSampler(valid, block, t.batch_size, pad, *cls_sep, seed=t.seed, shuffle=False)
+        evals = val_sampler.iter_epoch
+    specials = [i for i in (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.bos_id, tok.eos_id,
+                            tok.unk_id) if i is not None]
+    if cfg.objective == "mlm":
+        words = None
+        if cfg.whole_word_masking != "none":
+            vocab = [tok.id_to_token(i) or "" for i in range(tok.vocab_size)]
+            words = O.word_start_fn(vocab, chinese=cfg.whole_word_masking == "chinese")
+        return O.MaskedLM(model_cfg.vocab_size, tok.mask_id, specials, t.seed, cfg.mlm_probability, words), \
+            source, evals, valid
+    start = tok.bos_id if tok.bos_id is not None else pad
+    return O.Denoising(tok.mask_id, pad, start, t.seed), source, evals, valid
+
+
+def _bytes_per_token(valid, tok, limit: int = 200_000) -> float | None:
+    if valid is None or valid.num_tokens == 0:
+        return None
+    ids = [int(i) for shard in valid.shards for i in shard[:limit]][:limit]
+    text = tok.decode(ids, skip_special_tokens=True)
+    return len(text.encode("utf-8")) / max(1, len(ids))
+
+
+def build_model_config(cfg: PretrainConfig, vocab_size: int, pad_id: int | None):
+    from lmlab.model.config import preset
+
+    fields = dict(cfg.model)
+    name = fields.pop("preset")
+    head = {"clm": "clm", "mlm": "mlm", "denoise": "seq2seq"}[cfg.objective]
+    fields.setdefault("vocab_size", vocab_size)
+    fields.setdefault("pad_token_id", pad_id)
+    fields.setdefault("head", head)
+    fields.setdefault("max_seq_len", max(cfg.data.block_size, 64))
+    try:
+        model_cfg = preset(name, **fields)
+    except ConfigError as e:
+        raise ConfigError(f"model: {e}") from None
+    if model_cfg.vocab_size < vocab_size:
+        raise ConfigError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size}")
+    if model_cfg.max_seq_len < cfg.data.block_size:
+        raise ConfigError(f"model.max_seq_len={model_cfg.max_seq_len} < data.block_size={cfg.data.block_size}")
+    return model_cfg
+
+
+def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: list[str] = ()) -> dict:
+    """Run a pretraining recipe; resumable (train.resume=auto) from OUT/checkpoints."""
+    from lmlab.model import Transformer, save_model
+    from lmlab.model.summary import flops_per_token
+    from lmlab.tokenizer.tokenizer import Tokenizer
+    from lmlab.train.metrics import plot_losses
+    from lmlab.train.distributed import teardown
+    from lmlab.train.rng import seed_everything
+
+    cfg = load_config(PretrainConfig, config, overrides)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards, tok_dir = prepare_data(cfg, out_dir)
+    tok = Tokenizer.load(tok_dir)
+    model_cfg = build_model_config(cfg, tok.vocab_size, tok.pad_id)
+    objective, source, evals, valid = _objective_and_data(cfg, shards, tok, model_cfg)
+    seed_everything(cfg.train.seed)
+    model = Transformer(model_cfg)
+    run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
+    trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
+                      run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
+                      flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True))
+    summary = trainer.fit()
+    if trainer.ctx.is_main:
+        save_model(model.cpu(), out_dir / "model", tokenizer_dir=tok_dir, overwrite=True,
+                   stage_config=run_config)
+        plot = plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png",
+                           f"{cfg.model['preset']} · {cfg.objective}")
+        summary.update(model=str(out_dir / "model"), parameters=sum(p.numel() for p in model.parameters()),
+                       loss_plot=str(plot) if plot else None)
+        write_json(out_dir / "summary.json", summary)
+    teardown(trainer.ctx)
+    return summary

@@ -1,0 +1,150 @@
+"""The training loop: exact resume (B2, B5), token-weighted accumulation, non-finite policy
+(D1, D2, D5), run lock (A6), architecture guard on resume (B7), learning."""
+
+import pytest
+import torch
+
+from lmlab.errors import ArtifactError, CheckpointMismatch
+from lmlab.train.guard import TrainingDiverged
+
+from .helpers import RandomTokens, losses, make_trainer, tiny_model
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_loss_goes_down(tmp_path):
+    tr = make_trainer(tmp_path, max_steps=40, save_every_steps=40)
+    tr.fit()
+    ls = losses(tmp_path)
+    assert sum(ls[-5:]) / 5 < sum(ls[:5]) / 5 - 0.3
+
+
+@pytest.mark.parametrize("stop_after", [1, 5, 8])
+def test_resume_is_bitwise_exact_with_dropout(tmp_path, stop_after, figure):
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = make_trainer(ref_dir)
+    ref.fit()
+    first = make_trainer(run_dir)
+    original = first.train_step
+
+    def step_then_maybe_stop():
+        out = original()
+        if first.step + 1 == stop_after:
+            first._stop_requested = True  # as SIGTERM would: checkpoint after this step, exit
+        return out
+    first.train_step = step_then_maybe_stop
+    summary = first.fit()
+    assert summary["preempted"] and summary["steps"] == stop_after
+    second = make_trainer(run_dir, model=tiny_model(seed=123))  # different init: must be overwritten
+    second.fit()
+    assert losses(run_dir) == losses(ref_dir)
+    worst = max((a - b).abs().max().item() for a, b in zip(params(ref.model).values(), params(second.model).values()))
+    figure(max_param_diff=worst)
+    assert worst == 0.0
+    a, b = ref.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) and torch.equal(a[i]["step"], b[i]["step"])
+               for i in a)
+
+
+def test_grad_accumulation_is_token_weighted(tmp_path, figure):
+    """Two micro-batches of 3 (with unequal target counts) give the gradient of one batch of 6."""
+    class Half(RandomTokens):
+        def batch_at(self, g):
+            x, y = RandomTokens().batch_at(g // 2)
+            if g % 2 == 0:
+                y = y.clone()
+                y[:, :5] = -100  # fewer targets in the first half: the weighting matters
+            return x, y
+
+    class Whole(RandomTokens):
+        def batch_at(self, g):
+            a, b = Half().batch_at(2 * g), Half().batch_at(2 * g + 1)
+            return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])
+
+    grads = {}
+    for name, source, kw in (("accum", Half(), {"grad_accum_steps": 2}), ("whole", Whole(), {"batch_size": 6})):
+        tr = make_trainer(tmp_path / name, model=tiny_model(dropout=0.0), **kw)
+        tr.source = source
+        step = tr.optimizer.step
+        tr.optimizer.step = lambda *a, tr=tr, name=name, step=step: (
+            grads.setdefault(name, [p.grad.clone() for p in tr.model.parameters()]), step(*a))
+        tr.train_step()
+    worst = max((a - b).abs().max().item() for a, b in zip(grads["accum"], grads["whole"]))
+    figure(max_grad_diff=worst)
+    assert worst < 1e-6
+
+
+def test_nan_loss_stops_before_the_step(tmp_path):
+    tr = make_trainer(tmp_path, save_every_steps=2)
+    calls = {"n": 0}
+    real_forward = tr.model.forward
+
+    def poisoned(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the 5th optimizer step (1 micro-batch each)
+            out.loss = out.loss * float("nan")
+        return out
+    tr.runner = poisoned
+    before = {}
+    original = tr.train_step
+
+    def spy():
+        before.update(params(tr.model))
+        return original()
+    tr.train_step = spy
+    with pytest.raises(TrainingDiverged, match="step-00000004") as e:
+        tr.fit()
+    assert e.value.exit_code == 3
+    after = params(tr.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nan_loss_skip_policy_counts_and_continues(tmp_path):
+    tr = make_trainer(tmp_path, nonfinite="skip", max_steps=6, save_every_steps=100)
+    real_forward, calls = tr.model.forward, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in (2, 4):
+            out.loss = out.loss * float("inf")
+        return out
+    tr.runner = poisoned
+    summary = tr.fit()
+    assert summary["skipped_steps"] == 2 and summary["steps"] == 6
+
+
+def test_consecutive_bad_steps_stop_with_skip_policy(tmp_path):
+    tr = make_trainer(tmp_path, nonfinite="skip", max_consecutive_bad=3, save_every_steps=1)
+    real_forward, calls = tr.model.forward, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            out.loss = out.loss * float("nan")
+        return out
+    tr.runner = poisoned
+    with pytest.raises(TrainingDiverged, match="3 bad steps in a row.*step-00000002"):
+        tr.fit()
+
+
+def test_two_runs_in_one_directory_are_refused(tmp_path):
+    from lmlab.train.checkpoint import RunLock
+
+    with RunLock(tmp_path):
+        with pytest.raises(ArtifactError, match="another run"):
+            make_trainer(tmp_path).fit()
+
+
+def test_resume_with_changed_architecture_names_the_field(tmp_path):
+    make_trainer(tmp_path, max_steps=4).fit()
+    from lmlab.model import Transformer, preset
+
+    other = Transformer(preset("gpt2-tiny", vocab_size=37, d_model=30, n_heads=3, n_layers=2, d_ff=40, max_seq_len=16))
+    with pytest.raises(CheckpointMismatch, match="d_model: 24 in the checkpoint, 30 now"):
+        make_trainer(tmp_path, model=other, max_steps=8).fit()
