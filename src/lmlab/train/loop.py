@@ -36,6 +36,9 @@ from lmlab.train.metrics import MetricsLog
 from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
 
 
+EVAL_INDEX = 1 << 60  # batch indices of evaluation: never reached by training
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 1000  # optimizer steps
@@ -173,7 +176,7 @@ class Trainer:
         for i, batch in enumerate(self.eval_batches()):
             if i >= self.cfg.eval_batches:
                 break
-            p = self.objective.prepare(batch, -1 - i)  # fixed, disjoint from training indices
+            p = self.objective.prepare(batch, EVAL_INDEX + i)  # fixed masks, disjoint from training
             with self._autocast():
                 loss = self.model(**self._to_device(p.inputs)).loss.float().item()
             total += loss * p.n_targets

@@ -59,7 +59,7 @@ class PretrainConfig:
     whole_word_masking: Literal["none", "wordpiece", "chinese"] = "none"
 
     def __post_init__(self) -> None:
-        check("preset" in self.model, "model.preset", "is required (e.g. gpt2-tiny, bert-small)")
+        self.model = {"preset": "gpt2-tiny", **self.model}
         check(0 < self.mlm_probability < 1, "mlm_probability", "must be in (0, 1)")
 
 
