@@ -73,7 +73,7 @@ def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
         decay_start = total_steps - max(1, int(cfg.decay_fraction * total_steps))
         if step < decay_start:
             return cfg.lr
-        p = (step - decay_start) / max(1, total_steps - decay_start)
+        p = (step - decay_start + 1) / max(1, total_steps - decay_start)
         return cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, p)
     p = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     if cfg.schedule == "linear":

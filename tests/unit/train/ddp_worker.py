@@ -1,0 +1,22 @@
+"""Run by torchrun (2 ranks, accumulation 1) or directly (1 rank, accumulation 2); saves the
+final parameters to the given path."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import make_trainer, tiny_model  # noqa: E402
+
+out, accum, result = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+tr = make_trainer(out, model=tiny_model(dropout=0.0), grad_accum_steps=accum, max_steps=5, save_every_steps=5)
+summary = tr.fit()
+if tr.ctx.is_main:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tr.model.state_dict().items()}, result)
+    print("losses", summary["train_loss"])
+from lmlab.train.distributed import teardown  # noqa: E402
+
+teardown(tr.ctx)

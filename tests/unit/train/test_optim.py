@@ -1,0 +1,54 @@
+"""AdamW groups and schedules (I5)."""
+
+import math
+
+import pytest
+import torch
+
+from lmlab.errors import ConfigError
+from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
+
+from .helpers import tiny_model
+
+
+def test_groups_decay_matrices_only_and_match_torch(figure):
+    model, ref = tiny_model(0.0), tiny_model(0.0)
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.3)
+    ours = build_optimizer(model, cfg)
+    decay, no_decay = ours.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and not names[id(p)].startswith("embed.") for p in decay["params"])
+    assert any(names[id(p)].startswith("embed.") for p in no_decay["params"])
+    ref_params = dict(ref.named_parameters())
+    torch_opt = torch.optim.AdamW(
+        [{"params": [ref_params[names[id(p)]] for p in decay["params"]], "weight_decay": 0.3},
+         {"params": [ref_params[names[id(p)]] for p in no_decay["params"]], "weight_decay": 0.0}],
+        lr=1e-2, betas=(0.9, 0.99))
+    x = torch.randint(0, 37, (3, 11))
+    for _ in range(50):
+        for m, opt in ((model, ours), (ref, torch_opt)):
+            opt.zero_grad()
+            m(x, labels=x).loss.backward()
+            opt.step()
+    diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), ref.parameters()))
+    figure(max_param_diff=diff)
+    assert diff == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd", "constant"])
+def test_schedules(schedule):
+    cfg = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10, schedule=schedule)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] > 0 and lrs[9] < 1.0 and lrs[10] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11]))
+    if schedule != "constant":
+        assert lrs[-1] == pytest.approx(0.1, abs=0.02) and all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:]))
+    if schedule == "cosine":
+        assert lr_at(55, 100, cfg) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
+    if schedule == "wsd":
+        assert lrs[79] == 1.0 and lrs[85] < 1.0
+
+
+def test_bad_optim_values():
+    with pytest.raises(ConfigError, match="optim.min_lr"):
+        OptimConfig(lr=1e-3, min_lr=1e-2)
