@@ -16,8 +16,11 @@ def data_root() -> Path:
     return Path(os.environ.get("LMLAB_DATA", ROOT.parent / "shared" / "data"))
 
 
+torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy neighbour
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield
 

@@ -30,8 +30,8 @@ def test_overfit_one_batch(family, head, figure):
         kw["labels"] = torch.tensor([0, 2, 1])
     else:
         kw["labels"] = torch.tensor([[1, 3], [0, 0], [4, 8]])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(300):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(150):
         opt.zero_grad()
         loss = model(**kw).loss
         loss.backward()
