@@ -41,6 +41,7 @@ COMMANDS: list[Command] = [
             "run the whole pipeline on a built-in default corpus and print a report",
             [arg("--out", default="out/quickstart", help="output directory"),
              arg("--data", default=None, help="use a dataset from $LMLAB_DATA (e.g. tinyshakespeare)"),
+             arg("--steps", type=int, default=0, help="pretraining steps per model (0: the defaults)"),
              OVERWRITE]),
     Command("corpus clean", "lmlab.corpus.pipeline:clean_corpus",
             "read, normalise, filter, deduplicate and split raw text into a corpus directory",

@@ -1,27 +1,60 @@
-"""`lmlab quickstart`: the pipeline end to end on a built-in default, with a short report.
+"""`lmlab quickstart`: the whole pipeline on a built-in default, in minutes on a laptop CPU.
 
-What runs today: each of the four Transformer families is built from its formulas, the
-formula attention path is checked against the fused kernel, the model is saved as an lmlab
-directory, exported to the Hugging Face layout and reloaded with `transformers` (when the
-``hf`` extra is installed), and the figures are printed and written to ``report.json`` /
-``report.md``. Later stages (corpus, tokenizer, word vectors, pretraining, fine-tuning) join
-this sequence as they land.
+The default corpus is one every Python installation carries: the docstrings of the standard
+library (English prose about programming, a few MB; no third-party text ships with lmlab).
+``--data tinyshakespeare`` (from $LMLAB_DATA) uses a real dataset instead. Stages, each the
+same library function that its own CLI command calls, each writing into OUT/:
+
+    corpus/        lmlab corpus clean        normalise, filter, deduplicate, split
+    tokenizer-*/   lmlab tokenizer train     byte-level BPE for GPT, WordPiece for BERT
+    vectors/       lmlab embed train         word2vec, with nearest neighbours (if installed)
+    gpt/           lmlab pretrain            a small GPT (causal LM), then a sample from it
+    bert/          lmlab pretrain            a small BERT (masked LM)
+    models/        lmlab model / hf export   the four families from the formulas, attention
+                                             paths compared, exported and reloaded by transformers
+    report.md      figures of every stage, and the loss curves as PNG files
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import sysconfig
 import time
 from pathlib import Path
 
 import torch
 
-from lmlab.artifacts import ArtifactWriter, write_json
+from lmlab.artifacts import write_json
 from lmlab.hf.convert import export_hf
 from lmlab.model import Transformer, load_model, preset, save_model
-from lmlab.model.summary import count_parameters, flops_per_token
+from lmlab.model.summary import count_parameters
 
 FAMILIES = {"bert": "BertForMaskedLM", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
             "transformer": "MarianMTModel"}
+SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "ensurepip"}
+
+
+def stdlib_docstrings(out: Path, max_chars: int = 3_000_000) -> dict:
+    """Write the standard library's docstrings as JSONL documents; the built-in corpus."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs, chars = 0, 0
+    with open(out, "w", encoding="utf-8") as f:
+        for path in sorted(root.rglob("*.py")):
+            if SKIP_DIRS & set(path.relative_to(root).parts) or chars >= max_chars:
+                continue
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    doc = ast.get_docstring(node)
+                    if doc and len(doc) >= 80:
+                        f.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+                        docs += 1
+                        chars += len(doc)
+    return {"source": str(root), "documents": docs, "characters": chars}
 
 
 def _logits(model, ids: torch.Tensor, seq2seq: bool) -> torch.Tensor:
@@ -40,46 +73,160 @@ def check_family(family: str, work: Path) -> dict:
     with torch.no_grad():
         fused_logits = _logits(model, ids, seq2seq)
         formula_diff = (fused_logits - _logits(formula, ids, seq2seq)).abs().max().item()
-    row = {"family": family, **count_parameters(cfg),
-           "training_flops_per_token": flops_per_token(cfg, 64, training=True),
-           "formula_vs_fused_max_abs_diff": formula_diff}
+    row = {"family": family, **count_parameters(cfg), "formula_vs_fused_max_abs_diff": formula_diff}
     save_model(model, work / family)
     export_hf(work / family, work / f"{family}-hf")
-    reloaded = load_model(work / family)
-    with torch.no_grad():
-        row["save_load_max_abs_diff"] = (_logits(reloaded, ids, seq2seq) - fused_logits).abs().max().item()
-    try:
-        import transformers
-    except ImportError:
-        row["hf_reload"] = "skipped: install the hf extra (pip install -e '.[hf]')"
-        return row
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    hf_model = getattr(transformers, FAMILIES[family]).from_pretrained(work / f"{family}-hf").eval()
-    with torch.no_grad():
-        row["hf_class"] = FAMILIES[family]
-        row["hf_max_abs_diff"] = (_logits(hf_model, ids, seq2seq) - fused_logits).abs().max().item()
+    row.update(hf_reload(work / f"{family}-hf", FAMILIES[family], ids, fused_logits, seq2seq))
     return row
 
 
-def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: bool = False) -> str:
+def hf_reload(hf_dir: Path, cls_name: str, ids: torch.Tensor, expected: torch.Tensor, seq2seq: bool) -> dict:
+    try:
+        import transformers
+    except ImportError:
+        return {"hf_reload": "skipped: install the hf extra (pip install -e '.[hf]')"}
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    model = getattr(transformers, cls_name).from_pretrained(hf_dir).eval()
+    with torch.no_grad():
+        diff = (_logits(model, ids, seq2seq) - expected).abs().max().item()
+    return {"hf_class": cls_name, "hf_max_abs_diff": diff}
+
+
+def _sample(model_dir: Path, prompt: str, n: int = 120) -> str:
+    """Top-k sampling from a pretrained causal LM, with its KV cache."""
+    from lmlab.model import KVCache
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
+    model = load_model(model_dir)
+    tok = Tokenizer.load(model_dir / "tokenizer")
+    ids = torch.tensor([tok.encode(prompt)])
+    cache = KVCache.for_model(model.config, 1, max_len=min(model.config.max_seq_len, ids.size(1) + n))
+    g = torch.Generator().manual_seed(0)
+    out, step = ids[0].tolist(), ids
+    with torch.no_grad():
+        while len(out) < cache.max_len:
+            logits = model(step, cache=cache).logits[0, -1] / 0.8
+            top = torch.topk(logits, 20)
+            nxt = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=g)]
+            out.append(int(nxt))
+            step = nxt.view(1, 1)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: bool = False,
+               steps: int = 0) -> str:
+    """Run every stage into `out`; returns the report (also written to OUT/report.md)."""
+    from lmlab.corpus.pipeline import clean_corpus
+    from lmlab.errors import ArtifactError
+    from lmlab.tokenizer.train import train_tokenizer
+    from lmlab.train.pretrain import pretrain
+
     torch.manual_seed(0)
     start = time.perf_counter()
     out_dir = Path(out)
-    with ArtifactWriter(out_dir, kind="quickstart", overwrite=overwrite,
-                        config={"out": out, "data": data}) as w:
-        rows = [check_family(f, w.path / "models") for f in FAMILIES]
-        report = {"families": rows, "seconds": round(time.perf_counter() - start, 1)}
-        write_json(w.path / "report.json", report)
-        lines = ["# lmlab quickstart", "",
-                 "| family | parameters | formula vs fused | save/load | Hugging Face reload |",
-                 "|---|---|---|---|---|"]
-        for r in rows:
-            hf = (f"{r['hf_class']}: max abs diff {r['hf_max_abs_diff']:.1e}" if "hf_class" in r
-                  else r["hf_reload"])
-            lines.append(f"| {r['family']} | {r['parameters']:,} | {r['formula_vs_fused_max_abs_diff']:.1e} | "
-                         f"{r['save_load_max_abs_diff']:.1e} | {hf} |")
-        lines += ["", f"Finished in {report['seconds']} s. Artifacts: {out_dir}/models/"]
-        (w.path / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return "\n".join(lines)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ArtifactError(f"{out_dir}: already exists; pass --overwrite or choose another --out")
+        import shutil
 
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    report: dict = {"stages": {}}
+    timings = report["stages"]
+
+    def stage(name):
+        timings[name] = {"started": time.perf_counter()}
+        return timings[name]
+
+    def done(entry, **figures):
+        entry["seconds"] = round(time.perf_counter() - entry.pop("started"), 1)
+        entry.update(figures)
+
+    s = stage("corpus")
+    if data:
+        from lmlab.train.pretrain import dataset_corpus
+
+        corpus = dataset_corpus(data, out_dir / "corpus")
+        done(s, source=data)
+    else:
+        raw = out_dir / "raw" / "stdlib_docstrings.jsonl"
+        raw.parent.mkdir()
+        src = stdlib_docstrings(raw)
+        corpus = out_dir / "corpus"
+        summary = clean_corpus([raw], corpus, overrides=["--split.valid=0.05"])
+        done(s, **src, cleaned=summary.get("documents_out", summary.get("documents")))
+
+    s = stage("tokenizers")
+    bpe = train_tokenizer(corpus, out_dir / "tokenizer-bpe", kind="bpe", vocab_size=4000)
+    wp = train_tokenizer(corpus, out_dir / "tokenizer-wordpiece", kind="wordpiece", vocab_size=4000,
+                         overrides=["--lowercase=true"])
+    done(s, bpe_vocab=bpe.get("vocab_size"), wordpiece_vocab=wp.get("vocab_size"))
+
+    s = stage("gpt")
+    common = ["--train.progress=false", "--train.eval_batches=20", "--train.log_every_steps=25",
+              "--data.block_size=128", f"--data.corpus={corpus}", "--data.dataset=null", "--train.batch_size=16",
+              "--model.d_model=128", "--model.n_heads=4", "--model.n_layers=4", "--model.d_ff=512",
+              "--model.dropout=0.0", "--model.attn_dropout=0.0", "--optim.lr=2e-3", "--optim.warmup_steps=50"]
+    gpt_steps = steps or 600
+    gpt = pretrain(None, str(out_dir / "gpt"), [
+        "--objective=clm", "--model.preset=gpt2-tiny", f"--data.tokenizer={out_dir / 'tokenizer-bpe'}",
+        f"--train.max_steps={gpt_steps}", f"--train.eval_every_steps={gpt_steps // 3}",
+        f"--train.save_every_steps={gpt_steps}", *common])
+    prompt = "Return the"
+    done(s, **{k: gpt.get(k) for k in ("parameters", "val_loss", "val_perplexity", "tokens_per_s")},
+         sample=_sample(out_dir / "gpt" / "model", prompt))
+
+    s = stage("bert")
+    bert_steps = steps or 400
+    bert = pretrain(None, str(out_dir / "bert"), [
+        "--objective=mlm", "--model.preset=bert-tiny", f"--data.tokenizer={out_dir / 'tokenizer-wordpiece'}",
+        "--whole_word_masking=wordpiece", f"--train.max_steps={bert_steps}",
+        f"--train.eval_every_steps={bert_steps // 2}", f"--train.save_every_steps={bert_steps}", *common])
+    done(s, **{k: bert.get(k) for k in ("parameters", "val_loss", "tokens_per_s")})
+
+    s = stage("export")
+    ids = torch.randint(5, 4000, (2, 17))
+    exported = {}
+    for name, cls_name in (("gpt", "GPT2LMHeadModel"), ("bert", "BertForMaskedLM")):
+        export_hf(out_dir / name / "model", out_dir / name / "hf")
+        with torch.no_grad():
+            expected = load_model(out_dir / name / "model")(ids).logits
+        exported[name] = hf_reload(out_dir / name / "hf", cls_name, ids, expected, False)
+    done(s, **exported)
+
+    s = stage("model families")
+    rows = [check_family(f, out_dir / "models") for f in FAMILIES]
+    done(s, families=rows)
+
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    write_json(out_dir / "report.json", report)
+    text = render(report, out_dir)
+    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def render(report: dict, out_dir: Path) -> str:
+    st = report["stages"]
+    lines = ["# lmlab quickstart", "", "| stage | seconds | figures |", "|---|---|---|"]
+    for name, entry in st.items():
+        figures = ", ".join(f"{k}={_fmt(v)}" for k, v in entry.items()
+                            if k not in ("seconds", "sample", "families"))
+        lines.append(f"| {name} | {entry.get('seconds')} | {figures} |")
+    if "gpt" in st:
+        lines += ["", "Sample from the GPT (top-k 20, temperature 0.8):", "", "> " + st["gpt"]["sample"].replace("\n", " ")]
+    lines += ["", "| family | parameters | formula vs fused | Hugging Face reload |", "|---|---|---|---|"]
+    for r in st.get("model families", {}).get("families", []):
+        hf = f"{r['hf_class']}: max abs diff {r['hf_max_abs_diff']:.1e}" if "hf_class" in r else r["hf_reload"]
+        lines.append(f"| {r['family']} | {r['parameters']:,} | {r['formula_vs_fused_max_abs_diff']:.1e} | {hf} |")
+    lines += ["", f"Total {report['seconds']} s. Loss curves: {out_dir}/gpt/loss.png, {out_dir}/bert/loss.png; "
+              f"models: {out_dir}/gpt/model, {out_dir}/bert/model (Hugging Face layout in …/hf)."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)

@@ -30,8 +30,7 @@ def save_model(model: Transformer, out_dir: str | Path, tokenizer_dir: str | Pat
         state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
         save_tensors(state, w.path / "model.safetensors", metadata={"format": "pt"})
         if tokenizer_dir is not None:
-            shutil.copytree(tokenizer_dir, w.path / "tokenizer",
-                            ignore=shutil.ignore_patterns("manifest.json", "config.yaml"))
+            shutil.copytree(tokenizer_dir, w.path / "tokenizer")  # verbatim: it stays a tokenizer artifact
     return Path(out_dir)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Literal
 import torch
 
 from lmlab.config import check
-from lmlab.errors import ConfigError
+from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
 from lmlab.train.checkpoint import RunLock, apply_retention, latest_checkpoint, load_checkpoint, save_checkpoint
 from lmlab.train.guard import NonFiniteGuard
@@ -103,7 +103,9 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) 
 class Trainer:
     def __init__(self, model, objective, source, cfg: TrainConfig, optim: OptimConfig, out: Path,
                  eval_batches: Callable[[], Iterable[Any]] | None = None, run_config: Any = None,
-                 bytes_per_token: float | None = None, flops_per_token: float | None = None):
+                 bytes_per_token: float | None = None, flops_per_token: float | None = None,
+                 identity: dict[str, Any] | None = None):
+        """identity: what a checkpoint must agree with to be resumed here (data, tokenizer, objective)."""
         self.cfg, self.optim_cfg, self.out = cfg, optim, Path(out)
         self.ctx = D.setup(cfg.device)
         if cfg.threads:
@@ -111,6 +113,7 @@ class Trainer:
         self.model = model.to(self.ctx.device)
         self.objective, self.source, self.eval_batches = objective, source, eval_batches
         self.run_config, self.bytes_per_token, self.flops_per_token = run_config, bytes_per_token, flops_per_token
+        self.identity = identity or {}
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.optimizer = build_optimizer(self.model, optim)
@@ -151,7 +154,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=ctx.device)
         for m, p in enumerate(prepared):
             sync = m == len(prepared) - 1 or not ctx.distributed
-            with (contextlib.nullcontext() if sync else self.runner.no_sync()), self._autocast():
+            with (contextlib.nullcontext() if sync else self.runner.no_sync()), self._autocast(), _oom_hint(cfg):
                 loss = self.runner(**self._to_device(p.inputs)).loss
                 weight = p.n_targets / n_total * ctx.world_size
                 self.scaler.scale(loss * weight).backward()
@@ -194,7 +197,7 @@ class Trainer:
         D.barrier(self.ctx)
         if self.ctx.is_main:
             trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
-                             "guard": self.guard.state_dict()}
+                             "guard": self.guard.state_dict(), "identity": self.identity}
             path = save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
                                    self.scaler, trainer_state, self.run_config)
             apply_retention(self.out / "checkpoints", self.cfg.keep_last)
@@ -211,6 +214,12 @@ class Trainer:
         state = load_checkpoint(path, self.model, self.optimizer, self.scaler)
         self.step = state["step"]
         trainer = state["trainer"]
+        saved = trainer.get("identity", {})
+        changed = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
+        if changed:
+            raise CheckpointMismatch(
+                f"{path}: written by a different run ({', '.join(f'{k}: {saved.get(k)!r} there, {self.identity.get(k)!r} here' for k in changed)}); "
+                "resume with the same data and objective, or use another --out")
         self.elapsed, self.tokens_seen = trainer["elapsed_s"], trainer["tokens_seen"]
         self.guard.load_state_dict(trainer["guard"])
         self.last_checkpoint = str(path)
@@ -284,6 +293,22 @@ class Trainer:
                 "last_checkpoint": self.last_checkpoint, "preempted": self._stop_requested,
                 **{k: last[k] for k in ("train_loss", "val_loss", "val_perplexity", "val_bits_per_byte",
                                         "tokens_per_s", "mfu") if k in last}}
+
+
+@contextlib.contextmanager
+def _oom_hint(cfg: TrainConfig):
+    """Out of memory → a message that says what to change, instead of an allocator trace."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        text = str(e)
+        if isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text:
+            half = max(1, cfg.batch_size // 2)
+            raise LmlabError(
+                f"out of memory at train.batch_size={cfg.batch_size}: try --train.batch_size={half} "
+                f"--train.grad_accum_steps={cfg.grad_accum_steps * 2} (same effective batch), or "
+                "--train.activation_checkpointing=true") from None
+        raise
 
 
 def _checkpointed(forward):

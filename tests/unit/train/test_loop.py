@@ -148,3 +148,25 @@ def test_resume_with_changed_architecture_names_the_field(tmp_path):
     other = Transformer(preset("gpt2-tiny", vocab_size=37, d_model=30, n_heads=3, n_layers=2, d_ff=40, max_seq_len=16))
     with pytest.raises(CheckpointMismatch, match="d_model: 24 in the checkpoint, 30 now"):
         make_trainer(tmp_path, model=other, max_steps=8).fit()
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    tr = make_trainer(tmp_path, max_steps=4)
+    tr.identity = {"tokenizer": "abc", "objective": "clm"}
+    tr.fit()
+    other = make_trainer(tmp_path, max_steps=8)
+    other.identity = {"tokenizer": "xyz", "objective": "clm"}
+    with pytest.raises(CheckpointMismatch, match="tokenizer: 'abc' there, 'xyz' here"):
+        other.fit()
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tmp_path):
+    from lmlab.errors import LmlabError
+
+    tr = make_trainer(tmp_path, batch_size=3, max_steps=2)
+
+    def boom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    tr.runner = boom
+    with pytest.raises(LmlabError, match="batch_size=1 --train.grad_accum_steps=2"):
+        tr.fit()
