@@ -38,6 +38,7 @@ class DataConfig:
     tokenizer: str | None = None  # a trained tokenizer directory; else one is trained
     tokenizer_kind: Literal["bpe", "wordpiece", "unigram", "char"] = "bpe"
     vocab_size: int = 8000
+    lowercase: bool = False  # wordpiece: an uncased vocabulary (BERT uncased)
     shards: str | None = None  # ready token shards
     block_size: int = 256  # tokens per training sequence
     max_documents: int = 0  # tokenizer training: documents read (0 = all)
@@ -117,6 +118,8 @@ def prepare_data(cfg: PretrainConfig, out: Path) -> tuple[Path, Path]:
         over = [f"--max_documents={d.max_documents}"]
         if d.tokenizer_kind == "char":
             over.append("--min_frequency=1")
+        if d.lowercase:
+            over.append("--lowercase=true")
         train_tokenizer(corpus, tokenizer, kind=d.tokenizer_kind, vocab_size=d.vocab_size, overrides=over,
                         overwrite=True)
     shards = work / "shards"
