@@ -50,9 +50,11 @@ def _suspects(cfg: TransformerConfig, expected: tuple[int, ...], found: tuple[in
     return f" (check {', '.join(names)})" if names else ""
 
 
-def load_state(model: Transformer, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load: every tensor used, every parameter filled, shapes equal."""
-    own = model.state_dict()
+def check_state(cfg: TransformerConfig, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor used, every parameter filled, shapes equal; else `CheckpointMismatch`.
+    Compares against the model built on the meta device, so no memory is allocated."""
+    with torch.device("meta"):
+        own = Transformer(cfg).state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     problems = []
@@ -64,9 +66,14 @@ def load_state(model: Transformer, tensors: dict[str, torch.Tensor], source: str
         exp, got = tuple(own[name].shape), tuple(tensors[name].shape)
         if exp != got:
             problems.append(f"{name} has shape {got} in the file but the config gives {exp}"
-                            f"{_suspects(model.config, exp, got)}")
+                            f"{_suspects(cfg, exp, got)}")
     if problems:
         raise CheckpointMismatch(f"{source}: weights do not fit the model config: " + "; ".join(problems))
+
+
+def load_state(model: Transformer, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load (see `check_state`)."""
+    check_state(model.config, tensors, source)
     model.load_state_dict(tensors, strict=True)
 
 

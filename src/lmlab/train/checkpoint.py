@@ -29,7 +29,7 @@ from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensor
 from lmlab.config import to_dict
 from lmlab.errors import ArtifactError, CheckpointMismatch, LmlabError
 from lmlab.model.config import TransformerConfig
-from lmlab.model.pretrained import load_state
+from lmlab.model.pretrained import check_state
 from lmlab.train import rng
 
 KIND = "lmlab-checkpoint"
@@ -40,39 +40,47 @@ def step_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:08d}"
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts, keyed by parameter name. Under FSDP this is a
+    collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
-    for idx, state in sd["state"].items():
-        for name, value in state.items():
+    for name, state in sd["state"].items():
+        for key, value in state.items():
             if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{name}"] = value
+                tensors[f"optim::{name}::{key}"] = value
             else:
-                scalars[f"{idx}.{name}"] = value
+                scalars[f"{name}::{key}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
+        if key.startswith("optim::"):
+            _, name, field = key.split("::")
+            state.setdefault(name, {})[field] = value
     for key, value in meta["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
+        name, field = key.split("::")
+        state.setdefault(name, {})[field] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: Any, trainer_state: dict[str, Any], run_config: Any) -> Path:
-    """Commit ``root/step-XXXXXXXX``. Call on rank 0 only."""
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+def save_checkpoint(root: Path, step: int, model_config: TransformerConfig, model_state: dict[str, torch.Tensor],
+                    optimizer_state: dict[str, Any], scaler: Any, trainer_state: dict[str, Any],
+                    run_config: Any) -> Path:
+    """Commit ``root/step-XXXXXXXX`` from full (unsharded) states. Call on rank 0 only."""
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer_state)
     rng_meta, rng_tensors = rng.capture()
     target = step_dir(root, step)
     with ArtifactWriter(target, kind=KIND, config=run_config, overwrite=True) as w:
-        write_json(w.path / "model.json", to_dict(model.config))
-        save_tensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, w.path / "model.safetensors")
+        write_json(w.path / "model.json", to_dict(model_config))
+        save_tensors({k: v.detach().cpu() for k, v in model_state.items()}, w.path / "model.safetensors")
         save_tensors({**{k: v.cpu() for k, v in opt_tensors.items()}, **rng_tensors}, w.path / "optimizer.safetensors")
         write_json(w.path / "state.json", {
             "step": step, "optimizer": opt_meta, "rng": rng_meta, "trainer": trainer_state,
@@ -123,14 +131,21 @@ def check_same_architecture(saved: dict[str, Any], current: TransformerConfig, w
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: Any = None) -> dict[str, Any]:
-    """Restore model, optimizer, scaler and RNG states in place; return state.json."""
+                    scaler: Any = None, model_config: TransformerConfig | None = None) -> dict[str, Any]:
+    """Restore model, optimizer, scaler and RNG states in place (every rank; FSDP-sharded
+    models take their shard of the full state); return state.json."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
     verify(path, kind=KIND)
-    check_same_architecture(read_json(path / "model.json"), model.config, path)
-    load_state(model, load_tensors(path / "model.safetensors"), str(path))
+    config = model_config or model.config
+    check_same_architecture(read_json(path / "model.json"), config, path)
+    weights = load_tensors(path / "model.safetensors")
+    check_state(config, weights, str(path))
     state = read_json(path / "state.json")
     tensors = load_tensors(path / "optimizer.safetensors")
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    set_state_dict(model, optimizer, model_state_dict=weights,
+                   optim_state_dict=_unflatten_optimizer(tensors, state["optimizer"]),
+                   options=StateDictOptions(full_state_dict=True))
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     rng.restore(state["rng"], tensors)

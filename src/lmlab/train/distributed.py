@@ -1,4 +1,4 @@
-"""Processes and devices: single process, or torchrun (torch.distributed) with DDP.
+"""Processes and devices: single process, or torchrun (torch.distributed) with DDP or FSDP2.
 
     torchrun --nproc-per-node=2 -m lmlab pretrain --config RECIPE.yaml --out DIR
     torchrun --nnodes=2 --node-rank=R --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 \\
@@ -75,10 +75,19 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
-    """The module that runs forward/backward: the model itself, or DDP around it."""
+def wrap(model: torch.nn.Module, ctx: Context, strategy: str = "ddp") -> torch.nn.Module:
+    """The module that runs forward/backward: the model itself, DDP around it, or the model
+    sharded in place by FSDP2 (each layer a unit, so only one layer's weights are gathered at
+    a time: for models that do not fit one device)."""
     if not ctx.distributed:
         return model
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for stack in (model.encoder, model.decoder):
+            for layer in (stack.layers if stack is not None else []):
+                fully_shard(layer)
+        return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)

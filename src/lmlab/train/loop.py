@@ -30,7 +30,8 @@ import torch
 from lmlab.config import check
 from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
-from lmlab.train.checkpoint import RunLock, apply_retention, latest_checkpoint, load_checkpoint, save_checkpoint
+from lmlab.train.checkpoint import (RunLock, apply_retention, full_state, latest_checkpoint, load_checkpoint,
+                                    save_checkpoint)
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
 from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
@@ -55,6 +56,7 @@ class TrainConfig:
     seed: int = 1337
     nonfinite: Literal["skip", "stop"] = "stop"
     max_consecutive_bad: int = 3
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
     resume: str = "auto"  # auto: newest valid checkpoint in OUT/checkpoints if any; never; or a path
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"
@@ -116,14 +118,14 @@ class Trainer:
         self.identity = identity or {}
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.optimizer = build_optimizer(self.model, optim)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.guard = NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_bad)
         if cfg.activation_checkpointing:
             for stack in (self.model.encoder, self.model.decoder):
                 for layer in (stack.layers if stack is not None else []):
                     layer.forward = _checkpointed(layer.forward)
-        self.runner = D.wrap(self.model, self.ctx)
+        self.runner = D.wrap(self.model, self.ctx, cfg.parallel)
+        self.optimizer = build_optimizer(self.model, optim)  # after sharding: FSDP replaces parameters
         if cfg.compile:
             self.runner = torch.compile(self.runner)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.ctx.is_main)
@@ -137,6 +139,17 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
+
+    def _grad_sync(self, sync: bool):
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        if not self.ctx.distributed or sync:
+            if self.cfg.parallel == "fsdp" and self.ctx.distributed:
+                self.runner.set_requires_gradient_sync(True)
+            return contextlib.nullcontext()
+        if self.cfg.parallel == "fsdp":
+            self.runner.set_requires_gradient_sync(False)
+            return contextlib.nullcontext()
+        return self.runner.no_sync()
 
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.ctx.device, non_blocking=True) for k, v in inputs.items()}
@@ -154,7 +167,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=ctx.device)
         for m, p in enumerate(prepared):
             sync = m == len(prepared) - 1 or not ctx.distributed
-            with (contextlib.nullcontext() if sync else self.runner.no_sync()), self._autocast(), _oom_hint(cfg):
+            with self._grad_sync(sync), self._autocast(), _oom_hint(cfg):
                 loss = self.runner(**self._to_device(p.inputs)).loss
                 weight = p.n_targets / n_total * ctx.world_size
                 self.scaler.scale(loss * weight).backward()
@@ -162,7 +175,8 @@ class Trainer:
         train_loss = (D.all_reduce_sum(loss_sum, ctx) / n_total).item()
         self.scaler.unscale_(self.optimizer)
         clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
         if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
             self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -194,12 +208,13 @@ class Trainer:
         return out
 
     def save(self) -> None:
+        model_state, optim_state = full_state(self.model, self.optimizer)  # collective under FSDP
         D.barrier(self.ctx)
         if self.ctx.is_main:
             trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
                              "guard": self.guard.state_dict(), "identity": self.identity}
-            path = save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
-                                   self.scaler, trainer_state, self.run_config)
+            path = save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state,
+                                   optim_state, self.scaler, trainer_state, self.run_config)
             apply_retention(self.out / "checkpoints", self.cfg.keep_last)
             self.last_checkpoint = str(path)
         D.barrier(self.ctx)
