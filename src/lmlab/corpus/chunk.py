@@ -17,7 +17,8 @@ import numpy as np
 from lmlab.corpus.dedup import DedupConfig, MinHasher, exact_key
 from lmlab.corpus.filters import DocumentFilter, FilterConfig
 from lmlab.corpus.normalize import NormalizeConfig, Normalizer
-from lmlab.corpus.read import Chunk, Counters, ReadConfig, decode_chunk
+from lmlab.corpus.decode import decode_chunk
+from lmlab.corpus.read import Chunk, Counters, ReadConfig
 
 
 @dataclass

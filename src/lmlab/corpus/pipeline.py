@@ -156,8 +156,8 @@ def clean_corpus(inputs: list[str | Path] | str | Path, out: str | Path, workers
     totals = {"documents": 0, "characters": 0, "bytes": 0}
     dup = {"exact": 0, "near": 0}
     clusters: set[int] = set()
-    record = {"config": to_dict(cfg), "inputs": [str(p) for p in files]}
-    with ArtifactWriter(out, kind=KIND, config=record, overwrite=overwrite) as w, \
+    with ArtifactWriter(out, kind=KIND, config=cfg, overwrite=overwrite,
+                        extra={"inputs": [str(p) for p in files]}) as w, \
             tempfile.TemporaryDirectory(dir=w.path.parent, prefix=f".{Path(out).name}.dedup-") as tmp:
         writers = {s: _ShardWriter(w.path, s, cfg.shard_bytes) for s in SPLITS}
         dedup = Deduplicator(cfg.dedup, Path(tmp))

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlab.corpus.read import Chunk, Counters, Item, ReadConfig, decode_chunk
+from lmlab.corpus.decode import decode_chunk
+from lmlab.corpus.read import Chunk, Counters, Item, ReadConfig
 
 
 @settings(max_examples=400, deadline=None)
@@ -51,7 +52,8 @@ def test_512mib_line_is_skipped_in_flat_memory(tmp_path):
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(Path(__file__).parents[3] / 'src')!r})
-from lmlab.corpus.read import Counters, ReadConfig, decode_chunk, iter_chunks
+from lmlab.corpus.decode import decode_chunk
+from lmlab.corpus.read import Counters, ReadConfig, iter_chunks
 cfg, c = ReadConfig(), Counters()
 docs = [d for ch in iter_chunks([{str(p)!r}], cfg, c) for d, _ in decode_chunk(ch, cfg, c)]
 assert docs == ["first line", "last line"], docs

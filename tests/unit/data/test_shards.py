@@ -1,7 +1,6 @@
 """Token shards: dtype choice and guard, round trip, corruption detection, resume, tokenizer mismatch."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
