@@ -84,14 +84,19 @@ class MinHasher:
         return _mix64(h)  # repeats are harmless: min() is idempotent
 
     def signature(self, text: str) -> np.ndarray:
-        """[num_perm] uint32."""
+        """[num_perm] uint32: the high 32 bits of min_x (a_i x + b_i) mod 2^64 — taking the min
+        before the shift is the same (the shift is monotone) and saves a pass."""
         x = self.shingles(text)
-        sig = np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint64)
-        for s in range(0, len(x), 2048):  # [num_perm, 2048] at a time bounds memory on long texts
-            block = x[None, s:s + 2048]
-            v = (self.a[:, None] * block + self.b[:, None]) >> np.uint64(32)
-            np.minimum(sig, v.min(axis=1), out=sig)
-        return sig.astype(np.uint32)
+        sig = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
+        block = 2048  # [num_perm, 2048] uint64 = 2 MiB at a time bounds memory on long texts
+        buf = np.empty((self.num_perm, min(block, len(x))), dtype=np.uint64)
+        for s in range(0, len(x), block):
+            part = x[None, s:s + block]
+            view = buf[:, : part.shape[1]]
+            np.multiply(self.a[:, None], part, out=view)
+            np.add(view, self.b[:, None], out=view)
+            np.minimum(sig, view.min(axis=1), out=sig)
+        return (sig >> np.uint64(32)).astype(np.uint32)
 
 
 def _area(y: np.ndarray, x: np.ndarray) -> float:
