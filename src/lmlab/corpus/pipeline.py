@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 import tempfile
 import time
 from collections import deque
@@ -31,6 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from tqdm import tqdm
 
 from lmlab.artifacts import ArtifactWriter, read_json, read_manifest
 from lmlab.config import check, from_dict, load_config, merge, parse_overrides, to_dict
@@ -162,8 +165,10 @@ def clean_corpus(inputs: list[str | Path] | str | Path, out: str | Path, workers
         writers = {s: _ShardWriter(w.path, s, cfg.shard_bytes) for s in SPLITS}
         dedup = Deduplicator(cfg.dedup, Path(tmp))
         report = open(w.path / "duplicates.jsonl", "wb") if cfg.dedup.report else None
+        progress = tqdm(unit="B", unit_scale=True, desc="clean", disable=not sys.stderr.isatty(), leave=False)
         try:
             for res in _results(files, cfg, read_counters):
+                progress.update(res.bytes_in)
                 totals["documents"] += res.docs_in
                 totals["characters"] += res.chars_in
                 totals["bytes"] += res.bytes_in
@@ -181,6 +186,7 @@ def clean_corpus(inputs: list[str | Path] | str | Path, out: str | Path, workers
                         report.write((json.dumps({"kind": v.kind, "removed": ref, "kept": v.kept_ref,
                                                   "jaccard": round(v.jaccard, 4)}, ensure_ascii=False) + "\n").encode())
         finally:
+            progress.close()
             for wr in writers.values():
                 wr.close()
             if report is not None:
