@@ -6,8 +6,9 @@
 
 Flow: the main process reads and cuts the inputs into chunks (`read.iter_chunks`); N worker
 processes decode, normalise, filter and hash each chunk (`chunk.ChunkCleaner`); the main
-process consumes the results **in chunk order** — deduplicates against everything kept so far,
-assigns the split by hash, and appends to the output shards. At most 2·N chunks are in
+process consumes the results **in chunk order** — deduplicates against everything kept so far
+and appends the kept records (serialised and assigned a split by hash in the workers) to the
+output shards. At most 2·N chunks are in
 flight, so memory stays flat whatever the corpus size, and because chunking and every
 order-dependent decision are independent of N, the output bytes are identical for any N.
 
@@ -42,7 +43,7 @@ from lmlab.corpus.dedup import DedupConfig, Deduplicator
 from lmlab.corpus.filters import FilterConfig
 from lmlab.corpus.normalize import NormalizeConfig
 from lmlab.corpus.read import Counters, ReadConfig, check_inputs, expand_inputs, iter_chunks
-from lmlab.corpus.split import SPLITS, SplitConfig, split_of
+from lmlab.corpus.split import SPLITS, SplitConfig
 from lmlab.errors import ArtifactError, DataError
 
 KIND = "lmlab-corpus"
@@ -82,14 +83,14 @@ class _ShardWriter:
         self.size = 0
         return self.f
 
-    def write(self, text: str, ref: str) -> None:
-        line = (json.dumps({"text": text, "source": ref}, ensure_ascii=False) + "\n").encode("utf-8")
+    def write(self, line: bytes, chars: int) -> None:
+        """Append one serialised record (a JSON line) of `chars` characters."""
         if self.f is None or (self.size > 0 and self.size + len(line) > self.limit):
             self._next()
         self.f.write(line)  # type: ignore[union-attr]
         self.size += len(line)
         self.documents += 1
-        self.characters += len(text)
+        self.characters += chars
 
     def close(self) -> None:
         if self.f is not None:
@@ -112,11 +113,11 @@ def _fixed_mmap_threshold() -> None:
 def _results(inputs: list[Path], cfg: CleanConfig, read_counters: Counters) -> Iterator[ChunkResult]:
     chunks = iter_chunks(inputs, cfg.read, read_counters)
     if cfg.workers == 1:
-        cleaner = ChunkCleaner(cfg.read, cfg.normalize, cfg.filter, cfg.dedup)
+        cleaner = ChunkCleaner(cfg.read, cfg.normalize, cfg.filter, cfg.dedup, cfg.split)
         yield from map(cleaner, chunks)
         return
     _fixed_mmap_threshold()
-    plain = {k: to_dict(getattr(cfg, k)) for k in ("read", "normalize", "filter", "dedup")}
+    plain = {k: to_dict(getattr(cfg, k)) for k in ("read", "normalize", "filter", "dedup", "split")}
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(plain,)) as pool:
         pending: deque = deque()
@@ -175,9 +176,9 @@ def clean_corpus(inputs: list[str | Path] | str | Path, out: str | Path, workers
                 decode_counters.merge(res.counters)  # type: ignore[arg-type]
                 drops.merge(res.drops)  # type: ignore[arg-type]
                 verdicts = dedup.judge(res.keys, res.sigs, res.refs)  # type: ignore[arg-type]
-                for text, ref, v in zip(res.texts, res.refs, verdicts):
+                for i, (ref, v) in enumerate(zip(res.refs, verdicts)):
                     if v.kind == "keep":
-                        writers[split_of(text, cfg.split)].write(text, ref)
+                        writers[res.splits[i]].write(res.lines[i], res.chars[i])
                         continue
                     dup[v.kind] += 1
                     if v.kind == "near":
