@@ -12,6 +12,9 @@ Layout (kind ``lmlab-token-shards``)::
     stats.json        tokens and documents per split; config.yaml; manifest.json (sha256 of every file,
                       dtype, vocab_size, separator_id, tokenizer fingerprint)
 
+A corpus record that is not ``{"text": ...}`` (a damaged file) stops the run with its file:line,
+or with ``--shard.bad_rows=skip`` is skipped and counted in stats.json (``skipped_records``).
+
 The .bin format is nanoGPT's (``np.memmap(path, dtype, mode="r")``). uint16 halves disk and
 page-cache use; forcing it with a vocabulary above 65,536 is refused (ids would wrap).
 
