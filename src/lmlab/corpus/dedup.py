@@ -98,7 +98,7 @@ class MinHasher:
         k = self.num_perm
         h = np.sort(self.shingles(text))
         bins = (((h >> np.uint64(32)) * np.uint64(k)) >> np.uint64(32)).astype(np.intp)  # non-decreasing
-        first = np.flatnonzero(np.diff(bins, prepend=-1))  # the smallest hash of each occupied bin
+        first = np.flatnonzero(np.concatenate(([True], bins[1:] != bins[:-1])))  # smallest hash of each occupied bin
         sig = np.zeros(k, dtype=np.uint64)
         filled = np.zeros(k, dtype=bool)
         sig[bins[first]] = h[first]
@@ -182,11 +182,9 @@ class _KeptStore:
         self.n, self.ref_end = 0, 0
 
     def append(self, sig: np.ndarray | None, ref: str) -> int:
-        if sig is not None:
-            self.sig_f.seek(self.n * self.row)
+        if sig is not None:  # append-only files: reads use pread, which leaves the position alone
             self.sig_f.write(sig.tobytes())
         data = ref.encode("utf-8")
-        self.ref_f.seek(self.ref_end)
         self.ref_f.write(data)
         if self.n + 1 >= len(self.ref_off):
             self.ref_off = np.concatenate([self.ref_off, np.zeros_like(self.ref_off)])
