@@ -85,11 +85,13 @@ def read_json(path: str | Path) -> Any:
 def library_versions() -> dict[str, str]:
     import lmlab
 
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {"lmlab": lmlab.__version__, "python": platform.python_version(), "torch": torch.__version__}
     for name in ("safetensors", "tokenizers", "transformers", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
+        try:  # from the installed metadata: importing transformers alone takes most of a second
+            versions[name] = version(name)
+        except PackageNotFoundError:
             pass
     return versions
 

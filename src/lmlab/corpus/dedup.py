@@ -2,7 +2,7 @@
 
 Exact: a 64-bit BLAKE2b key of the normalised text. Near: MinHash signatures (Broder 1997) of
 the set of character n-gram shingles (n = `shingle`, which works for Chinese without word
-segmentation), bucketed by locality-sensitive hashing with b bands of r rows (Leskovec,
+segmentation), computed by one-permutation hashing (see `MinHasher`), bucketed by locality-sensitive hashing with b bands of r rows (Leskovec,
 Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3.4); b and r are chosen for the Jaccard
 `threshold` by minimising the integrated false-positive and false-negative probabilities, as
 datasketch does. A candidate pair is confirmed only if the signatures agree on at least
@@ -63,17 +63,27 @@ class DedupConfig:
 
 
 class MinHasher:
-    """MinHash signatures with multiply-shift hashing: h_i(x) = ((a_i x + b_i) mod 2^64) >> 32."""
+    """MinHash signatures by one-permutation hashing with optimal densification.
+
+    Each shingle is hashed once (64 bits); the hash's top bits choose one of `num_perm` bins
+    (monotonically, ``bin = (h >> 32) * k >> 32``), and a bin's value is the smallest hash in
+    it — so one sort of the shingle hashes yields every bin's minimum. Empty bins borrow the
+    value of a non-empty bin chosen by a fixed pseudo-random probe sequence shared by all
+    documents, which keeps P[sig_i(A) = sig_i(B)] = J(A, B) (Li, Owen & Zhang 2012, "One
+    permutation hashing"; Shrivastava 2017, "Optimal densification for fast and accurate
+    minwise hashing"). Cost O(n log n) per document instead of O(k n) for k hash functions.
+    A bin stores the low 32 bits of its minimum hash."""
 
     def __init__(self, num_perm: int = 128, shingle: int = 5, seed: int = 1):
-        rng = np.random.default_rng(seed)
         self.num_perm, self.shingle = num_perm, shingle
-        self.a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        self.salt = np.uint64(np.random.default_rng(seed).integers(1, 2**63))
+        # probe sequences for densification: probe[t, j] = bin tried by empty bin j at attempt t
+        probes = np.arange(64, dtype=np.uint64)[:, None] * np.uint64(num_perm) + np.arange(num_perm, dtype=np.uint64)[None]
+        self.probe = (_mix64(probes ^ self.salt) % np.uint64(num_perm)).astype(np.intp)
 
     def shingles(self, text: str) -> np.ndarray:
         """64-bit hashes of the text's character n-grams (the whole text if shorter)."""
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        cps = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32).astype(np.uint64)
         n = min(self.shingle, len(cps))
         if n == 0:
             return np.zeros(1, dtype=np.uint64)
@@ -81,17 +91,29 @@ class MinHasher:
         h = np.zeros(m, dtype=np.uint64)
         for j in range(n):  # polynomial rolling hash, wrapping mod 2^64
             h = h * np.uint64(1_000_003) + cps[j:j + m]
-        return _mix64(h)  # repeats are harmless: min() is idempotent
+        return _mix64(h ^ self.salt)  # repeats are harmless: a minimum is idempotent
 
     def signature(self, text: str) -> np.ndarray:
         """[num_perm] uint32."""
-        x = self.shingles(text)
-        sig = np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint64)
-        for s in range(0, len(x), 2048):  # [num_perm, 2048] at a time bounds memory on long texts
-            block = x[None, s:s + 2048]
-            v = (self.a[:, None] * block + self.b[:, None]) >> np.uint64(32)
-            np.minimum(sig, v.min(axis=1), out=sig)
-        return sig.astype(np.uint32)
+        k = self.num_perm
+        h = np.sort(self.shingles(text))
+        bins = (((h >> np.uint64(32)) * np.uint64(k)) >> np.uint64(32)).astype(np.intp)  # non-decreasing
+        first = np.flatnonzero(np.concatenate(([True], bins[1:] != bins[:-1])))  # smallest hash of each occupied bin
+        sig = np.zeros(k, dtype=np.uint64)
+        filled = np.zeros(k, dtype=bool)
+        sig[bins[first]] = h[first]
+        filled[bins[first]] = True
+        empty = np.flatnonzero(~filled)
+        for t in range(len(self.probe)):
+            if len(empty) == 0:
+                break
+            src = self.probe[t, empty]
+            ok = filled[src]
+            sig[empty[ok]] = sig[src[ok]] + np.uint64(t + 1)  # +t: a borrowed value differs from its donor's
+            empty = empty[~ok]
+        if len(empty):  # (never for ≥ 1 shingle in practice) fall back to the first occupied bin
+            sig[empty] = sig[bins[first[0]]] + np.uint64(len(self.probe) + 1)
+        return (sig & _MASK32).astype(np.uint32)
 
 
 def _area(y: np.ndarray, x: np.ndarray) -> float:
@@ -160,11 +182,9 @@ class _KeptStore:
         self.n, self.ref_end = 0, 0
 
     def append(self, sig: np.ndarray | None, ref: str) -> int:
-        if sig is not None:
-            self.sig_f.seek(self.n * self.row)
+        if sig is not None:  # append-only files: reads use pread, which leaves the position alone
             self.sig_f.write(sig.tobytes())
         data = ref.encode("utf-8")
-        self.ref_f.seek(self.ref_end)
         self.ref_f.write(data)
         if self.n + 1 >= len(self.ref_off):
             self.ref_off = np.concatenate([self.ref_off, np.zeros_like(self.ref_off)])

@@ -32,6 +32,8 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e"))
 _ZERO_WIDTH_ALL = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad\u180e\u200c\u200d"))
 # Full-width ASCII U+FF01..U+FF5E → U+0021..U+007E; ideographic space → space.
 _FULLWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_FULLWIDTH_ANY = re.compile("[\uff01-\uff5e\u3000]")
+_ZERO_WIDTH_ANY = re.compile("[\u200b\u2060\ufeff\u00ad\u180e\u200c\u200d]")
 
 
 def strip_html(text: str) -> str:
@@ -54,11 +56,14 @@ def nfkc(text: str) -> str:
 def fullwidth_to_halfwidth(text: str) -> str:
     """Full-width ASCII forms U+FF01–U+FF5E (ＡＢＣ１２３！，) and U+3000 → ASCII; other CJK
     punctuation (。、「」) stays. NFKC implies this mapping."""
-    return text.translate(_FULLWIDTH)
+    # translate() is slow on characters it does not map; most texts have none to map
+    return text.translate(_FULLWIDTH) if _FULLWIDTH_ANY.search(text) else text
 
 
 def remove_zero_width(text: str, keep_joiners: bool = True) -> str:
     """Drop invisible zero-width characters; keep ZWJ/ZWNJ unless `keep_joiners` is false."""
+    if not _ZERO_WIDTH_ANY.search(text):
+        return text
     return text.translate(_ZERO_WIDTH if keep_joiners else _ZERO_WIDTH_ALL)
 
 
@@ -101,7 +106,7 @@ def traditional_to_simplified(text: str) -> str:
             import opencc
         except ImportError:
             raise ConfigError(
-                "normalize.t2s: needs the OpenCC library; install it with `pip install opencc`"
+                "normalize.t2s: needs the OpenCC library; install it with `pip install lmlab[zh]` (or `pip install opencc`)"
             ) from None
         conv = _OPENCC["t2s"] = opencc.OpenCC("t2s")
     return conv.convert(text)  # type: ignore[attr-defined]
@@ -129,7 +134,7 @@ class Normalizer:
             steps.append(strip_html)
         if cfg.nfkc:
             steps.append(nfkc)
-        if cfg.fullwidth:
+        if cfg.fullwidth and not cfg.nfkc:  # NFKC already maps full-width forms
             steps.append(fullwidth_to_halfwidth)
         if cfg.zero_width:
             steps.append(lambda t: remove_zero_width(t, cfg.keep_joiners))

@@ -6,8 +6,9 @@
 
 Flow: the main process reads and cuts the inputs into chunks (`read.iter_chunks`); N worker
 processes decode, normalise, filter and hash each chunk (`chunk.ChunkCleaner`); the main
-process consumes the results **in chunk order** — deduplicates against everything kept so far,
-assigns the split by hash, and appends to the output shards. At most 2·N chunks are in
+process consumes the results **in chunk order** — deduplicates against everything kept so far
+and appends the kept records (serialised and assigned a split by hash in the workers) to the
+output shards. At most 2·N chunks are in
 flight, so memory stays flat whatever the corpus size, and because chunking and every
 order-dependent decision are independent of N, the output bytes are identical for any N.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 import tempfile
 import time
 from collections import deque
@@ -32,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from tqdm import tqdm
+
 from lmlab.artifacts import ArtifactWriter, read_json, read_manifest
 from lmlab.config import check, from_dict, load_config, merge, parse_overrides, to_dict
 from lmlab.corpus.chunk import ChunkCleaner, ChunkResult, clean_chunk, init_worker
@@ -39,7 +43,7 @@ from lmlab.corpus.dedup import DedupConfig, Deduplicator
 from lmlab.corpus.filters import FilterConfig
 from lmlab.corpus.normalize import NormalizeConfig
 from lmlab.corpus.read import Counters, ReadConfig, check_inputs, expand_inputs, iter_chunks
-from lmlab.corpus.split import SPLITS, SplitConfig, split_of
+from lmlab.corpus.split import SPLITS, SplitConfig
 from lmlab.errors import ArtifactError, DataError
 
 KIND = "lmlab-corpus"
@@ -79,27 +83,41 @@ class _ShardWriter:
         self.size = 0
         return self.f
 
-    def write(self, text: str, ref: str) -> None:
-        line = (json.dumps({"text": text, "source": ref}, ensure_ascii=False) + "\n").encode("utf-8")
+    def write(self, line: bytes, chars: int) -> None:
+        """Append one serialised record (a JSON line) of `chars` characters."""
         if self.f is None or (self.size > 0 and self.size + len(line) > self.limit):
             self._next()
         self.f.write(line)  # type: ignore[union-attr]
         self.size += len(line)
         self.documents += 1
-        self.characters += len(text)
+        self.characters += chars
 
     def close(self) -> None:
         if self.f is not None:
             self.f.close()
 
 
+def _fixed_mmap_threshold() -> None:
+    """Keep multi-MB chunk buffers on mmap (returned to the OS when freed). glibc otherwise raises
+    its mmap threshold after the first such free and serves later ones from per-thread heaps
+    (main, queue feeder, result reader), which fragment: measured +370 MB peak RSS at 100 MB of
+    input with 2 workers without this, +0 with it. No-op outside glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+    except (OSError, AttributeError):
+        pass
+
+
 def _results(inputs: list[Path], cfg: CleanConfig, read_counters: Counters) -> Iterator[ChunkResult]:
     chunks = iter_chunks(inputs, cfg.read, read_counters)
     if cfg.workers == 1:
-        cleaner = ChunkCleaner(cfg.read, cfg.normalize, cfg.filter, cfg.dedup)
+        cleaner = ChunkCleaner(cfg.read, cfg.normalize, cfg.filter, cfg.dedup, cfg.split)
         yield from map(cleaner, chunks)
         return
-    plain = {k: to_dict(getattr(cfg, k)) for k in ("read", "normalize", "filter", "dedup")}
+    _fixed_mmap_threshold()
+    plain = {k: to_dict(getattr(cfg, k)) for k in ("read", "normalize", "filter", "dedup", "split")}
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(plain,)) as pool:
         pending: deque = deque()
@@ -142,23 +160,25 @@ def clean_corpus(inputs: list[str | Path] | str | Path, out: str | Path, workers
     totals = {"documents": 0, "characters": 0, "bytes": 0}
     dup = {"exact": 0, "near": 0}
     clusters: set[int] = set()
-    record = {"config": to_dict(cfg), "inputs": [str(p) for p in files]}
-    with ArtifactWriter(out, kind=KIND, config=record, overwrite=overwrite) as w, \
+    with ArtifactWriter(out, kind=KIND, config=cfg, overwrite=overwrite,
+                        extra={"inputs": [str(p) for p in files]}) as w, \
             tempfile.TemporaryDirectory(dir=w.path.parent, prefix=f".{Path(out).name}.dedup-") as tmp:
         writers = {s: _ShardWriter(w.path, s, cfg.shard_bytes) for s in SPLITS}
         dedup = Deduplicator(cfg.dedup, Path(tmp))
         report = open(w.path / "duplicates.jsonl", "wb") if cfg.dedup.report else None
+        progress = tqdm(unit="B", unit_scale=True, desc="clean", disable=not sys.stderr.isatty(), leave=False)
         try:
             for res in _results(files, cfg, read_counters):
+                progress.update(res.bytes_in)
                 totals["documents"] += res.docs_in
                 totals["characters"] += res.chars_in
                 totals["bytes"] += res.bytes_in
                 decode_counters.merge(res.counters)  # type: ignore[arg-type]
                 drops.merge(res.drops)  # type: ignore[arg-type]
                 verdicts = dedup.judge(res.keys, res.sigs, res.refs)  # type: ignore[arg-type]
-                for text, ref, v in zip(res.texts, res.refs, verdicts):
+                for i, (ref, v) in enumerate(zip(res.refs, verdicts)):
                     if v.kind == "keep":
-                        writers[split_of(text, cfg.split)].write(text, ref)
+                        writers[res.splits[i]].write(res.lines[i], res.chars[i])
                         continue
                     dup[v.kind] += 1
                     if v.kind == "near":
@@ -167,6 +187,7 @@ def clean_corpus(inputs: list[str | Path] | str | Path, out: str | Path, workers
                         report.write((json.dumps({"kind": v.kind, "removed": ref, "kept": v.kept_ref,
                                                   "jaccard": round(v.jaccard, 4)}, ensure_ascii=False) + "\n").encode())
         finally:
+            progress.close()
             for wr in writers.values():
                 wr.close()
             if report is not None:

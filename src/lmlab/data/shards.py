@@ -12,6 +12,9 @@ Layout (kind ``lmlab-token-shards``)::
     stats.json        tokens and documents per split; config.yaml; manifest.json (sha256 of every file,
                       dtype, vocab_size, separator_id, tokenizer fingerprint)
 
+A corpus record that is not ``{"text": ...}`` (a damaged file) stops the run with its file:line,
+or with ``--shard.bad_rows=skip`` is skipped and counted in stats.json (``skipped_records``).
+
 The .bin format is nanoGPT's (``np.memmap(path, dtype, mode="r")``). uint16 halves disk and
 page-cache use; forcing it with a vocabulary above 65,536 is refused (ids would wrap).
 
@@ -51,6 +54,7 @@ class ShardConfig:
     batch_documents: int = 512  # documents per encode call (the library spreads a call over cores)
     separator: bool = True  # append the document separator (eos, else sep) after each document
     splits: list[str] = field(default_factory=lambda: list(SPLITS))  # corpus splits to shard, if present
+    bad_rows: Literal["fail", "skip"] = "fail"  # a corpus line that is not {"text": ...}: stop, or skip and count
 
     def __post_init__(self) -> None:
         check(self.batch_documents >= 1, "shard.batch_documents", "must be >= 1")
@@ -91,16 +95,23 @@ def _units(corpus: Path | list[Path], cfg: ShardConfig) -> list[tuple[str, Path]
     return units
 
 
-def _texts(path: Path) -> Iterator[str]:
+def _texts(path: Path, bad_rows: str, skipped: list[int]) -> Iterator[str]:
     from lmlab.corpus.read import open_text_lines
 
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
                 try:
-                    yield json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"{path}:{lineno}: not a corpus record {{\"text\": ...}}") from None
+                    text = json.loads(raw.decode("utf-8"))["text"]
+                    if not isinstance(text, str):
+                        raise TypeError
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    if bad_rows == "fail":
+                        raise DataError(f"{path}:{lineno}: not a corpus record {{\"text\": ...}}; fix or re-create the "
+                                        "corpus, or pass --shard.bad_rows=skip") from None
+                    skipped[0] += 1
+                    continue
+                yield text
         return
     for line in open_text_lines(path):
         line = line.rstrip("\n")
@@ -114,13 +125,14 @@ def _batches(it: Iterator[str], n: int) -> Iterator[list[str]]:
 
 
 def _encode_unit(src: Path, tok: Tokenizer, dtype: np.dtype, sep: int | None, batch: int,
-                 bin_path: Path, idx_path: Path) -> tuple[int, int]:
-    """Tokenise one input file into bin_path/idx_path; returns (documents, tokens)."""
+                 bin_path: Path, idx_path: Path, bad_rows: str = "fail") -> tuple[int, int, int]:
+    """Tokenise one input file into bin_path/idx_path; returns (documents, tokens, skipped records)."""
     offsets = [0]
+    skipped = [0]
     total = 0
     extra = [sep] if sep is not None else []
     with open(bin_path, "wb") as f:
-        for texts in _batches(_texts(src), batch):
+        for texts in _batches(_texts(src, bad_rows, skipped), batch):
             ids = tok.encode_batch(texts)
             lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)) + len(extra)
             n = int(lengths.sum())
@@ -134,7 +146,7 @@ def _encode_unit(src: Path, tok: Tokenizer, dtype: np.dtype, sep: int | None, ba
         np.save(f, np.asarray(offsets, dtype=np.int64), allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
-    return len(offsets) - 1, total
+    return len(offsets) - 1, total, skipped[0]
 
 
 def shard_corpus(corpus: str | Path | list[str], tokenizer: str | Path, out: str | Path,
@@ -155,7 +167,7 @@ def shard_corpus(corpus: str | Path | list[str], tokenizer: str | Path, out: str
     partial.mkdir(parents=True, exist_ok=True)
     fingerprint = tok.fingerprint
     t0 = time.perf_counter()
-    resumed, counts = 0, {s: {"documents": 0, "tokens": 0, "shards": 0} for s in SPLITS}
+    resumed, counts = 0, {s: {"documents": 0, "tokens": 0, "shards": 0, "skipped_records": 0} for s in SPLITS}
     numbering: dict[str, int] = {}
     layout: list[tuple[str, str]] = []
     for split, src in units:
@@ -178,14 +190,15 @@ def shard_corpus(corpus: str | Path | list[str], tokenizer: str | Path, out: str
         else:
             c = None
         if c is None:
-            docs, ntok = _encode_unit(src, tok, dtype, sep, cfg.batch_documents,
-                                      partial / f"{name}.bin", partial / f"{name}.idx")
-            c = {"documents": docs, "tokens": ntok}
+            docs, ntok, bad = _encode_unit(src, tok, dtype, sep, cfg.batch_documents,
+                                           partial / f"{name}.bin", partial / f"{name}.idx", cfg.bad_rows)
+            c = {"documents": docs, "tokens": ntok, "skipped_records": bad}
             tmp = done_path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"key": key, "counts": c}))
             os.replace(tmp, done_path)  # the unit counts as done only after its files are durable
         counts[split]["documents"] += c["documents"]
         counts[split]["tokens"] += c["tokens"]
+        counts[split]["skipped_records"] += c.get("skipped_records", 0)
         counts[split]["shards"] += 1
     stats = {"dtype": dtype.name, "vocab_size": tok.vocab_size, "separator_id": sep,
              "splits": {s: v for s, v in counts.items() if v["shards"]}}

@@ -41,6 +41,9 @@ def data_root(root: str | Path | None = None) -> Path:
                          "that holds the datasets (e.g. ../shared/data)")
 
 
+_resolve_root = data_root  # for functions whose `data_root` parameter (the CLI's --data-root) shadows it
+
+
 def dataset_path(name: str, filename: str, root: str | Path | None = None) -> Path:
     """The path of `filename` inside dataset `name`, or DatasetMissing saying where it looked."""
     base = data_root(root)
@@ -51,3 +54,24 @@ def dataset_path(name: str, filename: str, root: str | Path | None = None) -> Pa
         raise DatasetMissing(f"dataset {name!r}: {path} not found (data root {base} from {origin}); "
                              f"obtain it from {how} and place it there")
     return path
+
+
+# The file whose presence marks each dataset as installed.
+MARKERS = {
+    "tinyshakespeare": "input.txt", "imdb": "aclImdb_unsup.tar.gz", "wikitext-2": "valid.txt",
+    "chinese-poetry": "quantangshi", "sidamingzhu": "红楼梦.txt", "sst2": "train.tsv", "chnsenticorp": "train.tsv",
+    "squad-v1.1": "dev-articles-0-37.json", "cmrc2018": "cmrc2018_train.json", "dialogsum": "dialogsum.train.jsonl",
+    "csl-ts": "dev.tsv", "tatoeba-cmn-eng": "train.tsv", "multi30k": "train.en.gz", "ca8": "ca_translated.txt",
+    "zh-wordsim": "240.txt",
+}
+
+
+def list_datasets(data_root: str | None = None) -> str:
+    """CLI: which datasets are present under the data root, and where to get the missing ones."""
+    base = _resolve_root(data_root)
+    rows = []
+    for name, marker in MARKERS.items():
+        present = (base / name / marker).exists()
+        rows.append(f"{name:<16} {'ok' if present else 'MISSING':<8} "
+                    f"{base / name if present else 'obtain: ' + SOURCES[name]}")
+    return f"data root: {base}\n" + "\n".join(rows)

@@ -6,6 +6,8 @@ character is a word), unknown-token rate, and round-trip exactness — the share
 with ``decode(encode(x)) == x``. WordPiece cannot be exact by design (BERT's normaliser drops
 control characters, may lowercase, and the decoder re-spaces punctuation and CJK), so for it
 `roundtrip_normalized` compares ``normalize(x)`` and the decoding with all whitespace removed.
+Unigram's metaspace convention drops whitespace at the very start of a text (SentencePiece's
+dummy prefix), and it and char map characters unseen in training to the unknown token.
 """
 
 from __future__ import annotations

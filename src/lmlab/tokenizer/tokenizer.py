@@ -6,6 +6,12 @@ code can ask for ``tok.eos_id`` instead of guessing token strings. Ids equal tho
 ``transformers.AutoTokenizer.from_pretrained(DIR)`` for the same ``add_special_tokens``;
 lmlab's default is ``add_special_tokens=False`` (language-model shards want raw ids and add
 their own document separators), Hugging Face's is True.
+
+    tok = Tokenizer.load("out/tok")
+    ids = tok.encode("你好, world")            # list[int]
+    tok.decode(ids) == "你好, world"           # exact for bpe (byte-level)
+    tok.eos_id, tok.pad_id, tok.vocab_size    # special ids by role (None if absent)
+    for piece in tok.iter_decode(ids): ...     # streaming, never half a character
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ Kinds, all built on Hugging Face ``tokenizers`` (the Rust library, streamed from
   that merges have room: each character also gets its ``##`` form); rarer ones become [UNK].
   The vocabulary can still slightly exceed `vocab_size`; the real size is reported.
 * ``char`` — one id per character (Unicode code point), the `vocab_size` most frequent ones
-  (ties broken by code point); unseen characters map to the unknown token.
+  (ties broken by code point), always including the newline; unseen characters map to the
+  unknown token.
 
 Special tokens come first in the vocabulary (ids 0..k-1) in the order of
 `TokenizerConfig.special_tokens`, a role → token mapping (roles: pad unk bos eos cls sep mask,
@@ -130,6 +131,9 @@ def _train_char(texts: Iterator[str], cfg: TokenizerConfig) -> Any:
     counts: collections.Counter[str] = collections.Counter()
     for t in texts:
         counts.update(t)
+    # a newline is always a character of the vocabulary: documents read a line at a time
+    # never show one, yet generated and multi-line text needs it
+    counts["\n"] = max(counts["\n"], cfg.min_frequency)
     specials = _unique(cfg.specials().values())
     chars = sorted((c for c, n in counts.items() if n >= cfg.min_frequency and c not in specials),
                    key=lambda c: (-counts[c], ord(c)))[: max(0, cfg.vocab_size - len(specials))]

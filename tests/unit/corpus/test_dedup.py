@@ -72,3 +72,16 @@ def test_deduplicator_exact_and_near(tmp_path):
     v2 = d.judge(np.array([exact_key(other)], dtype=np.uint64), mh.signature(other)[None], ["g:1"])
     assert v2[0].kind == "exact" and v2[0].kept_ref == "f:2"
     d.close()
+
+
+def test_densified_signatures_are_unbiased_on_short_texts():
+    """Texts with fewer shingles than bins rely on densification; the estimate must stay unbiased."""
+    rng = random.Random(2)
+    mh = MinHasher(num_perm=128, shingle=5, seed=9)
+    diffs = []
+    for _ in range(200):
+        base = "".join(rng.choice("abcdefgh ") for _ in range(40))
+        cut, k = rng.randint(0, 39), rng.randint(1, 15)
+        other = base[:cut] + "".join(rng.choice("xyz") for _ in range(k)) + base[cut + k:]
+        diffs.append(float(np.mean(mh.signature(base) == mh.signature(other))) - jaccard(base, other, 5))
+    assert abs(np.mean(diffs)) < 0.02 and np.mean(np.abs(diffs)) < 0.08

@@ -11,7 +11,8 @@ import zipfile
 
 import pytest
 
-from lmlab.corpus.read import Counters, ReadConfig, decode_chunk, iter_chunks
+from lmlab.corpus.decode import decode_chunk
+from lmlab.corpus.read import Counters, ReadConfig, iter_chunks
 from lmlab.errors import DataError
 
 LINES = ["第一行 first line", "second line, 中文", "三 third"]

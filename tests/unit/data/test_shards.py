@@ -1,7 +1,6 @@
 """Token shards: dtype choice and guard, round trip, corruption detection, resume, tokenizer mismatch."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +122,22 @@ def test_missing_split_is_named(corpus_and_tok, tmp_path):
     shard_corpus(root / "corpus", root / "bpe", tmp_path / "s")
     with pytest.raises(ArtifactError, match="no 'test' split; splits: train, valid"):
         TokenShards(tmp_path / "s", "test")
+
+
+def test_corrupt_corpus_line_fails_or_is_skipped_and_counted(corpus_and_tok, tmp_path):
+    """E4: a damaged JSONL record — `fail` names file:line, `skip` counts exactly the injected ones."""
+    import shutil as sh
+
+    root = corpus_and_tok
+    corpus = tmp_path / "corpus"
+    sh.copytree(root / "corpus", corpus)
+    shard0 = corpus / "train-00000.jsonl"
+    lines = shard0.read_bytes().split(b"\n")
+    lines[1] = b'{"text": broken'
+    lines[3] = b'{"txt": "wrong key"}'
+    lines[4] = b"\xff\xfe not utf-8"
+    shard0.write_bytes(b"\n".join(lines))
+    with pytest.raises(Exception, match=r"train-00000.jsonl:2: not a corpus record"):
+        shard_corpus(corpus, root / "bpe", tmp_path / "s", overrides=["--shard.splits=[train]"])
+    summary = shard_corpus(corpus, root / "bpe", tmp_path / "s2", overrides=["--shard.bad_rows=skip"])
+    assert summary["splits"]["train"]["skipped_records"] == 3

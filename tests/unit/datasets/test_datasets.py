@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import lmlab.datasets as D
+import lmlab.datasets.root
 from lmlab.datasets.qa import load_stats
 from lmlab.errors import DataError
 
@@ -81,3 +82,11 @@ def test_shared_datasets_have_documented_sizes():
     assert len(novels) == 4 and all("\r" not in n.text for n in novels)
     first = next(D.chinese_poetry("quantangshi", r))
     assert first.author and first.paragraphs
+
+
+def test_list_datasets_marks_missing_ones(tmp_path):
+    (tmp_path / "ca8").mkdir()
+    (tmp_path / "ca8" / "ca_translated.txt").write_text(": s\na b c d\n", encoding="utf-8")
+    table = D.root.list_datasets(str(tmp_path))
+    assert "ca8              ok" in table and "sst2             MISSING  obtain: https://gluebenchmark.com" in table
+    assert D.ca8(tmp_path)[0] == D.Analogy("s", "a", "b", "c", "d")

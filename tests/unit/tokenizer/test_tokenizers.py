@@ -109,3 +109,15 @@ def test_save_copies_a_loaded_tokenizer(trained, tmp_path):
     tok.save(tmp_path / "copy")
     again = Tokenizer.load(tmp_path / "copy")
     assert again.fingerprint == tok.fingerprint and again.encode("hello") == tok.encode("hello")
+
+
+def test_uncased_wordpiece_matches_bert_uncased(tmp_path):
+    train_tokenizer(FIXTURE, tmp_path / "wpl", kind="wordpiece", vocab_size=800,
+                    overrides=["--lowercase=true", "--min_frequency=1"])
+    tok = Tokenizer.load(tmp_path / "wpl")
+    auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "wpl"))
+    bert = transformers.BertTokenizer(str(tmp_path / "wpl" / "vocab.txt"), do_lower_case=True)
+    for text in HARD + ["The OLD Sailor Café naïve ÀÉ"]:
+        ids = tok.encode(text, add_special_tokens=True)
+        assert ids == auto.encode(text) == bert.encode(text), text
+    assert tok.decode(tok.encode("Café")) == "cafe"  # uncased BERT strips accents
