@@ -1,5 +1,5 @@
-"""Run by torchrun (2 ranks, accumulation 1) or directly (1 rank, accumulation 2); saves the
-final parameters to the given path."""
+"""Run by torchrun (2 ranks, accumulation 1, DDP or FSDP) or directly (1 rank, accumulation 2);
+copies the final checkpoint's weights to the given path."""
 
 import sys
 from pathlib import Path
@@ -10,12 +10,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import make_trainer, tiny_model  # noqa: E402
 
 out, accum, result = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-tr = make_trainer(out, model=tiny_model(dropout=0.0), grad_accum_steps=accum, max_steps=5, save_every_steps=5)
+parallel = sys.argv[4] if len(sys.argv) > 4 else "ddp"
+tr = make_trainer(out, model=tiny_model(dropout=0.0), grad_accum_steps=accum, max_steps=5, save_every_steps=5,
+                  parallel=parallel)
 summary = tr.fit()
 if tr.ctx.is_main:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in tr.model.state_dict().items()}, result)
+    from lmlab.artifacts import load_tensors  # the checkpoint holds the full (unsharded) weights
+
+    save_file(load_tensors(out / "checkpoints" / "step-00000005" / "model.safetensors"), result)
     print("losses", summary["train_loss"])
 from lmlab.train.distributed import teardown  # noqa: E402
 
