@@ -1,0 +1,63 @@
+"""`lmlab cost` against lmlab's own measured training steps on this machine.
+
+For each shape: the predicted step time (FLOPs per step / (measured GEMM peak × assumed MFU))
+next to the median measured step time of the training loop; the target is agreement within 30 %.
+
+    python benchmarks/bench_cost.py [--precision bf16|fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from lmlab.model import Transformer, preset
+from lmlab.train.cost import estimate_cost
+
+SHAPES = [("gpt2-tiny", dict(d_model=128, n_heads=4, n_layers=4, d_ff=512), 12, 64, 65),
+          ("gpt2-small", dict(), 8, 256, 8000),
+          ("bert-small", dict(n_layers=4, d_model=256, n_heads=4, d_ff=1024), 16, 128, 8000)]
+
+
+def measure(name, fields, batch, seq, vocab, precision, steps=8) -> float:
+    model = Transformer(preset(name, vocab_size=vocab, max_seq_len=seq, dropout=0.0, attn_dropout=0.0, **fields))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, vocab, (batch, seq))
+    times = []
+    for i in range(steps + 2):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--precision", default="bf16")
+    a = p.parse_args()
+    import tempfile
+
+    from lmlab.model import save_model
+
+    for name, fields, batch, seq, vocab in SHAPES:
+        with tempfile.TemporaryDirectory() as d:
+            cfg = preset(name, vocab_size=vocab, max_seq_len=seq, **fields)
+            save_model(Transformer(cfg), f"{d}/m")
+            sheet = estimate_cost(f"{d}/m", tokens=batch * seq, batch_size=batch, seq_len=seq, precision=a.precision)
+        measured = measure(name, fields, batch, seq, vocab, a.precision)
+        print(json.dumps({"shape": f"{name} {fields} batch {batch} seq {seq} vocab {vocab}",
+                          "predicted_step_s": round(sheet["step_seconds"], 4), "measured_step_s": round(measured, 4),
+                          "ratio": round(sheet["step_seconds"] / measured, 3)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
