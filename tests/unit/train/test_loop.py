@@ -14,6 +14,19 @@ def params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def poison(tr, bad_calls, value=float("nan")):
+    """Make the loss of the given forward calls (1-based) non-finite."""
+    real_forward, calls = tr.model.forward, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if bad_calls(calls["n"]):
+            out.loss = out.loss * value
+        return out
+    tr.runner = poisoned
+
+
 def test_loss_goes_down(tmp_path):
     tr = make_trainer(tmp_path, max_steps=40, save_every_steps=40)
     tr.fit()
@@ -79,16 +92,7 @@ def test_grad_accumulation_is_token_weighted(tmp_path, figure):
 
 def test_nan_loss_stops_before_the_step(tmp_path):
     tr = make_trainer(tmp_path, save_every_steps=2)
-    calls = {"n": 0}
-    real_forward = tr.model.forward
-
-    def poisoned(*args, **kwargs):
-        out = real_forward(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 5:  # the 5th optimizer step (1 micro-batch each)
-            out.loss = out.loss * float("nan")
-        return out
-    tr.runner = poisoned
+    poison(tr, lambda n: n == 5)  # the 5th optimizer step (1 micro-batch each)
     before = {}
     original = tr.train_step
 
@@ -105,30 +109,14 @@ def test_nan_loss_stops_before_the_step(tmp_path):
 
 def test_nan_loss_skip_policy_counts_and_continues(tmp_path):
     tr = make_trainer(tmp_path, nonfinite="skip", max_steps=6, save_every_steps=100)
-    real_forward, calls = tr.model.forward, {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        out = real_forward(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] in (2, 4):
-            out.loss = out.loss * float("inf")
-        return out
-    tr.runner = poisoned
+    poison(tr, lambda n: n in (2, 4), float("inf"))
     summary = tr.fit()
     assert summary["skipped_steps"] == 2 and summary["steps"] == 6
 
 
 def test_consecutive_bad_steps_stop_with_skip_policy(tmp_path):
     tr = make_trainer(tmp_path, nonfinite="skip", max_consecutive_bad=3, save_every_steps=1)
-    real_forward, calls = tr.model.forward, {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        out = real_forward(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] >= 3:
-            out.loss = out.loss * float("nan")
-        return out
-    tr.runner = poisoned
+    poison(tr, lambda n: n >= 3)
     with pytest.raises(TrainingDiverged, match="3 bad steps in a row.*step-00000002"):
         tr.fit()
 
