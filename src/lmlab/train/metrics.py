@@ -1,5 +1,6 @@
 """Run metrics: ``metrics.jsonl`` (one object per logged step), a progress bar, a loss plot.
 
+With the `tensorboard` package installed the same scalars also go to ``tensorboard/``.
 Each line holds at least ``step``, ``elapsed_s`` (training wall time so far, evaluation and
 checkpointing excluded), ``train_loss`` and ``lr``; evaluation lines add ``val_loss``,
 ``val_perplexity`` and ``val_bits_per_byte``. On resume the file is cut back to the resumed
@@ -16,6 +17,14 @@ from typing import Any
 class MetricsLog:
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled
+        self.tensorboard = None
+        if enabled:
+            try:  # optional: TensorBoard event files next to metrics.jsonl when tensorboard is installed
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+            except ImportError:
+                pass
 
     def truncate_after(self, step: int) -> None:
         if not (self.enabled and self.path.exists()):
@@ -28,6 +37,11 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
+            if self.tensorboard is not None:
+                for key, value in row.items():
+                    if key != "step" and isinstance(value, (int, float)):
+                        self.tensorboard.add_scalar(key, value, row["step"])
+                self.tensorboard.flush()
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():

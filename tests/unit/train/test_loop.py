@@ -158,3 +158,9 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path):
     tr.runner = boom
     with pytest.raises(LmlabError, match="batch_size=1 --train.grad_accum_steps=2"):
         tr.fit()
+
+
+def test_tensorboard_scalars_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    make_trainer(tmp_path, max_steps=3, save_every_steps=100).fit()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
