@@ -164,3 +164,13 @@ def test_tensorboard_scalars_when_installed(tmp_path):
     pytest.importorskip("tensorboard")
     make_trainer(tmp_path, max_steps=3, save_every_steps=100).fit()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager(tmp_path):
+    eager = make_trainer(tmp_path / "e", max_steps=6, save_every_steps=100, model=tiny_model(dropout=0.0))
+    eager.fit()
+    compiled = make_trainer(tmp_path / "c", max_steps=6, save_every_steps=100, model=tiny_model(dropout=0.0),
+                            compile=True)
+    compiled.fit()
+    assert losses(tmp_path / "c") == pytest.approx(losses(tmp_path / "e"), abs=1e-4)
