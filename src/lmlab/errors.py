@@ -24,3 +24,15 @@ class CheckpointMismatch(ArtifactError):
 
 class UnsafeFormat(LmlabError):
     """Refused to read a format that can execute code (pickle) without explicit consent."""
+
+
+class DataError(LmlabError, ValueError):
+    """Input data (a corpus, an evaluation file) is empty or malformed; the message names the
+    file and line."""
+
+
+class UnknownWord(DataError, KeyError):
+    """A queried word is not in a vocabulary."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
