@@ -117,14 +117,18 @@ def read_lines(files: list[Path]) -> Iterator[tuple[Path, int, str]]:
     """Yield ``(file, line number, text)``; a decoding error names the file and line."""
     for path in files:
         raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8", newline=None) as f:
+        with raw, io.BufferedReader(raw, 1 << 20) if path.suffix == ".gz" else raw as f:
             lineno = 0
             try:
-                for lineno, line in enumerate(f, 1):
-                    yield path, lineno, line
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}: line {lineno + 1}: not UTF-8 ({e.reason}); "
-                                "convert the file to UTF-8 first") from None
+                for lineno, line in enumerate(f, 1):  # bytes, split at \n; \r\n is stripped below
+                    try:
+                        text = line.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise DataError(f"{path}: line {lineno}: not UTF-8 ({e.reason} at byte {e.start}); "
+                                        "convert the file to UTF-8 first") from None
+                    if lineno == 1 and text.startswith("\ufeff"):
+                        text = text[1:]  # byte-order mark
+                    yield path, lineno, text
             except (OSError, EOFError) as e:  # a truncated or corrupt .gz
                 raise DataError(f"{path}: cannot read after line {lineno}: {e}") from None
 
@@ -155,7 +159,7 @@ def make_tokenizer(spec: str, lowercase: bool = True) -> Callable[[list[str]], l
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust library raises a plain Exception
         raise DataError(f"{path}: not a readable tokenizer file ({e})") from None
-    return lambda lines: [e.tokens for e in tok.encode_batch([s.rstrip("\n") for s in lines],
+    return lambda lines: [e.tokens for e in tok.encode_batch([s.rstrip("\r\n") for s in lines],
                                                              add_special_tokens=False)]
 
 
