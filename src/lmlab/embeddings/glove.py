@@ -201,16 +201,18 @@ class _Runs:
 
 
 def count_cooccurrences(corpus: EncodedCorpus, window: int, workdir: Path, memory_mb: int = 1024,
-                        distance_weighting: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+                        distance_weighting: bool = True, dense_cells: int | None = None,
+                        buffer_pairs: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Upper-triangle co-occurrence counts as sorted (key = i·V + j with i ≤ j, X_ij) arrays,
-    memory-mapped from `workdir`, plus counting stats. X_ii holds one direction's sum."""
+    memory-mapped from `workdir`, plus counting stats. X_ii holds one direction's sum.
+    `dense_cells`/`buffer_pairs` override the sizes derived from `memory_mb` (tests)."""
     v = len(corpus.vocab)
     if v * v * window >= 2**62:
         raise ValueError(f"vocabulary of {v} words is too large for 64-bit pair keys at window {window}")
     budget = memory_mb * 2**20
-    lim, off = dense_layout(v, budget // 4 // 8)
+    lim, off = dense_layout(v, dense_cells if dense_cells is not None else budget // 4 // 8)
     dense = np.zeros(max(int(off[-1]), 1), dtype=np.float64)
-    buf = np.empty(max(budget // 4 // 8, window + 1), dtype=np.int64)
+    buf = np.empty(max(buffer_pairs or budget // 4 // 8, window + 1), dtype=np.int64)
     runs = _Runs(workdir)
     n_buffered = 0
     for ids, ends in corpus.blocks():

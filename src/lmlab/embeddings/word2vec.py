@@ -17,10 +17,15 @@ around gensim instead:
   Python's randomised ``hash`` by default; lmlab passes a CRC32 hash, so a run with
   ``threads=1`` and a seed is bit-reproducible across processes (checked in the tests). With
   more threads, Hogwild updates race and runs differ in the last bits (as in word2vec.c).
-- a per-epoch loss and a progress bar. The loss is gensim's own tally (``compute_loss``),
-  reset at each epoch end: gensim accumulates it in float32 (gensim issue #2735, which makes
-  the cumulative figure saturate); resetting per epoch keeps each epoch's figure meaningful,
-  but it is still a float32 sum and only approximate for very large epochs.
+- a loss curve that means something, and a progress bar. gensim's own tally
+  (``compute_loss``) is a float32 running sum (gensim issue #2735: it saturates) and, with
+  several workers, each worker overwrites the shared tally with its own copy, so per-epoch
+  figures jump around. For negative sampling lmlab instead evaluates, after every epoch, the
+  exact objective −log σ(v'_o·h) − Σ_k log σ(−v'_k·h) (h: the input vector for skip-gram, the
+  context mean for CBOW) on a fixed probe of ``loss_probe`` (position, context) pairs with
+  fixed noise words drawn from the unigram^0.75 distribution — a curve comparable across
+  epochs and runs. gensim's tally is kept in stats as ``gensim_loss_tally`` (and is the only
+  loss reported for hierarchical softmax).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Word2VecConfig:
     alpha: float = 0.0  # initial learning rate; 0 = word2vec.c's default (0.025 skip-gram, 0.05 CBOW)
     min_alpha: float = 1e-4  # learning rate at the end of the last epoch (linear decay)
     cbow_mean: bool = True  # CBOW averages (True) or sums (False) the context vectors
+    loss_probe: int = 20_000  # (position, context) pairs on which the per-epoch loss is measured
 
     def __post_init__(self) -> None:
         check(self.negative >= 1 or self.objective == "hs", "word2vec.negative", "must be >= 1 for negative sampling")
@@ -59,6 +65,46 @@ class Word2VecConfig:
 
 def _crc32_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
+
+
+class LossProbe:
+    """A fixed sample of training examples on which the negative-sampling objective is
+    evaluated after each epoch (see the module docstring)."""
+
+    def __init__(self, corpus: EncodedCorpus, window: int, negative: int, n: int, cbow: bool, seed: int):
+        rng = np.random.default_rng(seed + 7919)
+        ids = corpus.ids()
+        ends = corpus.line_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        pos = np.sort(rng.integers(0, len(ids), size=min(n, len(ids))))
+        line = np.searchsorted(ends, pos, side="right")
+        lo, hi = starts[line], ends[line]
+        offsets = np.arange(-window, window + 1)
+        offsets = offsets[offsets != 0]
+        ctx = pos[:, None] + offsets[None, :]  # [n, 2·window]
+        valid = (ctx >= lo[:, None]) & (ctx < hi[:, None])
+        keep = valid.any(1)
+        self.center = np.asarray(ids[pos[keep]], dtype=np.int64)
+        self.context = np.where(valid[keep], np.asarray(ids[np.clip(ctx[keep], 0, len(ids) - 1)]), -1)
+        noise = corpus.vocab.counts.astype(np.float64) ** 0.75
+        self.noise = rng.choice(len(noise), size=(len(self.center), negative), p=noise / noise.sum())
+        self.cbow = cbow
+
+    def loss(self, w_in: np.ndarray, w_out: np.ndarray) -> float:
+        """Mean objective per example; `w_in`/`w_out` are [V, d] in lmlab vocabulary order."""
+        if len(self.center) == 0:
+            return float("nan")
+        logsig = lambda z: -np.logaddexp(0.0, -z)  # noqa: E731  log σ(z), stable
+        mask = self.context >= 0
+        if self.cbow:  # h = mean of the context inputs, target = the centre word
+            h = (w_in[np.where(mask, self.context, 0)] * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+            pos = logsig(np.einsum("nd,nd->n", h, w_out[self.center]))
+            neg = logsig(-np.einsum("nd,nkd->nk", h, w_out[self.noise])).sum(1)
+            return float(-(pos + neg).mean())
+        h = w_in[self.center]  # skip-gram: each (centre, context) pair is an example
+        pos = logsig(np.einsum("nd,ncd->nc", h, w_out[np.where(mask, self.context, 0)]))
+        neg = logsig(-np.einsum("nd,nkd->nk", h, w_out[self.noise])).sum(1, keepdims=True)
+        return float(-((pos + neg) * mask).sum() / mask.sum())
 
 
 def write_id_lines(corpus: EncodedCorpus, path: Path) -> None:
@@ -86,12 +132,20 @@ def train_word2vec(corpus: EncodedCorpus, cfg: Word2VecConfig, dim: int, window:
     write_id_lines(corpus, text_path)
     t_write = time.perf_counter() - t0
     losses: list[float] = []
+    tallies: list[float] = []
+    probe = None
+    if cfg.objective == "negative" and cfg.loss_probe > 0:
+        probe = LossProbe(corpus, window, cfg.negative, cfg.loss_probe, cfg.architecture == "cbow", seed)
     bar = tqdm(total=epochs, unit="epoch", desc="word2vec", disable=not progress or None)
 
     class EpochEnd(CallbackAny2Vec):
         def on_epoch_end(self, model: Word2Vec) -> None:
-            losses.append(float(model.get_latest_training_loss()))
+            tallies.append(float(model.get_latest_training_loss()))
             model.running_training_loss = 0.0
+            if probe is not None:
+                losses.append(probe.loss(model.wv.vectors[order], model.syn1neg[order]))
+            else:
+                losses.append(tallies[-1])
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
 
@@ -103,17 +157,19 @@ def train_word2vec(corpus: EncodedCorpus, cfg: Word2VecConfig, dim: int, window:
         hashfxn=_crc32_hash, compute_loss=True, sorted_vocab=1,
     )
     model.build_vocab_from_freq({str(i): int(c) for i, c in enumerate(corpus.vocab.counts)})
+    order = np.array([model.wv.key_to_index[str(i)] for i in range(len(corpus.vocab))])  # lmlab id → gensim row
     t1 = time.perf_counter()
     model.train(corpus_file=str(text_path), total_words=corpus.tokens_kept, epochs=epochs,
                 callbacks=[EpochEnd()], compute_loss=True)
     t_train = time.perf_counter() - t1
     bar.close()
-    order = np.array([model.wv.key_to_index[str(i)] for i in range(len(corpus.vocab))])
     vectors = np.asarray(model.wv.vectors[order], dtype=np.float32)
     text_path.unlink()
     stats = {
         "loss_per_epoch": losses,
-        "loss_note": "gensim's float32 tally of the training objective, reset each epoch",
+        "loss_note": (f"negative-sampling objective per example on a fixed probe of {cfg.loss_probe} positions"
+                      if probe is not None else "gensim's float32 tally of the objective, reset each epoch"),
+        "gensim_loss_tally": tallies,
         "time_s": {"write_ids": round(t_write, 3), "train": round(t_train, 3)},
         "words_per_s": round(corpus.tokens_kept * epochs / max(t_train, 1e-9)),
     }
