@@ -1,0 +1,157 @@
+"""Word-embedding benchmark: lmlab Word2Vec (wrapping gensim) against gensim itself, and lmlab
+GloVe stage by stage, on the IMDB unlabeled reviews, with analogy and similarity scores.
+
+    python benchmarks/bench_embeddings.py --max-words 2000000 --json out/bench_embeddings.json
+
+Corpus: ``$LMLAB_DATA/imdb/aclImdb_unsup.tar.gz`` (50,000 reviews, ~11 M words), one review per
+line, ``<br />`` replaced by a space, cut after ``--max-words`` whitespace words. Both Word2Vec
+runs see the same tokens (lmlab's ``words`` tokenizer, lower-cased): gensim reads them from a
+pre-tokenised file, so its time excludes tokenisation; lmlab's "train" time is the same gensim
+call plus the per-epoch probe loss, and its total includes tokenisation.
+
+Hyper-parameters (same for every tool): Word2Vec skip-gram, negative 5, window 5, min_count 5,
+sample 1e-3, 5 epochs, size 100; GloVe window 10, min_count 5, x_max 10, α 0.75, 15 iterations,
+size 100 (the settings of the Stanford C reference quoted in the issue). Evaluation: Google
+analogies (3CosAdd and 3CosMul, restrict_vocab 30000) and WordSim-353 / SimLex-999 Spearman.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def prepare_imdb(data: Path, work: Path, max_words: int) -> Path:
+    out = work / f"imdb-{max_words or 'all'}.txt"
+    if out.exists():
+        return out
+    tar_path = data / "imdb" / "aclImdb_unsup.tar.gz"
+    if not tar_path.exists():
+        sys.exit(f"{tar_path}: not found (set LMLAB_DATA)")
+    words = 0
+    with tarfile.open(tar_path) as tar, open(out.with_suffix(".tmp"), "w", encoding="utf-8") as f:
+        for member in tar:
+            if not member.isfile() or not member.name.endswith(".txt"):
+                continue
+            text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+            text = " ".join(text.replace("<br />", " ").split())
+            f.write(text + "\n")
+            words += text.count(" ") + 1
+            if max_words and words >= max_words:
+                break
+    out.with_suffix(".tmp").rename(out)
+    return out
+
+
+def evaluate(wv) -> dict:
+    from lmlab.embeddings.evaluate import evaluate_analogies, evaluate_similarity
+
+    g = evaluate_analogies(wv, "google", restrict_vocab=30000)
+    return {
+        "analogy_3cosadd": g["methods"]["3CosAdd"]["accuracy"],
+        "analogy_3cosmul": g["methods"]["3CosMul"]["accuracy"],
+        "analogy_coverage": g["coverage"],
+        "wordsim353_spearman": evaluate_similarity(wv, "wordsim353")["spearman"],
+        "simlex999_spearman": evaluate_similarity(wv, "simlex999")["spearman"],
+    }
+
+
+def bench_word2vec(corpus: Path, work: Path, threads: int, epochs: int) -> dict:
+    from gensim.models import Word2Vec
+
+    from lmlab.embeddings.train import train_embeddings
+    from lmlab.embeddings.vectors import WordVectors
+    from lmlab.embeddings.vocab import make_tokenizer, read_lines
+
+    # gensim: the same tokens, pre-tokenised
+    tok_file = work / (corpus.stem + ".tok")
+    if not tok_file.exists():
+        tokenize = make_tokenizer("words")
+        with open(tok_file, "w", encoding="utf-8") as f:
+            for _, _, line in read_lines([corpus]):
+                f.write(" ".join(tokenize([line])[0]) + "\n")
+    params = dict(vector_size=100, window=5, min_count=5, sample=1e-3, sg=1, negative=5, hs=0,
+                  workers=threads, seed=1)
+    t0 = time.perf_counter()
+    model = Word2Vec(**params)
+    model.build_vocab(corpus_file=str(tok_file))
+    t1 = time.perf_counter()
+    model.train(corpus_file=str(tok_file), total_words=model.corpus_total_words, epochs=epochs,
+                total_examples=model.corpus_count)
+    t2 = time.perf_counter()
+    from lmlab.embeddings.vectors import WordVectors as WV
+
+    ref_wv = WV(list(model.wv.index_to_key), model.wv.vectors)
+    words = model.corpus_total_words
+    gensim_row = {"tool": "gensim 4 (corpus_file)", "vocab": len(ref_wv), "vocab_s": round(t1 - t0, 2),
+                  "train_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
+                  "words_per_s": round(words * epochs / (t2 - t1)), **evaluate(ref_wv)}
+    out = work / "w2v"
+    t0 = time.perf_counter()
+    stats = train_embeddings([str(corpus)], str(out), algo="word2vec", dim=100, window=5, min_count=5,
+                             epochs=epochs, threads=threads, seed=1, overwrite=True, progress=False)
+    total = time.perf_counter() - t0
+    wv = WordVectors.load(out)
+    lmlab_row = {"tool": "lmlab word2vec", "vocab": len(wv), "vocab_s": round(stats["time_s"]["tokenize"], 2),
+                 "train_s": round(stats["time_s"]["train"], 2), "total_s": round(total, 2),
+                 "words_per_s": round(stats["tokens_kept"] * epochs / stats["time_s"]["train"]),
+                 "loss_per_epoch": stats["loss_per_epoch"], **evaluate(wv)}
+    return {"corpus_words": words, "gensim": gensim_row, "lmlab": lmlab_row,
+            "speed_ratio_train": round(gensim_row["train_s"] / lmlab_row["train_s"], 3),
+            "speed_ratio_total": round(gensim_row["total_s"] / lmlab_row["total_s"], 3)}
+
+
+def bench_glove(corpus: Path, work: Path, threads: int, epochs: int, memory_mb: int) -> dict:
+    from lmlab.embeddings.train import train_embeddings
+    from lmlab.embeddings.vectors import WordVectors
+
+    out = work / "glove"
+    t0 = time.perf_counter()
+    stats = train_embeddings([str(corpus)], str(out), algo="glove", dim=100, window=10, min_count=5,
+                             epochs=epochs, threads=threads, seed=1, overwrite=True, progress=False,
+                             overrides=["--glove.x_max=10", f"--glove.memory_mb={memory_mb}"])
+    total = time.perf_counter() - t0
+    wv = WordVectors.load(out)
+    return {"vocab": len(wv), "tokens": stats["tokens_kept"], "cooccurrences": stats["cooccurrences"],
+            "runs_spilled": stats["runs_spilled"], "time_s": {**stats["time_s"], "wall": round(total, 2)},
+            "updates_per_s": stats["updates_per_s"], "loss_per_epoch": stats["loss_per_epoch"], **evaluate(wv)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.environ.get("LMLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--max-words", type=int, default=0, help="cut the corpus after N words (0: all ~11 M)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--w2v-epochs", type=int, default=5)
+    ap.add_argument("--glove-epochs", type=int, default=15)
+    ap.add_argument("--glove-memory-mb", type=int, default=1024)
+    ap.add_argument("--only", choices=["word2vec", "glove"], default=None)
+    ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lmlab-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = prepare_imdb(Path(args.data), work, args.max_words)
+    results: dict = {"corpus": str(corpus), "max_words": args.max_words, "threads": args.threads,
+                     "cpus": os.cpu_count()}
+    if args.only in (None, "word2vec"):
+        results["word2vec"] = bench_word2vec(corpus, work, args.threads, args.w2v_epochs)
+        print(json.dumps(results["word2vec"], indent=2), flush=True)
+    if args.only in (None, "glove"):
+        results["glove"] = bench_glove(corpus, work, args.threads, args.glove_epochs, args.glove_memory_mb)
+        print(json.dumps(results["glove"], indent=2), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
