@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
@@ -64,7 +66,7 @@ def evaluate(wv) -> dict:
     }
 
 
-def bench_word2vec(corpus: Path, work: Path, threads: int, epochs: int) -> dict:
+def bench_word2vec(corpus: Path, work: Path, threads: int, epochs: int, repeats: int = 1) -> dict:
     from gensim.models import Word2Vec
 
     from lmlab.embeddings.train import train_embeddings
@@ -80,31 +82,46 @@ def bench_word2vec(corpus: Path, work: Path, threads: int, epochs: int) -> dict:
                 f.write(" ".join(tokenize([line])[0]) + "\n")
     params = dict(vector_size=100, window=5, min_count=5, sample=1e-3, sg=1, negative=5, hs=0,
                   workers=threads, seed=1)
-    t0 = time.perf_counter()
-    model = Word2Vec(**params)
-    model.build_vocab(corpus_file=str(tok_file))
-    t1 = time.perf_counter()
-    model.train(corpus_file=str(tok_file), total_words=model.corpus_total_words, epochs=epochs,
-                total_examples=model.corpus_count)
-    t2 = time.perf_counter()
-    from lmlab.embeddings.vectors import WordVectors as WV
 
-    ref_wv = WV(list(model.wv.index_to_key), model.wv.vectors)
+    def run_gensim() -> tuple[float, float, object]:
+        t0 = time.perf_counter()
+        model = Word2Vec(**params)
+        model.build_vocab(corpus_file=str(tok_file))
+        t1 = time.perf_counter()
+        model.train(corpus_file=str(tok_file), total_words=model.corpus_total_words, epochs=epochs,
+                    total_examples=model.corpus_count)
+        return t1 - t0, time.perf_counter() - t1, model
+
+    def run_lmlab() -> tuple[float, float, dict]:
+        t0 = time.perf_counter()
+        stats = train_embeddings([str(corpus)], str(work / "w2v"), algo="word2vec", dim=100, window=5,
+                                 min_count=5, epochs=epochs, threads=threads, seed=1, overwrite=True,
+                                 progress=False)
+        return time.perf_counter() - t0, stats["time_s"]["train"], stats
+
+    # Alternate the order on a shared machine, report medians.
+    g_runs, l_runs = [], []
+    for r in range(repeats):
+        for name in (("gensim", "lmlab") if r % 2 == 0 else ("lmlab", "gensim")):
+            (g_runs if name == "gensim" else l_runs).append(run_gensim() if name == "gensim" else run_lmlab())
+    model = g_runs[-1][2]
+    stats = l_runs[-1][2]
     words = model.corpus_total_words
-    gensim_row = {"tool": "gensim 4 (corpus_file)", "vocab": len(ref_wv), "vocab_s": round(t1 - t0, 2),
-                  "train_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
-                  "words_per_s": round(words * epochs / (t2 - t1)), **evaluate(ref_wv)}
-    out = work / "w2v"
-    t0 = time.perf_counter()
-    stats = train_embeddings([str(corpus)], str(out), algo="word2vec", dim=100, window=5, min_count=5,
-                             epochs=epochs, threads=threads, seed=1, overwrite=True, progress=False)
-    total = time.perf_counter() - t0
-    wv = WordVectors.load(out)
-    lmlab_row = {"tool": "lmlab word2vec", "vocab": len(wv), "vocab_s": round(stats["time_s"]["tokenize"], 2),
-                 "train_s": round(stats["time_s"]["train"], 2), "total_s": round(total, 2),
-                 "words_per_s": round(stats["tokens_kept"] * epochs / stats["time_s"]["train"]),
+    g_vocab_s = float(np.median([r[0] for r in g_runs]))
+    g_train = [round(r[1], 2) for r in g_runs]
+    l_total = [round(r[0], 2) for r in l_runs]
+    l_train = [round(r[1], 2) for r in l_runs]
+    ref_wv = WordVectors(list(model.wv.index_to_key), model.wv.vectors)
+    gensim_row = {"tool": "gensim 4 (corpus_file)", "vocab": len(ref_wv), "train_s_runs": g_train,
+                  "train_s": float(np.median(g_train)), "total_s": round(g_vocab_s + float(np.median(g_train)), 2),
+                  "words_per_s": round(words * epochs / float(np.median(g_train))), **evaluate(ref_wv)}
+    wv = WordVectors.load(work / "w2v")
+    lmlab_row = {"tool": "lmlab word2vec", "vocab": len(wv), "train_s_runs": l_train,
+                 "train_s": float(np.median(l_train)), "total_s": float(np.median(l_total)),
+                 "tokenize_s": stats["time_s"]["tokenize"],
+                 "words_per_s": round(stats["tokens_kept"] * epochs / float(np.median(l_train))),
                  "loss_per_epoch": stats["loss_per_epoch"], **evaluate(wv)}
-    return {"corpus_words": words, "gensim": gensim_row, "lmlab": lmlab_row,
+    return {"corpus_words": words, "repeats": repeats, "gensim": gensim_row, "lmlab": lmlab_row,
             "speed_ratio_train": round(gensim_row["train_s"] / lmlab_row["train_s"], 3),
             "speed_ratio_total": round(gensim_row["total_s"] / lmlab_row["total_s"], 3)}
 
@@ -131,6 +148,7 @@ def main() -> None:
     ap.add_argument("--max-words", type=int, default=0, help="cut the corpus after N words (0: all ~11 M)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--w2v-epochs", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=1, help="Word2Vec runs per tool (alternating; medians)")
     ap.add_argument("--glove-epochs", type=int, default=15)
     ap.add_argument("--glove-memory-mb", type=int, default=1024)
     ap.add_argument("--only", choices=["word2vec", "glove"], default=None)
@@ -143,7 +161,7 @@ def main() -> None:
     results: dict = {"corpus": str(corpus), "max_words": args.max_words, "threads": args.threads,
                      "cpus": os.cpu_count()}
     if args.only in (None, "word2vec"):
-        results["word2vec"] = bench_word2vec(corpus, work, args.threads, args.w2v_epochs)
+        results["word2vec"] = bench_word2vec(corpus, work, args.threads, args.w2v_epochs, args.repeats)
         print(json.dumps(results["word2vec"], indent=2), flush=True)
     if args.only in (None, "glove"):
         results["glove"] = bench_glove(corpus, work, args.threads, args.glove_epochs, args.glove_memory_mb)
