@@ -142,6 +142,46 @@ def bench_glove(corpus: Path, work: Path, threads: int, epochs: int, memory_mb: 
             "updates_per_s": stats["updates_per_s"], "loss_per_epoch": stats["loss_per_epoch"], **evaluate(wv)}
 
 
+def bench_stanford_glove(binary: Path, corpus: Path, work: Path, threads: int, epochs: int, memory_mb: int) -> dict:
+    """Train Stanford's glove.c on exactly the co-occurrences lmlab counted and shuffled (same
+    seed), so the training stage is compared on identical input; then evaluate its vectors."""
+    import re
+    import subprocess
+
+    from lmlab.embeddings.glove import cooccurrence_triples, count_cooccurrences
+    from lmlab.embeddings.vectors import WordVectors
+    from lmlab.embeddings.vocab import VocabConfig, encode_corpus
+
+    d = work / "stanford"
+    d.mkdir(exist_ok=True)
+    enc = encode_corpus([corpus], VocabConfig(min_count=5), d, progress=False)
+    keys, vals, _ = count_cooccurrences(enc, 10, d, memory_mb)
+    rows, cols, xs = cooccurrence_triples(keys, vals, len(enc.vocab), d, seed=1)
+    crec = np.empty(len(rows), dtype=[("w1", "<i4"), ("w2", "<i4"), ("x", "<f8")])
+    crec["w1"], crec["w2"], crec["x"] = rows + 1, cols + 1, xs  # glove.c ids start at 1
+    crec.tofile(d / "cooccurrence.shuf.bin")
+    del crec
+    (d / "vocab.txt").write_text("".join(f"{w} {c}\n" for w, c in zip(enc.vocab.words, enc.vocab.counts)),
+                                 encoding="utf-8")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(binary), "-input-file", str(d / "cooccurrence.shuf.bin"), "-vocab-file",
+                           str(d / "vocab.txt"), "-save-file", str(d / "vectors"), "-vector-size", "100",
+                           "-threads", str(threads), "-iter", str(epochs), "-x-max", "10", "-eta", "0.05",
+                           "-alpha", "0.75", "-binary", "0", "-model", "2", "-seed", "1", "-verbose", "2"],
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    costs = [float(c) for c in re.findall(r"cost: ([0-9.eE+-]+)", proc.stderr)]
+    words, vecs = [], []
+    for line in (d / "vectors.txt").read_text(encoding="utf-8").splitlines():
+        parts = line.split(" ")
+        if parts[0] != "<unk>":
+            words.append(parts[0])
+            vecs.append(np.array(parts[1:], dtype=np.float32))
+    wv = WordVectors(words, np.stack(vecs))
+    return {"binary": str(binary), "cooccurrences": int(len(rows)), "train_wall_s": round(wall, 2),
+            "updates_per_s": round(len(rows) * epochs / wall), "loss_per_epoch": costs, **evaluate(wv)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get("LMLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
@@ -152,6 +192,8 @@ def main() -> None:
     ap.add_argument("--glove-epochs", type=int, default=15)
     ap.add_argument("--glove-memory-mb", type=int, default=1024)
     ap.add_argument("--only", choices=["word2vec", "glove"], default=None)
+    ap.add_argument("--stanford-glove", default=None,
+                    help="path to a compiled Stanford glove.c binary: trained on lmlab's co-occurrences")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -166,6 +208,12 @@ def main() -> None:
     if args.only in (None, "glove"):
         results["glove"] = bench_glove(corpus, work, args.threads, args.glove_epochs, args.glove_memory_mb)
         print(json.dumps(results["glove"], indent=2), flush=True)
+        if args.stanford_glove:
+            results["stanford_glove"] = bench_stanford_glove(Path(args.stanford_glove), corpus, work, args.threads,
+                                                             args.glove_epochs, args.glove_memory_mb)
+            results["glove_train_speed_ratio"] = round(results["glove"]["updates_per_s"]
+                                                       / results["stanford_glove"]["updates_per_s"], 3)
+            print(json.dumps(results["stanford_glove"], indent=2), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -16,8 +16,10 @@ in three stages like the Stanford C tools (cooccur, shuffle, glove), with numba 
    (the C tools shuffle in chunks instead — not done here).
 3. **Training.** Weighted least squares, eq. 8:
    J = Σ f(X_ij) (w_iᵀ w̃_j + b_i + b̃_j − log X_ij)², f(x) = min(1, (x / x_max)^α),
-   with AdaGrad (squared-gradient accumulators start at 1, per-component gradients clipped at
-   ``grad_clip`` as in glove.c) and Hogwild threads: each thread walks its own contiguous slice
+   with AdaGrad (squared-gradient accumulators start at 1; each gradient component is clipped
+   to ±``grad_clip`` before the step η·g, as in the current glove.c — whose bias step, unlike
+   the vectors', has no η since clipping was added; lmlab keeps η on the biases as the
+   original release did) and Hogwild threads: each thread walks its own contiguous slice
    of the shuffled triples, updating shared parameters without locks. The reported loss is
    glove.c's: Σ ½ f(X) diff² over the epoch divided by the number of triples. The output is
    W + W̃ (§4.2 of the paper; glove.c ``-model 2``).
@@ -310,14 +312,14 @@ def glove_epoch(rows, cols, xs, W, Wt, b, bt, gW, gWt, gb, gbt, x_max, alpha, et
                 diff += W[i, k] * Wt[j, k]
             fdiff = diff if x > x_max else (x / x_max) ** alpha * diff
             cost += 0.5 * fdiff * diff
-            fdiff *= eta
             for k in range(d):
-                g1 = min(max(fdiff * Wt[j, k], -clip), clip)  # ∂J/∂w_i (scaled by η)
-                g2 = min(max(fdiff * W[i, k], -clip), clip)  # ∂J/∂w̃_j
+                g1 = min(max(fdiff * Wt[j, k], -clip), clip) * eta  # η · ∂J/∂w_i, clipped first
+                g2 = min(max(fdiff * W[i, k], -clip), clip) * eta  # η · ∂J/∂w̃_j
                 W[i, k] -= g1 / math.sqrt(gW[i, k])
                 Wt[j, k] -= g2 / math.sqrt(gWt[j, k])
                 gW[i, k] += g1 * g1
                 gWt[j, k] += g2 * g2
+            fdiff *= eta  # η · ∂J/∂b_i = η · ∂J/∂b̃_j
             b[i] -= fdiff / math.sqrt(gb[i])
             bt[j] -= fdiff / math.sqrt(gbt[j])
             gb[i] += fdiff * fdiff
