@@ -179,6 +179,69 @@ def load_vectors(directory: str | Path) -> WordVectors:
     return WordVectors.load(directory)
 
 
+def read_vectors_file(path: str | Path, format: ExportFormat = "word2vec-text") -> WordVectors:
+    """Read vectors in one of the export formats (e.g. published GloVe or word2vec files).
+    Rows keep the file's order, taken as most frequent first; counts are unknown."""
+    path = Path(path)
+    if format not in EXPORT_FORMATS:
+        raise DataError(f"unknown format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if not path.is_file():
+        raise DataError(f"{path}: vectors file not found")
+    with open(path, "rb") as f:
+        data = f.read()
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    pos, line_no, dim, n_expected = 0, 0, None, None
+    if format != "glove-text":
+        end = data.find(b"\n")
+        try:
+            n_expected, dim = (int(x) for x in data[:end].split())
+        except ValueError:
+            raise DataError(f"{path}: line 1: expected a 'count dimension' header, got {data[:end][:60]!r}") from None
+        pos, line_no = end + 1, 1
+    if format == "word2vec-binary":
+        for k in range(n_expected):
+            while data[pos:pos + 1] == b"\n":  # word2vec.c writes one after each vector, gensim does not
+                pos += 1
+            space = data.find(b" ", pos)
+            if space < 0 or space + 4 * dim > len(data):
+                raise DataError(f"{path}: record {k + 1}: truncated (header promised {n_expected} vectors)")
+            try:
+                words.append(data[pos:space].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: record {k + 1}: word is not UTF-8") from None
+            rows.append(np.frombuffer(data, "<f4", dim, space + 1))
+            pos = space + 1 + 4 * dim
+    else:
+        for line in data[pos:].decode("utf-8", errors="strict").splitlines():
+            line_no += 1
+            parts = line.rstrip().split(" ")
+            if not line.strip():
+                continue
+            if dim is None:
+                dim = len(parts) - 1
+            if len(parts) - 1 != dim:
+                raise DataError(f"{path}: line {line_no}: {len(parts) - 1} values, expected {dim}")
+            words.append(parts[0])
+            try:
+                rows.append(np.array(parts[1:], dtype=np.float32))
+            except ValueError:
+                raise DataError(f"{path}: line {line_no}: a value is not a number") from None
+        if n_expected is not None and len(words) != n_expected:
+            raise DataError(f"{path}: header promised {n_expected} vectors, found {len(words)}")
+    if not words:
+        raise DataError(f"{path}: no vectors found")
+    return WordVectors(words, np.stack(rows))
+
+
+def import_vectors(file: str, format: str = "word2vec-text", out: str = "", overwrite: bool = False) -> str:
+    """CLI: ``lmlab embed import FILE --format F --out DIR`` (then eval, neighbors, plot work)."""
+    wv = read_vectors_file(file, format)  # type: ignore[arg-type]
+    wv.save(out, stats={"imported_from": str(file), "format": format, "vocab_size": len(wv), "dim": wv.dim},
+            overwrite=overwrite)
+    return f"imported {len(wv)} vectors of dimension {wv.dim} from {file} into {out}"
+
+
 def export_vectors(directory: str, format: str = "word2vec-text", out: str = "") -> str:
     """CLI: ``lmlab embed export DIR --format F --out FILE``."""
     if not out:

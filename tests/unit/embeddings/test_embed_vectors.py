@@ -99,3 +99,30 @@ def test_neighbors_command_text(wv, tmp_path):
     assert f"  {expected[0][0]}\t{expected[0][1]:.4f}" in out
     assert "nope: not in the vocabulary" in out
     assert _parse_query("a + b - c") == (["a", "b"], ["c"])
+
+
+@pytest.mark.parametrize("fmt", ["word2vec-text", "word2vec-binary", "glove-text"])
+def test_import_reads_gensim_written_files(wv, tmp_path, fmt):
+    from lmlab.embeddings.vectors import read_vectors_file
+
+    kv = reference(wv)
+    path = tmp_path / "v"
+    kv.save_word2vec_format(str(path), binary=fmt == "word2vec-binary", write_header=fmt != "glove-text")
+    back = read_vectors_file(path, fmt)
+    assert back.words == wv.words
+    np.testing.assert_allclose(back.vectors, wv.vectors, rtol=1e-6)
+
+
+def test_import_errors_name_the_line(tmp_path):
+    from lmlab.embeddings.vectors import read_vectors_file
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("3 2\na 1 2\nb 1 2 3\nc 1 2\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.txt: line 3: 3 values, expected 2"):
+        read_vectors_file(bad)
+    bad.write_text("3 2\na 1 2\nb 1 2\n", encoding="utf-8")
+    with pytest.raises(DataError, match="promised 3 vectors, found 2"):
+        read_vectors_file(bad)
+    bad.write_bytes(b"2 4\nab " + np.zeros(4, "<f4").tobytes() + b"\ncd " + b"\0" * 6)
+    with pytest.raises(DataError, match="record 2: truncated"):
+        read_vectors_file(bad, "word2vec-binary")
