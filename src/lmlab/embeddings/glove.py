@@ -7,8 +7,9 @@ in three stages like the Stanford C tools (cooccur, shuffle, glove), with numba 
    C tools, so the diagonal X[w, w] gets 2/d per pair). Memory stays under ``memory_mb``: pairs
    of frequent words, where (rank_a + 1)(rank_b + 1) ≤ P, go to a dense triangular table (the
    C tools' "bigram table"), P sized to a quarter of the budget; the rest are packed as
-   ``(pair · window + d − 1)`` in an int64 buffer (another quarter) that, when full, is sorted,
-   reduced to (pair, Σ 1/d) and spilled to disk as a sorted run. Runs and the dense table are
+   ``(pair · window + d − 1)`` in an int64 buffer (another quarter) that, when full, is sorted
+   in place, reduced to (pair, Σ 1/d) (a third quarter for the values) and spilled to disk as a
+   sorted run; peak memory while counting is about ¾ of the budget. Runs and the dense table are
    merged pairwise from memory-mapped files. The count is single-threaded and deterministic.
 2. **Shuffling.** The merged upper triangle is expanded to both directions as (i, j, X_ij)
    triples in memory-mapped files and permuted in place with a seeded Fisher–Yates shuffle.
@@ -51,7 +52,7 @@ class GloVeConfig:
     learning_rate: float = 0.05  # AdaGrad initial step (glove.c -eta)
     grad_clip: float = 100.0  # per-component gradient clip (glove.c)
     distance_weighting: bool = True  # add 1/d for a pair d words apart (False: add 1)
-    memory_mb: int = 1024  # budget for counting: dense table + pair buffer (½ of it) and merges
+    memory_mb: int = 1024  # counting budget: dense table ¼, pair buffer ¼, its values at a flush ¼
     output: Literal["sum", "word"] = "sum"  # W + W̃, or W alone
 
     def __post_init__(self) -> None:
@@ -241,11 +242,11 @@ def count_cooccurrences(corpus: EncodedCorpus, window: int, workdir: Path, memor
 
 
 def _flush(buf: np.ndarray, n: int, window: int, weighting: bool, runs: _Runs) -> None:
-    packed = np.sort(buf[:n])
-    keys = np.empty(n, np.int64)
+    packed = buf[:n]
+    packed.sort()  # in place: no second buffer
     vals = np.empty(n, np.float64)
-    m = _reduce_packed(packed, window, weighting, keys, vals)
-    runs.add(keys[:m], vals[:m])
+    m = _reduce_packed(packed, window, weighting, packed, vals)  # keys overwrite the packed pairs (m ≤ k)
+    runs.add(packed[:m], vals[:m])
 
 
 # ---------------------------------------------------------------------------- 2. shuffling
