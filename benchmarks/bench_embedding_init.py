@@ -4,9 +4,9 @@ early training loss? Random init vs `init_embeddings` (PCA to d_model, norms kep
     python benchmarks/bench_embedding_init.py --corpus CORPUS.txt --vectors VEC_DIR --steps 300
 
 The model is a stand-in (the project's own Transformer lives in ``lmlab.model``): a 2-layer
-pre-norm causal Transformer (torch.nn.TransformerEncoderLayer), d_model 128, 4 heads, word-level
-vocabulary = the vectors' `--vocab` most frequent words + <unk>, untied output layer, AdamW
-lr 1e-3, batch 32 × 64 tokens. The held-out loss (next-word cross-entropy on the last 5 % of the
+pre-norm causal Transformer (torch.nn.TransformerEncoderLayer), d_model 64, 4 heads, word-level
+vocabulary = the vectors' `--vocab` (4000) most frequent words + <unk>, untied output layer,
+AdamW lr 1e-3, batch 16 × 32 tokens (all adjustable). The held-out loss (next-word cross-entropy on the last 5 % of the
 corpus) is reported every `--eval-every` steps, averaged over `--seeds` seeds.
 """
 
@@ -57,16 +57,16 @@ def encode(corpus: Path, words: list[str]) -> np.ndarray:
 
 
 def run(ids: np.ndarray, vocab: list[str], wv: WordVectors | None, seed: int, steps: int, eval_every: int,
-        seq: int = 64, batch: int = 32) -> tuple[list[tuple[int, float]], dict | None]:
+        seq: int, batch: int, d_model: int) -> tuple[list[tuple[int, float]], dict | None]:
     torch.manual_seed(seed)
-    model = TinyLM(len(vocab), seq=seq)
+    model = TinyLM(len(vocab), d_model=d_model, seq=seq)
     stats = None
     if wv is not None:
         stats = init_embeddings(model.tok.weight, vocab, wv, projection="pca")
     split = int(len(ids) * 0.95)
     train, held = torch.from_numpy(ids[:split]), torch.from_numpy(ids[split:])
     g = torch.Generator().manual_seed(seed)
-    held_starts = torch.arange(0, len(held) - seq - 1, seq)[:64]
+    held_starts = torch.arange(0, len(held) - seq - 1, seq)[:256]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -97,7 +97,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--vectors", required=True, help="a WordVectors directory (lmlab embed train)")
-    ap.add_argument("--vocab", type=int, default=10000)
+    ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=2)
@@ -109,12 +112,14 @@ def main() -> None:
     words = wv.words[: args.vocab]
     vocab = ["<unk>"] + words
     ids = encode(Path(args.corpus), words)
-    results: dict = {"tokens": int(len(ids)), "unk_share": float((ids == 0).mean()), "vocab": len(vocab)}
+    results: dict = {"tokens": int(len(ids)), "unk_share": float((ids == 0).mean()), "vocab": len(vocab),
+                     "d_model": args.d_model, "seq": args.seq, "batch": args.batch, "seeds": args.seeds}
     t0 = time.perf_counter()
     for name, source in (("random", None), ("word-vectors", wv)):
         curves = []
         for seed in range(args.seeds):
-            curve, stats = run(ids, vocab, source, seed, args.steps, args.eval_every)
+            curve, stats = run(ids, vocab, source, seed, args.steps, args.eval_every, args.seq, args.batch,
+                               args.d_model)
             curves.append([loss for _, loss in curve])
             if stats:
                 results["init_stats"] = {k: v for k, v in stats.items() if k != "unmatched_examples"}
