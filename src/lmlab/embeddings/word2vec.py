@@ -24,7 +24,8 @@ around gensim instead:
   exact objective −log σ(v'_o·h) − Σ_k log σ(−v'_k·h) (h: the input vector for skip-gram, the
   context mean for CBOW) on a fixed probe of ``loss_probe`` (position, context) pairs with
   fixed noise words drawn from the unigram^0.75 distribution — a curve comparable across
-  epochs and runs; gensim's ``compute_loss`` is then off, as it costs ~10 % of the speed.
+  epochs and runs; gensim's ``compute_loss`` is then off, as it slows training noticeably
+  (see BENCHMARKS.md); the probe costs ~0.3 s per epoch.
   For hierarchical softmax the loss is gensim's tally (reset each epoch, also kept in stats
   as ``gensim_loss_tally``).
 """
