@@ -186,7 +186,8 @@ def encode_corpus(paths: list[str | Path], cfg: VocabConfig, workdir: str | Path
     table: dict[str, int] = {}
     raw_path = workdir / "tokens.raw.i32"
     line_lengths: list[int] = []
-    total_bytes = sum(f.stat().st_size for f in files)
+    # progress in bytes of text; unknown total when some input is compressed
+    total_bytes = None if any(f.suffix == ".gz" for f in files) else sum(f.stat().st_size for f in files)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenize", disable=not progress or None)
     with open(raw_path, "wb") as out:
         batch: list[str] = []
@@ -197,7 +198,7 @@ def encode_corpus(paths: list[str | Path], cfg: VocabConfig, workdir: str | Path
                 ids.extend([table.setdefault(t, len(table)) for t in toks])
                 line_lengths.append(len(toks))
             np.asarray(ids, dtype=np.int32).tofile(out)
-            bar.update(sum(len(s) for s in batch))  # characters; close enough for a bar
+            bar.update(sum(len(s.encode("utf-8")) for s in batch))
             batch.clear()
 
         for _, _, line in read_lines(files):
@@ -216,7 +217,7 @@ def encode_corpus(paths: list[str | Path], cfg: VocabConfig, workdir: str | Path
     for s in range(0, len(raw), CHUNK_TOKENS):
         counts += np.bincount(raw[s:s + CHUNK_TOKENS], minlength=len(table))
     words = list(table)
-    del table
+    table.clear()
     vocab, remap = build_vocab(words, counts, cfg.min_count, cfg.max_vocab)
     if len(vocab) == 0:
         raise DataError(f"{', '.join(map(str, paths))}: no token occurs at least min_count={cfg.min_count} "
