@@ -39,3 +39,15 @@ def test_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err and not (tmp_path / "v").exists()
     assert main(["embed", "eval", str(tmp_path / "nope")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["embed-glove.yaml", "embed-word2vec-zh.yaml"])
+def test_shipped_recipes_load(recipe):
+    from pathlib import Path
+
+    from lmlab.config import load_config
+    from lmlab.embeddings.train import EmbedConfig
+
+    cfg = load_config(EmbedConfig, Path(__file__).parents[3] / "configs" / recipe, ["--dim=7"])
+    assert cfg.dim == 7 and cfg.algo in ("glove", "word2vec")
+    assert cfg.glove.x_max == 10 if cfg.algo == "glove" else cfg.vocab.tokenizer == "jieba"
