@@ -5,6 +5,10 @@ chosen trainer reads it; the artifact gets the vectors, the vocabulary with coun
 resolved ``config.yaml`` and a ``stats.json`` (vocabulary size, tokens seen and kept, loss per
 epoch, time per stage). Nothing is left behind on error or interrupt.
 
+Scratch files (the id stream, GloVe's spilled runs and co-occurrence triples: about 4 bytes per
+token plus 12 bytes per non-zero co-occurrence) go to a temporary directory under ``$TMPDIR``;
+point it at a disk-backed directory when ``/tmp`` is a RAM-backed tmpfs and the corpus is large.
+
 Config (``--section.field=value`` overrides; recipes hold overrides only)::
 
     algo: word2vec | glove        dim, window, epochs, threads, seed
