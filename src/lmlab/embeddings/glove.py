@@ -12,9 +12,10 @@ in three stages like the Stanford C tools (cooccur, shuffle, glove), with numba 
    sorted run; peak memory while counting is about ¾ of the budget. Runs and the dense table are
    merged pairwise from memory-mapped files. The count is single-threaded and deterministic.
 2. **Shuffling.** The merged upper triangle is expanded to both directions as (i, j, X_ij)
-   triples in memory-mapped files and permuted in place with a seeded Fisher–Yates shuffle.
-   Resident memory stays bounded; a matrix larger than the page cache shuffles slowly
-   (the C tools shuffle in chunks instead — not done here).
+   triples in memory-mapped files and shuffled with seeded Fisher–Yates: in one piece when
+   the triples fit in half the budget, else in shuffle.c's two passes (shuffle each block,
+   then build the output from rounds that draw an equal slice from every block, shuffled
+   together) — sequential I/O only, bounded memory, an approximately uniform permutation.
 3. **Training.** Weighted least squares, eq. 8:
    J = Σ f(X_ij) (w_iᵀ w̃_j + b_i + b̃_j − log X_ij)², f(x) = min(1, (x / x_max)^α),
    with AdaGrad (squared-gradient accumulators start at 1; each gradient component is clipped
@@ -275,8 +276,9 @@ def _shuffle(rows, cols, xs, seed):
 
 
 def cooccurrence_triples(keys: np.ndarray, vals: np.ndarray, vocab_size: int, workdir: Path,
-                         seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Both directions as (rows int32, cols int32, X float32), shuffled if `seed` is not None."""
+                         seed: int | None = 0, chunk: int = 1 << 26) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both directions as (rows int32, cols int32, X float32) memory-mapped from `workdir`,
+    shuffled if `seed` is not None, holding at most `chunk` triples in memory at a time."""
     from numpy.lib.format import open_memmap
 
     diag = int(np.count_nonzero(keys // vocab_size == keys % vocab_size)) if len(keys) else 0
@@ -287,9 +289,41 @@ def cooccurrence_triples(keys: np.ndarray, vals: np.ndarray, vocab_size: int, wo
     xs = open_memmap(workdir / "triples.x.npy", "w+", np.float32, shape)
     n = _expand(keys, vals, vocab_size, rows, cols, xs)
     rows, cols, xs = rows[:n], cols[:n], xs[:n]
-    if seed is not None:
-        _shuffle(rows, cols, xs, seed)
-    return rows, cols, xs
+    if seed is None:
+        return rows, cols, xs
+    if n <= chunk:  # fits: one Fisher–Yates in memory, written back
+        block = [np.array(a) for a in (rows, cols, xs)]
+        _shuffle(*block, seed)
+        for a, b in zip((rows, cols, xs), block):
+            a[:] = b
+        return rows, cols, xs
+    return _external_shuffle(rows, cols, xs, workdir, seed, chunk)
+
+
+def _external_shuffle(rows, cols, xs, workdir: Path, seed: int, chunk: int):
+    """shuffle.c's two passes: shuffle each `chunk`-sized block in place, then build the output
+    from rounds that take an equal slice of every block, shuffled together."""
+    from numpy.lib.format import open_memmap
+
+    n = len(rows)
+    starts = list(range(0, n, chunk))
+    for k, s in enumerate(starts):  # pass 1: sequential read, shuffle, write back
+        block = [np.array(a[s:s + chunk]) for a in (rows, cols, xs)]
+        _shuffle(*block, seed + k)
+        for a, b in zip((rows, cols, xs), block):
+            a[s:s + len(b)] = b
+    out = [open_memmap(workdir / f"shuffled.{name}.npy", "w+", a.dtype, (n,))
+           for name, a in zip(("rows", "cols", "x"), (rows, cols, xs))]
+    per_round = max(1, chunk // len(starts))
+    pos = 0
+    for r, off in enumerate(range(0, chunk, per_round)):  # pass 2: interleave the blocks
+        pieces = [[a[s + off:min(s + off + per_round, s + chunk, n)] for s in starts] for a in (rows, cols, xs)]
+        block = [np.concatenate(p) for p in pieces]
+        _shuffle(*block, seed + len(starts) + r)
+        for a, b in zip(out, block):
+            a[pos:pos + len(b)] = b
+        pos += len(block[0])
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------- 3. training
@@ -376,7 +410,7 @@ def train_glove(corpus: EncodedCorpus, cfg: GloVeConfig, dim: int, window: int, 
     keys, vals, count_stats = count_cooccurrences(corpus, window, workdir, cfg.memory_mb,
                                                   cfg.distance_weighting)
     t1 = time.perf_counter()
-    rows, cols, xs = cooccurrence_triples(keys, vals, v, workdir, seed)
+    rows, cols, xs = cooccurrence_triples(keys, vals, v, workdir, seed, chunk=cfg.memory_mb * 2**20 // 2 // 12)
     del keys, vals
     t2 = time.perf_counter()
     if len(rows) == 0:

@@ -75,6 +75,23 @@ def test_shuffle_is_a_seeded_permutation(tmp_path):
     assert (1, 1, 4.0) in cells and (0, 3, 1.0) in cells and (3, 0, 1.0) in cells  # diagonal doubled
 
 
+def test_external_shuffle_is_a_seeded_permutation_that_mixes_blocks(tmp_path):
+    v = 41
+    keys = np.array(sorted({a * v + b for a in range(v) for b in range(a, v) if (a * 7 + b) % 5 == 0}), np.int64)
+    vals = np.arange(1, len(keys) + 1, dtype=np.float64)
+    plain = G.cooccurrence_triples(keys, vals, v, tmp_path, seed=None)
+    cells = sorted(zip(*(a.tolist() for a in plain)))
+    runs = []
+    for k in range(2):
+        (tmp_path / str(k)).mkdir()
+        runs.append(G.cooccurrence_triples(keys, vals, v, tmp_path / str(k), seed=5, chunk=53))  # 6+ blocks
+    assert len(cells) > 6 * 53
+    assert sorted(zip(*(a.tolist() for a in runs[0]))) == cells
+    assert all(np.array_equal(x, y) for x, y in zip(*runs))
+    first_rows = np.asarray(runs[0][0][:53])
+    assert len(np.unique(first_rows)) > 20  # the first block mixes rows from across the matrix
+
+
 def test_update_equals_autograd_gradient_of_the_weighted_least_squares_loss():
     """With squared-gradient sums at 1, one AdaGrad step is −η·∇J; triples touching distinct
     words do not interact, so the kernel's total step must equal −η·∇ of the summed loss."""
