@@ -168,9 +168,10 @@ def _known(wv: WordVectors, restrict_vocab: int, case_insensitive: bool) -> dict
 
 def evaluate_analogies(wv: WordVectors, path: str | Path, restrict_vocab: int = 300_000,
                        case_insensitive: bool = True, methods: tuple[str, ...] = ("add", "mul"),
-                       batch: int = 256) -> dict:
+                       batch: int | None = None) -> dict:
     questions = read_analogies(path)
     restrict_vocab = min(restrict_vocab, len(wv))
+    batch = batch or max(8, min(256, 2**25 // restrict_vocab))  # score matrices of ≤ 128 MiB
     known = _known(wv, restrict_vocab, case_insensitive)
     fold = str.upper if case_insensitive else (lambda s: s)
     covered: list[tuple[Question, tuple[int, int, int], tuple[str, ...]]] = []
