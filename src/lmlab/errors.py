@@ -27,4 +27,12 @@ class UnsafeFormat(LmlabError):
 
 
 class DataError(LmlabError, ValueError):
-    """Input data is unreadable or malformed; the message names the file (and line or row)."""
+    """Input data (a corpus, an evaluation file) is empty or malformed; the message names the
+    file and line."""
+
+
+class UnknownWord(DataError, KeyError):
+    """A queried word is not in a vocabulary."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
