@@ -7,7 +7,7 @@ same library function that its own CLI command calls, each writing into OUT/:
 
     corpus/        lmlab corpus clean        normalise, filter, deduplicate, split
     tokenizer-*/   lmlab tokenizer train     byte-level BPE for GPT, WordPiece for BERT
-    vectors/       lmlab embed train         word2vec, with nearest neighbours (if installed)
+    vectors/       lmlab embed train         word2vec, with nearest neighbours (the embed extra)
     gpt/           lmlab pretrain            a small GPT (causal LM), then a sample from it
     bert/          lmlab pretrain            a small BERT (masked LM)
     models/        lmlab model / hf export   the four families from the formulas, attention
@@ -114,6 +114,21 @@ def _sample(model_dir: Path, prompt: str, n: int = 120) -> str:
     return tok.decode(out, skip_special_tokens=True)
 
 
+def word_vectors(corpus: Path, out: Path) -> dict:
+    """Word2Vec skip-gram on the corpus, and the nearest neighbours of a few words."""
+    try:
+        from lmlab.embeddings.train import train_embeddings
+        from lmlab.embeddings.vectors import WordVectors
+    except ImportError as e:
+        return {"skipped": f"install the embed extra ({e.name} missing)"}
+    stats = train_embeddings([str(corpus)], str(out), algo="word2vec", dim=64, epochs=3, min_count=3,
+                             window=5, seed=0, threads=2, progress=False)
+    wv = WordVectors.load(out)
+    neighbours = {w: [n for n, _ in wv.most_similar(w, topn=5)] for w in ("file", "string", "error", "thread")
+                  if w in wv}
+    return {"vocabulary": stats["vocab_size"], "neighbours": neighbours}
+
+
 def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: bool = False,
                steps: int = 0) -> str:
     """Run every stage into `out`; returns the report (also written to OUT/report.md)."""
@@ -162,6 +177,9 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
     wp = train_tokenizer(corpus, out_dir / "tokenizer-wordpiece", kind="wordpiece", vocab_size=4000,
                          overrides=["--lowercase=true"])
     done(s, bpe_vocab=bpe.get("vocab_size"), wordpiece_vocab=wp.get("vocab_size"))
+
+    s = stage("word vectors")
+    done(s, **word_vectors(corpus, out_dir / "vectors"))
 
     s = stage("gpt")
     common = ["--train.progress=false", "--train.eval_batches=20", "--train.log_every_steps=25",

@@ -1,7 +1,8 @@
 """Corpus → tokens → vocabulary and a compact id stream, the input of both trainers.
 
 A corpus is one or more plain-text files (``.gz`` allowed) or directories of them, one document
-per line; windows never cross a line. Tokens come from one of:
+per line, or a cleaned corpus directory (``lmlab corpus clean``: its train split); windows never
+cross a document. Tokens come from one of:
 
 - ``words``: lower-cased (by default) regex words ``\\w+`` joined by inner apostrophes or
   hyphens (``don't``, ``well-known``); punctuation is dropped. For English and other
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -101,7 +103,11 @@ def corpus_files(paths: list[str | Path]) -> list[Path]:
     """Expand directories (sorted, ``*.txt``/``*.gz``/extension-less files) and check existence."""
     files: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if (p / "manifest.json").is_file():  # a cleaned corpus (lmlab corpus clean): its train split
+            from lmlab.corpus.pipeline import corpus_files as cleaned_files
+
+            files.extend(cleaned_files(p, "train"))
+        elif p.is_dir():
             files.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
                                 and f.suffix in (".txt", ".gz", "")))
         elif p.is_file():
@@ -128,6 +134,11 @@ def read_lines(files: list[Path]) -> Iterator[tuple[Path, int, str]]:
                                         "convert the file to UTF-8 first") from None
                     if lineno == 1 and text.startswith("\ufeff"):
                         text = text[1:]  # byte-order mark
+                    if path.suffix == ".jsonl":  # a cleaned corpus record: {"text": ...}
+                        try:
+                            text = json.loads(text)["text"].replace("\n", " ")
+                        except (json.JSONDecodeError, KeyError, TypeError):
+                            raise DataError(f"{path}: line {lineno}: not a corpus record {{\"text\": ...}}") from None
                     yield path, lineno, text
             except (OSError, EOFError) as e:  # a truncated or corrupt .gz
                 raise DataError(f"{path}: cannot read after line {lineno}: {e}") from None

@@ -94,3 +94,17 @@ def test_non_utf8_names_the_line(tmp_path):
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="vocab.min_count"):
         V.VocabConfig(min_count=0)
+
+
+def test_cleaned_corpus_directory_is_read_by_its_train_split(tmp_path):
+    """The corpus stage's output feeds the embeddings stage directly."""
+    import json
+
+    from lmlab.corpus.pipeline import clean_corpus
+    from lmlab.embeddings.vocab import VocabConfig, encode_corpus
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps({"text": f"alpha beta gamma {i}\nsecond line delta"}) + "\n" for i in range(50)))
+    clean_corpus([raw], tmp_path / "corpus", overrides=["--split.valid=0.0"])
+    enc = encode_corpus([tmp_path / "corpus"], VocabConfig(min_count=1), tmp_path)
+    assert {"alpha", "delta", "gamma"} <= set(enc.vocab.words)
