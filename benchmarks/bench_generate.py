@@ -7,6 +7,12 @@ export with `GPT2LMHeadModel.from_pretrained`. Both sides decode greedily with t
 batch 1 and batch 8. Rounds alternate lmlab / transformers so that machine noise hits both;
 figures are medians over rounds, and the greedy tokens of both sides are compared.
 
+On a shared machine wall time mostly measures the neighbours, so each run also records the
+process's CPU time (``time.process_time``, all threads): tokens per CPU-second is the steadier
+figure there, and with ``--threads 1`` it is the single-core throughput. ``gemm_floor`` is the
+time per step of the weight GEMMs alone (what any implementation reading these weights pays);
+transformers' step time divided by it bounds the ratio any implementation can reach.
+
     python benchmarks/bench_generate.py                        # fp32 both sides, batch 1 and 8
     python benchmarks/bench_generate.py --dtype bfloat16       # both sides in bf16 weights
     python benchmarks/bench_generate.py --dtype bfloat16 --hf-dtype float32   # lmlab bf16 vs HF default
@@ -107,20 +113,26 @@ def main(argv=None) -> dict:
         prompts = torch.randint(0, a.vocab, (b, a.prompt_len), generator=g)
         run_ours(ours, prompts, 8), run_hf(hf, prompts, 8)  # warm-up both
         times = {"lmlab": [], "transformers": []}
+        cpu = {"lmlab": [], "transformers": []}
         floor = []
         tokens = {}
         for _ in range(a.rounds):
             for name, fn, model in (("lmlab", run_ours, ours), ("transformers", run_hf, hf)):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 tokens[name] = fn(model, prompts, a.new_tokens)
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
             with torch.no_grad():
                 floor.append(gemm_floor(ours, b))
         tps = {k: b * a.new_tokens / statistics.median(v) for k, v in times.items()}
+        per_cpu = {k: b * a.new_tokens / statistics.median(v) for k, v in cpu.items()}
         same = (tokens["lmlab"] == tokens["transformers"]).float().mean().item()
         results[f"batch_{b}"] = {"lmlab_tokens_per_s": round(tps["lmlab"], 1),
                                  "transformers_tokens_per_s": round(tps["transformers"], 1),
                                  "ratio": round(tps["lmlab"] / tps["transformers"], 2),
+                                 "lmlab_tokens_per_cpu_s": round(per_cpu["lmlab"], 1),
+                                 "transformers_tokens_per_cpu_s": round(per_cpu["transformers"], 1),
+                                 "ratio_cpu_time": round(per_cpu["lmlab"] / per_cpu["transformers"], 2),
                                  "greedy_tokens_equal_fraction": round(same, 4),
                                  "ms_per_step": {k: round(1e3 * statistics.median(v) / a.new_tokens, 2)
                                                  for k, v in times.items()},

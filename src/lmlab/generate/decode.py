@@ -110,21 +110,21 @@ class DecodeLoop:
         return all(r is not None for r in self.finish_reasons)
 
     def __iter__(self) -> Iterator[list[TokenEvent]]:
-        with torch.inference_mode():
-            yield from self._run()
-
-    def _run(self) -> Iterator[list[TokenEvent]]:
+        # inference_mode is entered around each computation, never held across a `yield`:
+        # it is thread-wide state and must not leak into the consumer's code between steps.
         b = len(self.prompts)
-        device = next(self.model.parameters()).device
-        sampler = Sampler(self.configs, self.model.config.vocab_size, device)
-        self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
-                          self.decoder_start_id)
-        sampler.observe(stepper.first_ids, stepper.first_mask)
-        logits = stepper.forward(stepper.first_ids)
+        with torch.inference_mode():
+            sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device)
+            self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
+                                             self.decoder_start_id)
+            sampler.observe(stepper.first_ids, stepper.first_mask)
+            logits = stepper.forward(stepper.first_ids)
         while True:
-            tokens = sampler(logits)  # [B]
+            with torch.inference_mode():
+                tokens = sampler(logits)  # [B]
+                chosen = tokens.tolist()
             events = []
-            for i, t in enumerate(tokens.tolist()):
+            for i, t in enumerate(chosen):
                 if self.finish_reasons[i] is not None:
                     continue
                 self.generated[i].append(t)
@@ -136,8 +136,9 @@ class DecodeLoop:
             yield events
             if self.done:  # checked after the consumer had its say (it may have finished rows)
                 return
-            sampler.observe(tokens[:, None])
-            logits = stepper.forward(tokens.view(b, 1))
+            with torch.inference_mode():
+                sampler.observe(tokens[:, None])
+                logits = stepper.forward(tokens.view(b, 1))
 
 
 class Stepper:

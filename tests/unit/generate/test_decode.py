@@ -171,3 +171,10 @@ def test_bad_inputs_are_named():
         DecodeLoop(model, [[V]])
     with pytest.raises(ConfigError, match="head"):
         DecodeLoop(tiny("gpt2", head="classification"), [[1]])
+
+
+def test_inference_mode_does_not_leak_into_the_consumer():
+    loop = DecodeLoop(tiny("gpt2"), [[1, 2, 3]], GenerationConfig(max_new_tokens=4, seed=0))
+    for _ in loop:
+        assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    assert not torch.is_inference_mode_enabled()
