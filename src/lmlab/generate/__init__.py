@@ -6,6 +6,7 @@ Server-facing API (see `lmlab.generate.stream` for examples):
     generate(model, tok, prompt | [prompts], config=None, **fields) -> Completion | [Completion]
     stream(model, tok, prompt, config=None, **fields) -> TextStream   (iterate str; .finish_reason; .close())
     stream_batch(model, tok, prompts, configs) -> BatchStream         (iterate Delta; .cancel(i); .close())
+    Completion(text, token_ids, finish_reason "stop" | "length", prompt_tokens); .completion_tokens
     GenerationConfig(...)                                             (validated; from_dict for JSON)
 
 Token level: `DecodeLoop` (sampling, batched, left-padded) and `beam_search`.

@@ -11,9 +11,17 @@
 
 `stream_batch` runs several prompts in one batch (left padding, one KV cache) and yields
 `Delta(index, text, finish_reason)` events; `BatchStream.cancel(i)` drops one row (a client
-that went away) while the others continue. Text pieces come from the tokenizer's streaming
-decoder (never half a character), then pass through `StopStrings` (cut exactly before a stop
-string); stop tokens and, by default, special tokens are not part of the text.
+that went away: no further event for it, its completion stays None) while the others
+continue. A batch is formed when it starts; requests cannot join a running batch (no
+continuous batching). Text pieces come from the tokenizer's streaming decoder (never half a
+character), then pass through `StopStrings` (cut exactly before a stop string); stop tokens
+and, by default, special tokens are not part of the text. A completion cut by
+``max_new_tokens`` inside a multi-byte character ends in U+FFFD, exactly as
+``tokenizer.decode`` (and transformers) would give it.
+
+Errors a user can cause (bad parameters, an empty or too long prompt, ids outside the
+vocabulary) raise `ConfigError` naming the field before any computation; a server maps them
+to 4xx.
 """
 
 from __future__ import annotations
