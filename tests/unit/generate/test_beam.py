@@ -76,3 +76,35 @@ def test_beam_text_api(bpe):
     assert c.text == bpe.decode(c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids, skip_special_tokens=True)
     with pytest.raises(ConfigError, match="cannot stream"):
         stream(model, bpe, "x", num_beams=2, temperature=0)
+
+
+def test_greedy_with_repetition_penalty_equals_transformers(tmp_path):
+    """The CTRL penalty on an exported model: same tokens as transformers' greedy generate."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    from lmlab.hf.convert import export_hf
+
+    model = tiny("gpt2")
+    save_model(model, tmp_path / "lm")
+    export_hf(tmp_path / "lm", tmp_path / "hf")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf", use_safetensors=True).eval()
+    ids = torch.tensor(PROMPTS)
+    plain = DecodeLoop(model, PROMPTS, GenerationConfig(temperature=0, max_new_tokens=15))
+    list(plain)
+    loop = DecodeLoop(model, PROMPTS, GenerationConfig(temperature=0, max_new_tokens=15, repetition_penalty=1.8))
+    list(loop)
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=15, do_sample=False,
+                         repetition_penalty=1.8, pad_token_id=0, eos_token_id=None)[:, ids.size(1):]
+    assert loop.generated == theirs.tolist()
+    assert loop.generated != plain.generated  # the penalty changed something
+
+
+def test_encoder_decoder_text_generation(bpe):
+    model = tiny("transformer", vocab_size=bpe.vocab_size)
+    c = generate(model, bpe, "我们喜欢月光", max_new_tokens=9, temperature=0)
+    src = bpe.encode("我们喜欢月光", add_special_tokens=True)
+    loop = DecodeLoop(model, [src], GenerationConfig(temperature=0, max_new_tokens=9, stop_token_ids=[bpe.eos_id]))
+    list(loop)
+    assert c.token_ids == loop.generated[0] and c.prompt_tokens == len(src)
+    beams = generate(model, bpe, ["我们喜欢月光", "spring"], num_beams=2, max_new_tokens=9, temperature=0)
+    assert len(beams) == 2 and all(len(b.token_ids) <= 9 for b in beams)
