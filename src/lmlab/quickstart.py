@@ -94,24 +94,11 @@ def hf_reload(hf_dir: Path, cls_name: str, ids: torch.Tensor, expected: torch.Te
 
 
 def _sample(model_dir: Path, prompt: str, n: int = 120) -> str:
-    """Top-k sampling from a pretrained causal LM, with its KV cache."""
-    from lmlab.model import KVCache
-    from lmlab.tokenizer.tokenizer import Tokenizer
+    """Top-k sampling from a pretrained causal LM (the same call as `lmlab generate`)."""
+    from lmlab.generate import generate, load_for_generation
 
-    model = load_model(model_dir)
-    tok = Tokenizer.load(model_dir / "tokenizer")
-    ids = torch.tensor([tok.encode(prompt)])
-    cache = KVCache.for_model(model.config, 1, max_len=min(model.config.max_seq_len, ids.size(1) + n))
-    g = torch.Generator().manual_seed(0)
-    out, step = ids[0].tolist(), ids
-    with torch.no_grad():
-        while len(out) < cache.max_len:
-            logits = model(step, cache=cache).logits[0, -1] / 0.8
-            top = torch.topk(logits, 20)
-            nxt = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=g)]
-            out.append(int(nxt))
-            step = nxt.view(1, 1)
-    return tok.decode(out, skip_special_tokens=True)
+    model, tok = load_for_generation(model_dir)
+    return prompt + generate(model, tok, prompt, max_new_tokens=n, temperature=0.8, top_k=20, seed=0).text
 
 
 def word_vectors(corpus: Path, out: Path) -> dict:

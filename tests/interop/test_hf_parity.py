@@ -12,7 +12,7 @@ transformers.logging.disable_progress_bar()
 
 from lmlab.errors import CheckpointMismatch, ConfigError, UnsafeFormat  # noqa: E402
 from lmlab.hf.convert import export_hf, import_hf  # noqa: E402
-from lmlab.model import KVCache, Transformer, load_model, preset, save_model  # noqa: E402
+from lmlab.model import Transformer, load_model, preset, save_model  # noqa: E402
 
 V, B, T = 99, 3, 7
 BERT = dict(vocab_size=V, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=44,
@@ -95,19 +95,14 @@ def test_bert_padding_rows_match(tmp_path):
 
 
 def greedy(model, ids, n, src=None):
-    """lmlab greedy decoding with the KV cache."""
-    cache = KVCache.for_model(model.config, ids.size(0), max_len=ids.size(1) + n)
-    out, memory, step = ids, None, ids
-    with torch.no_grad():
-        for _ in range(n):
-            if src is not None:
-                o = model(src, decoder_input_ids=step, memory=memory, cache=cache)
-                memory = o.memory
-            else:
-                o = model(step, cache=cache)
-            step = o.logits[:, -1:].argmax(-1)
-            out = torch.cat([out, step], 1)
-    return out
+    """lmlab greedy decoding with the KV cache (lmlab.generate), as [prompt | continuation]."""
+    from lmlab.generate import DecodeLoop, GenerationConfig
+
+    loop = DecodeLoop(model, (src if src is not None else ids).tolist(),
+                      GenerationConfig(temperature=0, max_new_tokens=n),
+                      decoder_start_id=int(ids[0, 0]) if src is not None else None)
+    list(loop)
+    return torch.cat([ids, torch.tensor(loop.generated)], 1)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "transformer"])

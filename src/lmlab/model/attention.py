@@ -109,11 +109,28 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, heads, self.d_head).transpose(1, 2)  # [B, T, C] → [B, heads, T, D]
 
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[Wq; Wk; Wv] and [bq; bk; bv]. With autograd off (generation: no_grad or
+        inference_mode) the concatenation is kept and rebuilt only when a parameter changes
+        (new storage, dtype, device or an in-place update, which bumps its version counter);
+        with autograd on it is rebuilt every call so that gradients reach the three parameters."""
+        params = [p for p in (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
+                  if p is not None]
+        key = None if torch.is_grad_enabled() else tuple(
+            (id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = self.__dict__.get("_qkv_cache")
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        w = torch.cat((self.q.weight, self.k.weight, self.v.weight))
+        b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
+        if key is not None:
+            self.__dict__["_qkv_cache"] = (key, w, b)  # not a buffer: never saved, never moved
+        return w, b
+
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
         # than three calls; the parameters stay separate, named as in the paper.
-        w = torch.cat((self.q.weight, self.k.weight, self.v.weight))
-        b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
+        w, b = self._fused_qkv()
         qkv = F.linear(x, w, b)  # [B, T, (H + 2K)·D]
         kv = self.n_kv_heads * self.d_head
         return qkv.split((self.n_heads * self.d_head, kv, kv), dim=-1)

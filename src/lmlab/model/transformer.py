@@ -161,6 +161,8 @@ class Transformer(nn.Module):
         pad = _padding_mask(attention_mask)
         if pad is None and past == 0:
             self_mask, is_causal = None, True  # lets the fused kernel skip building the mask
+        elif pad is None and t == 1:
+            self_mask, is_causal = None, False  # one new query, last in line: it sees every key
         else:
             self_mask = causal_mask(t, past + t, input_ids.device)[None, None]  # [1, 1, T, S]
             if pad is not None:

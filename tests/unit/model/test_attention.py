@@ -117,3 +117,34 @@ def test_kv_cache_overflow_is_an_error():
     cache.advance(3)
     with pytest.raises(ValueError, match="overflow"):
         cache.update(0, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+
+
+def test_fused_qkv_is_reused_without_autograd_and_follows_weight_changes():
+    """Generation keeps [Wq; Wk; Wv] between steps; any change to the weights is seen."""
+    from lmlab.model import TransformerConfig
+    from lmlab.model.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(TransformerConfig(d_model=36, n_heads=3, n_kv_heads=1)).eval()
+    x = torch.randn(2, 5, 36)
+    with torch.no_grad():
+        first = mha(x)[0]
+        w = mha._fused_qkv()[0]
+        assert mha._fused_qkv()[0] is w  # reused
+        mha.k.weight.mul_(2)  # in-place update (an optimizer step, load_state_dict)
+        assert mha._fused_qkv()[0] is not w
+        changed = mha(x)[0]
+    assert not torch.allclose(first, changed)
+    reference = F.scaled_dot_product_attention(
+        mha.q(x).view(2, 5, 3, 12).transpose(1, 2),
+        mha.k(x).view(2, 5, 1, 12).transpose(1, 2).repeat_interleave(3, 1),
+        mha.v(x).view(2, 5, 1, 12).transpose(1, 2).repeat_interleave(3, 1)).transpose(1, 2).reshape(2, 5, 36)
+    assert (mha.o(reference) - changed).abs().max() <= 1e-5
+    with torch.inference_mode():
+        assert (mha(x)[0] - changed).abs().max() <= 1e-6
+    out = mha(x)[0]  # autograd on: no cached tensor, gradients reach q, k and v
+    out.sum().backward()
+    assert all(p.grad is not None for p in (mha.q.weight, mha.k.weight, mha.v.weight))
+    mha.to(torch.bfloat16)
+    with torch.no_grad():
+        assert mha._fused_qkv()[0].dtype == torch.bfloat16

@@ -1,0 +1,180 @@
+"""Batched incremental decoding: cached = full recomputation, left-padded batch = rows alone,
+budgets, stop tokens, cancellation."""
+
+import pytest
+import torch
+
+from lmlab.errors import ConfigError
+from lmlab.generate import DecodeLoop, GenerationConfig
+from lmlab.generate.decode import Stepper
+
+from .conftest import V, tiny
+
+FAMILIES = ["gpt2", "llama", "transformer"]
+GREEDY = GenerationConfig(temperature=0, max_new_tokens=9)
+
+
+def full_recompute_greedy(model, prompt, n):
+    """Argmax decoding without any cache: the whole sequence through the model every step."""
+    out, logits = [], []
+    with torch.no_grad():
+        if model.config.arch == "encoder-decoder":
+            src, dec = torch.tensor([prompt]), [model.config.pad_token_id]
+            for _ in range(n):
+                z = model(src, decoder_input_ids=torch.tensor([dec + out])).logits[0, -1]
+                logits.append(z)
+                out.append(int(z.argmax()))
+        else:
+            for _ in range(n):
+                z = model(torch.tensor([prompt + out])).logits[0, -1]
+                logits.append(z)
+                out.append(int(z.argmax()))
+    return out, torch.stack(logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_decoding_equals_full_recomputation(family, figure):
+    model = tiny(family)
+    prompt = [5, 17, 3, 44, 8]
+    expect, expect_logits = full_recompute_greedy(model, prompt, 9)
+    loop = DecodeLoop(model, [prompt], GREEDY)
+    list(loop)
+    assert loop.generated[0] == expect
+    # the logits themselves, step by step through the cache
+    stepper = Stepper(model, [prompt], 9, pad_id=0, decoder_start_id=model.config.pad_token_id)
+    with torch.inference_mode():
+        got = [stepper.forward(stepper.first_ids)[0]]
+        for t in expect[:-1]:
+            got.append(stepper.forward(torch.tensor([[t]]))[0])
+    diff = (torch.stack(got) - expect_logits).abs().max().item()
+    figure(max_abs_logit_diff=diff)
+    assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_batch_equals_rows_alone(family, figure):
+    model = tiny(family)
+    prompts = [[5, 17, 3, 44, 8, 61, 2], [9], [30, 31, 32], [70, 3, 3, 3, 12]]
+    batch = DecodeLoop(model, prompts, GREEDY)
+    list(batch)
+    for p, got in zip(prompts, batch.generated):
+        alone = DecodeLoop(model, [p], GREEDY)
+        list(alone)
+        assert got == alone.generated[0]
+    # logits of a padded row against the same row alone, through several cached steps
+    steppers = [Stepper(model, prompts, 4, 0, model.config.pad_token_id),
+                Stepper(model, prompts[1:2], 4, 0, model.config.pad_token_id)]
+    with torch.inference_mode():
+        z = [s.forward(s.first_ids) for s in steppers]
+        worst = (z[0][1] - z[1][0]).abs().max().item()
+        for t in (4, 50, 7):
+            z = [steppers[0].forward(torch.full((4, 1), t)), steppers[1].forward(torch.tensor([[t]]))]
+            worst = max(worst, (z[0][1] - z[1][0]).abs().max().item())
+    figure(max_abs_logit_diff=worst)
+    assert worst <= 1e-5
+
+
+def test_sampled_rows_with_seeds_do_not_depend_on_the_batch():
+    model = tiny("gpt2")
+    prompts = [[5, 17, 3], [9, 1, 2, 3, 4, 5], [30]]
+    configs = [GenerationConfig(temperature=1.3, seed=s, top_k=20, max_new_tokens=12) for s in (1, 2, 3)]
+    batch = DecodeLoop(model, prompts, configs)
+    list(batch)
+    for p, c, got in zip(prompts, configs, batch.generated):
+        alone = DecodeLoop(model, [p], c)
+        list(alone)
+        assert got == alone.generated[0]
+    again = DecodeLoop(model, prompts, configs)
+    list(again)
+    assert again.generated == batch.generated
+    assert len({tuple(g) for g in batch.generated}) == 3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_models_are_not_degenerate(family):
+    loop = DecodeLoop(tiny(family), [[5, 17, 3, 44, 8, 61, 2], [9], [30, 31, 32]], GREEDY)
+    list(loop)
+    assert len({t for g in loop.generated for t in g}) >= 6
+    assert len({tuple(g) for g in loop.generated}) >= 2
+
+
+def test_temperature_zero_is_deterministic():
+    model = tiny("llama")
+    runs = []
+    for _ in range(3):
+        loop = DecodeLoop(model, [[4, 8, 15, 16, 23]], GenerationConfig(temperature=0, max_new_tokens=15))
+        list(loop)
+        runs.append(loop.generated[0])
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_max_new_tokens_and_context_end():
+    model = tiny("gpt2")  # max_seq_len 48
+    loop = DecodeLoop(model, [[1, 2, 3], [4]], [GenerationConfig(max_new_tokens=5, seed=0),
+                                                GenerationConfig(max_new_tokens=11, seed=0)])
+    events = [e for step in loop for e in step]
+    assert [len(g) for g in loop.generated] == [5, 11]
+    assert loop.finish_reasons == ["length", "length"]
+    assert loop.steps == 11  # one prefill + 10 steps: none after the last row finished
+    assert [e.finish_reason for e in events if e.index == 0] == [None] * 4 + ["length"]
+    long = DecodeLoop(model, [list(range(1, 41))], GenerationConfig(max_new_tokens=100, temperature=0))
+    list(long)
+    assert len(long.generated[0]) == 8 and long.finish_reasons == ["length"]  # 40 + 8 = max_seq_len
+    with pytest.raises(ConfigError, match="max_seq_len"):
+        DecodeLoop(model, [list(range(1, 49))], GREEDY)
+
+
+def test_stop_token_ends_a_row():
+    model = tiny("gpt2")
+    free = DecodeLoop(model, [[5, 17, 3]], GREEDY)
+    list(free)
+    stop = free.generated[0][3]
+    first = free.generated[0].index(stop)
+    loop = DecodeLoop(model, [[5, 17, 3]], GREEDY.replace(stop_token_ids=[stop]))
+    list(loop)
+    assert loop.generated[0] == free.generated[0][:first + 1] and loop.finish_reasons == ["stop"]
+
+
+def test_closing_the_loop_stops_decoding():
+    model = tiny("gpt2")
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    loop = DecodeLoop(model, [[1, 2, 3]], GenerationConfig(max_new_tokens=40, seed=0))
+    it = iter(loop)
+    for _ in range(3):
+        next(it)
+    it.close()
+    n = len(calls)
+    assert n == 3 and loop.steps == 3
+    with pytest.raises(StopIteration):
+        next(it)
+    assert len(calls) == n
+    handle.remove()
+
+
+def test_finish_one_row_keeps_the_others():
+    model = tiny("gpt2")
+    loop = DecodeLoop(model, [[1, 2], [3, 4]], GenerationConfig(max_new_tokens=6, seed=1))
+    seen = []
+    for step in loop:
+        seen.extend(e.index for e in step)
+        if len(seen) == 2:
+            loop.finish(0, "cancelled")
+    assert len(loop.generated[0]) == 1 and len(loop.generated[1]) == 6
+
+
+def test_bad_inputs_are_named():
+    model = tiny("gpt2")
+    with pytest.raises(ConfigError, match="prompt 1: is empty"):
+        DecodeLoop(model, [[1], []])
+    with pytest.raises(ConfigError, match="outside"):
+        DecodeLoop(model, [[V]])
+    with pytest.raises(ConfigError, match="head"):
+        DecodeLoop(tiny("gpt2", head="classification"), [[1]])
+
+
+def test_inference_mode_does_not_leak_into_the_consumer():
+    loop = DecodeLoop(tiny("gpt2"), [[1, 2, 3]], GenerationConfig(max_new_tokens=4, seed=0))
+    for _ in loop:
+        assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    assert not torch.is_inference_mode_enabled()
