@@ -67,7 +67,9 @@ def main() -> None:
         proc.wait()
         done = len(losses(out)) if (out / "metrics.jsonl").exists() else 0
         kills.append(done)
-        subprocess.run(cli(out, a.steps), check=True, env=env, capture_output=True)
+        resumed = subprocess.run(cli(out, a.steps), env=env, capture_output=True, text=True)
+        if resumed.returncode != 0:
+            raise SystemExit(f"trial {trial}: resume failed:\n{resumed.stderr[-3000:]}")
         got = losses(out)
         worst_loss = max([worst_loss] + [abs(x - y) for x, y in zip(got, ref_loss)] +
                          ([float("inf")] if len(got) != len(ref_loss) else []))

@@ -108,15 +108,16 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def apply_retention(root: Path, keep_last: int) -> None:
-    if keep_last <= 0:
-        return
     complete = [p for _, p in list_checkpoints(root) if (p / "manifest.json").exists()]
-    for path in complete[:-keep_last]:
+    for path in (complete[:-keep_last] if keep_last > 0 else []):
         doomed = path.with_name(f".deleting-{path.name}-{os.getpid()}")
         os.replace(path, doomed)  # out of the step- namespace first: atomic
         shutil.rmtree(doomed, ignore_errors=True)
-    for stale in root.glob(".deleting-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    # Leftovers of runs killed mid-save or mid-delete: with the run lock held, nobody else is
+    # writing here, so every temporary directory is stale.
+    for pattern in (".deleting-*", ".step-*.tmp-*", ".step-*.old-*"):
+        for stale in root.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def check_same_architecture(saved: dict[str, Any], current: TransformerConfig, where: Path) -> None:

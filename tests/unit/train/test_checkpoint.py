@@ -50,6 +50,7 @@ def test_retention_keeps_the_newest(run, tmp_path):
 
     root = tmp_path / "c"
     shutil.copytree(run / "checkpoints", root)
+    (root / ".step-00000016.tmp-999-dead").mkdir()  # a save cut short by kill -9
     apply_retention(root, 2)
     assert [s for s, _ in list_checkpoints(root)] == [8, 12]
     assert not [p for p in root.iterdir() if p.name.startswith(".")]

@@ -174,3 +174,11 @@ def test_torch_compile_trains_like_eager(tmp_path):
                             compile=True)
     compiled.fit()
     assert losses(tmp_path / "c") == pytest.approx(losses(tmp_path / "e"), abs=1e-4)
+
+
+def test_metrics_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
+    make_trainer(tmp_path, max_steps=4).fit()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"train_loss": 1.0, "st')  # killed mid-write after the last checkpoint
+    make_trainer(tmp_path, max_steps=6).fit()
+    assert [r for r in losses(tmp_path)] and len(losses(tmp_path)) == 6
