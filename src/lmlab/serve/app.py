@@ -156,6 +156,9 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
         return entry
 
     def busy() -> ApiError:
+        if batcher.stopping:
+            return ApiError(503, "server is shutting down", "server_error", code="unavailable",
+                            headers={"Retry-After": str(config.retry_after_s)})
         return ApiError(429, f"server busy: {config.max_batch_size} requests decoding and {config.max_queue} waiting; "
                         "retry later", "rate_limit_error", code="queue_full",
                         headers={"Retry-After": str(config.retry_after_s)})
