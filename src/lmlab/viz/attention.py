@@ -7,7 +7,8 @@ shown (the decoder needs a target). Row t of a map is the distribution of query 
 keys (each row sums to 1; a causal model puts zeros above the diagonal).
 
 Token labels are the input text each token covers (from the tokenizer's offsets), so byte-level
-pieces of one Chinese character or emoji show that character instead of mojibake.
+pieces of one Chinese character or emoji show that character instead of mojibake (the second
+and later pieces of one character in parentheses).
 
 CLI: ``lmlab viz attention MODEL_DIR --text TEXT --out DIR`` writes ``attention.json`` (the
 same data the server's ``/v1/attention`` returns) and one PNG per layer (a grid of heads).
@@ -38,11 +39,15 @@ class AttentionMaps:
 
 
 def token_labels(tokenizer, text: str, ids: list[int]) -> list[str]:
+    """Text each token covers; a token that covers the same character(s) as the one before (a
+    later byte of a multi-byte character) is shown in parentheses: 猫 (猫) (猫)."""
     enc = tokenizer.backend.encode(text, add_special_tokens=False)
-    labels = []
-    for i, (tid, (a, b)) in enumerate(zip(ids, enc.offsets)):
-        piece = text[a:b]
-        labels.append(piece if piece.strip() else (piece.replace(" ", "␣").replace("\n", "↵") or f"#{tid}"))
+    labels, prev = [], None
+    for tid, span in zip(ids, enc.offsets):
+        piece = text[span[0]:span[1]]
+        label = piece if piece.strip() else (piece.replace(" ", "␣").replace("\n", "↵") or f"#{tid}")
+        labels.append(f"({label})" if span == prev and piece else label)
+        prev = span
     return labels
 
 
