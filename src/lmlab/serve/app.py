@@ -213,8 +213,8 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
                         if await request.is_disconnected():
                             raise asyncio.CancelledError from None
                         continue
-                    if kind == "error":
-                        raise payload[0]
+                    if kind == "error":  # logged by the batcher
+                        raise ApiError(500, f"generation failed ({type(payload[0]).__name__})", "server_error")
                     out[i][0] += payload[0]
                     out[i][1] = payload[1]
         finally:

@@ -1,4 +1,4 @@
-"""A tiny GPT (d_model 36, 3 heads, vocab 401) saved with a byte-level BPE tokenizer trained on the
+"""A tiny GPT (d_model 36, 3 heads, vocab = the tokenizer's, ≈ 400) saved with a byte-level BPE tokenizer trained on the
 project's mixed English/Chinese fixture, and live uvicorn servers on 127.0.0.1 (a free port,
 run in a thread, shut down at the end)."""
 
@@ -27,9 +27,12 @@ def model_dir(tmp_path_factory):
     from lmlab.tokenizer.train import train_tokenizer
 
     root = tmp_path_factory.mktemp("serve")
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
     train_tokenizer(FIXTURE, root / "tok", kind="bpe", vocab_size=400, overrides=["--min_frequency=1"])
+    vocab = Tokenizer.load(root / "tok").vocab_size  # a larger model vocabulary could sample undecodable ids
     torch.manual_seed(0)
-    cfg = preset("gpt2-tiny", vocab_size=401, d_model=36, n_heads=3, n_layers=2, d_ff=44, max_seq_len=256,
+    cfg = preset("gpt2-tiny", vocab_size=vocab, d_model=36, n_heads=3, n_layers=2, d_ff=44, max_seq_len=256,
                  dropout=0.0, attn_dropout=0.0, init_std=0.3)
     save_model(Transformer(cfg).eval(), root / "tiny", tokenizer_dir=root / "tok")
     return root / "tiny"
