@@ -148,7 +148,7 @@ def main() -> None:
                   flush=True)
     names = list(results)
     print(f"batching speed-up (requests/s): {results[names[1]]['requests_per_s'] / results[names[0]]['requests_per_s']:.2f}x")
-    print(json.dumps({"config": vars(a), "torch_threads": os.cpu_count(), "results": results}, indent=1))
+    print(json.dumps({"config": vars(a), "cpu_count": os.cpu_count(), "results": results}, indent=1))
 
 
 if __name__ == "__main__":

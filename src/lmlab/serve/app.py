@@ -91,24 +91,7 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
             return hmac.compare_digest(password.encode(), config.api_key.encode())
         return False
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        if path not in PUBLIC and not authorised(request.headers):
-            challenge = 'Basic realm="lmlab"' if path == "/" else "Bearer"
-            response = JSONResponse(error_body("missing or wrong API key (Authorization: Bearer KEY)",
-                                               "authentication_error", code="invalid_api_key"), 401,
-                                    headers={"WWW-Authenticate": challenge})
-        else:
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
-                response = JSONResponse(error_body(f"request body over max_body_bytes={config.max_body_bytes}",
-                                                   code="body_too_large"), 413)
-            else:
-                response = await call_next(request)
-        log.info("%s %s %d %.1fms", request.method, path, response.status_code, 1000 * (time.perf_counter() - start))
-        return response
+    app.add_middleware(Guard, config=config, authorised=authorised)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -204,14 +187,17 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
     async def collect(request: Request, rows: list[Row]) -> list[tuple[str, str]]:
         """Wait for every row; (text, finish_reason) each. Cancels all if the client leaves."""
         out: list[list[Any]] = [["", None] for _ in rows]
+        checked = time.monotonic()
         try:
             for i, row in enumerate(rows):
                 while out[i][1] is None:
+                    if time.monotonic() - checked > 0.2:  # is the client still there?
+                        checked = time.monotonic()
+                        if await request.is_disconnected():  # 499 (nginx's "client closed request"): nobody reads it
+                            raise ApiError(499, "client closed the request", code="client_closed")
                     try:
-                        kind, *payload = await asyncio.wait_for(row.events.get(), 0.25)
+                        kind, *payload = await asyncio.wait_for(row.events.get(), 0.2)
                     except asyncio.TimeoutError:
-                        if await request.is_disconnected():
-                            raise asyncio.CancelledError from None
                         continue
                     if kind == "error":  # logged by the batcher
                         raise ApiError(500, f"generation failed ({type(payload[0]).__name__})", "server_error")
@@ -408,6 +394,43 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
         return await run_task("translate", p.model, lambda pipe: pipe(p.text))
 
     return app
+
+
+class Guard:
+    """Pure ASGI middleware (so that disconnects still reach the endpoints): the API key on every
+    route but ``/health``, the Content-Length precheck, and one log line per request (method,
+    path, status, time — never a body or a header value)."""
+
+    def __init__(self, app, config: ServeConfig, authorised):
+        self.app, self.config, self.authorised = app, config, authorised
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, path = time.perf_counter(), scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        status = [0]
+
+        async def send_logged(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        length = headers.get("content-length")
+        cap = self.config.max_body_bytes
+        try:
+            if path not in PUBLIC and not self.authorised(headers):
+                challenge = 'Basic realm="lmlab"' if path == "/" else "Bearer"
+                await JSONResponse(error_body("missing or wrong API key (Authorization: Bearer KEY)",
+                                              "authentication_error", code="invalid_api_key"), 401,
+                                   headers={"WWW-Authenticate": challenge})(scope, receive, send_logged)
+            elif length is not None and (not length.isdigit() or int(length) > cap):
+                await JSONResponse(error_body(f"request body over max_body_bytes={cap}", code="body_too_large"),
+                                   413)(scope, receive, send_logged)
+            else:
+                await self.app(scope, receive, send_logged)
+        finally:
+            log.info("%s %s %d %.1fms", scope.get("method"), path, status[0], 1000 * (time.perf_counter() - start))
 
 
 def from_chunk(obj: Any) -> bytes:

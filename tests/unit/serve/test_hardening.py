@@ -15,8 +15,8 @@ from tests.unit.serve.conftest import KEY, live_server
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def post(url, path, body, headers=AUTH, **kw):
-    return httpx.post(f"{url}{path}", headers=headers, json=body, timeout=30, **kw)
+def post(url, path, body, headers=AUTH, timeout=30):
+    return httpx.post(f"{url}{path}", headers=headers, json=body, timeout=timeout)
 
 
 # -- bind ----------------------------------------------------------------------------------------
@@ -233,3 +233,17 @@ def test_logs_hold_no_keys_or_prompts(registry, caplog):
     text = caplog.text
     assert "/v1/completions" in text  # requests are logged...
     assert secret_prompt not in text and KEY not in text and "wrong-key-abcdef" not in text  # ...without secrets
+
+
+def test_client_gone_before_a_non_streamed_answer_stops_decoding(registry, slow_model):
+    slow_model["delay"] = 0.02
+    with live_server(registry) as (url, app):
+        batcher = app.state.batcher
+        before = batcher.steps
+        with pytest.raises(httpx.ReadTimeout):
+            post(url, "/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 200}, {}, timeout=0.4)
+        deadline = time.monotonic() + 5
+        while batcher.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        steps = batcher.steps - before
+        assert batcher.in_flight == 0 and steps < 100, steps  # 200 steps would take ≥ 4 s
