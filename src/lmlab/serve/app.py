@@ -117,8 +117,8 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
             chunks.append(chunk)
         try:
             data = json.loads(b"".join(chunks) or b"null")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"body is not valid JSON ({e})") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise ApiError(400, f"body is not valid JSON ({type(e).__name__}: {str(e)[:100]})") from None
         if not isinstance(data, dict):
             raise ApiError(400, "body must be a JSON object")
         try:

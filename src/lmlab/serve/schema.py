@@ -24,7 +24,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-Float = Annotated[Union[StrictInt, Annotated[float, Field(strict=True, allow_inf_nan=False)]], Field()]
+# ints are bounded so that a 400-digit JSON integer is a 400 here, not an OverflowError later
+Int = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+Float = Union[Int, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 
 
 class Request(BaseModel):
@@ -37,13 +39,13 @@ class StreamOptions(Request):
 
 class SamplingParams(Request):
     model: StrictStr
-    max_tokens: StrictInt | None = None
+    max_tokens: Int | None = None
     temperature: Float = 1.0
     top_p: Float = 1.0
-    top_k: StrictInt = 0
+    top_k: Int = 0
     repetition_penalty: Float = 1.0
     stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    seed: Int | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1
@@ -71,7 +73,7 @@ class Message(Request):
 
 class ChatRequest(SamplingParams):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = None
+    max_completion_tokens: Int | None = None
 
 
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}

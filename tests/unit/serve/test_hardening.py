@@ -92,7 +92,8 @@ BAD = [("temperature", math.nan), ("temperature", -1), ("temperature", "0.5"), (
        ("stop", 5), ("stop", [""]), ("stop", ["x"] * 100), ("stream", "yes"), ("n", 3), ("model", 7),
        ("prompt", None), ("prompt", 5), ("prompt", [1, 2]), ("prompt", []), ("prompt", ["a"] * 1000),
        ("repetition_penalty", 0), ("logprobs", 3), ("echo", True), ("frequency_penalty", 0.5),
-       ("unknown_field", 1), ("stream_options", {"x": 1})]
+       ("unknown_field", 1), ("stream_options", {"x": 1}), ("temperature", 10**400), ("top_p", 10**400),
+       ("seed", 10**400), ("max_tokens", 10**400), ("top_k", -(10**400)), ("repetition_penalty", 10**400)]
 
 
 @pytest.mark.parametrize("field,value", BAD, ids=[f"{f}={v!r}"[:40] for f, v in BAD])
@@ -105,7 +106,7 @@ def test_bad_parameters_are_4xx(server, field, value):
     assert r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[1,2]", b'{"model": "tiny"', b"\xff\xfe", b"null",
+@pytest.mark.parametrize("body", [b"", b"not json", b"[" * 200_000, b'{"a":' * 100_000, b"[1,2]", b'{"model": "tiny"', b"\xff\xfe", b"null",
                                   json.dumps({"model": "tiny", "messages": []}).encode(),
                                   json.dumps({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}).encode(),
                                   json.dumps({"model": "tiny", "messages": [{"role": "user", "content": 3}]}).encode()])
