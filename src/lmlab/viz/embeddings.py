@@ -1,13 +1,15 @@
 """A 2-D map of a model's token embeddings: PCA of the rows of the input embedding matrix E.
 
 The rows (one per token, special tokens included) are centred and projected on their top two
-principal axes (SVD); the axis labels give each axis's share of the variance. The ``--top``
-most frequent tokens (the lowest ids of a BPE/WordPiece vocabulary, after the specials and
-bytes) are labelled with their text (decoded, so Chinese shows as characters). Writes
+principal axes (SVD); the axis labels give each axis's share of the variance. ``--top`` tokens
+are labelled with their decoded text (Chinese shows as characters): merged tokens first in id
+order (the most frequent merges of a BPE vocabulary), then single bytes. Writes
 ``embeddings.png`` and ``embeddings.json`` (token, id, x, y for every row).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -41,9 +43,11 @@ def embeddings_command(model_dir: str, out: str, top: int = 60, overwrite: bool 
     specials = {i for i in tok.special_ids.values() if i is not None}
     fonts = font_files()
     files = [f for _, f in fonts]
-    # label the first `top` ids that are not special and whose text every font can draw
-    chosen = [i for i in range(len(words)) if i not in specials and words[i].strip()
-              and "\ufffd" not in words[i] and not uncovered(words[i], files)][:top] if top else []
+    # label `top` drawable tokens: merged tokens (≥ 2 characters, or one CJK character) first, in
+    # id order (a BPE's lowest merge ids are its most frequent pairs), then single bytes
+    drawable = [i for i in range(len(words)) if i not in specials and words[i].strip()
+                and "\ufffd" not in words[i] and not uncovered(words[i], files)]
+    chosen = sorted(drawable, key=lambda i: (len(words[i].strip()) < 2 and ord(words[i].strip()[0]) < 0x2E80, i))[:top]
     with ArtifactWriter(out, kind="lmlab-viz-embeddings", overwrite=overwrite) as w:
         fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
         ax.scatter(coords[:, 0], coords[:, 1], s=4, alpha=0.4, color="tab:blue")
@@ -53,7 +57,7 @@ def embeddings_command(model_dir: str, out: str, top: int = 60, overwrite: bool 
                         fontfamily=families)
         ax.set_xlabel(f"PC1 ({var[0]:.1%} of variance)")
         ax.set_ylabel(f"PC2 ({var[1]:.1%} of variance)")
-        ax.set_title(f"token embeddings of {model_dir} ({len(emb)} tokens), PCA")
+        ax.set_title(f"token embeddings of {Path(model_dir).name} ({len(emb)} tokens), PCA", fontfamily=families)
         ax.grid(alpha=0.3)
         fig.savefig(w.path / "embeddings.png", bbox_inches="tight")
         plt.close(fig)
