@@ -1,11 +1,14 @@
 """The playground in a real headless Chromium (Debian's ``chromium``, driven by Playwright; no
 browser is ever downloaded): the page loads behind the API key (HTTP Basic), a streamed
-generation completes, and the attention heatmap renders with CJK token labels. A screenshot is
+generation completes, classification scores and a QA answer highlighted in its context show
+(task pipelines stood in for), and the attention heatmap renders with CJK token labels. A screenshot is
 saved to reports/playground.png. Skipped, with the reason, where chromium or playwright is missing
 (``.ci/run`` installs chromium with apt-get)."""
 
 import os
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -32,7 +35,23 @@ def browser():
         b.close()
 
 
-def test_playground_generates_and_draws_attention(browser, registry):
+def fake_pipeline(task, model_dir):
+    """Stands in for `lmlab.tasks.pipeline` (another branch) with the Hugging Face output shapes."""
+    if task == "classification":
+        return lambda text: {"label": "positive", "score": 0.8, "scores": {"positive": 0.8, "negative": 0.2}}
+    if task == "qa":
+        def answer(question, context):
+            start = context.index("Paris")
+            return {"answer": "Paris", "score": 0.9, "start": start, "end": start + 5}
+        return answer
+    raise KeyError(task)
+
+
+def test_playground_generates_and_draws_attention(browser, registry, monkeypatch):
+    fake = types.ModuleType("lmlab.tasks.pipeline")
+    fake.pipeline = fake_pipeline
+    monkeypatch.setitem(sys.modules, "lmlab.tasks", types.ModuleType("lmlab.tasks"))
+    monkeypatch.setitem(sys.modules, "lmlab.tasks.pipeline", fake)
     with live_server(registry, api_key=KEY) as (url, _):
         ctx = browser.new_context(http_credentials={"username": "me", "password": KEY},
                                   viewport={"width": 1200, "height": 1000})
@@ -51,6 +70,18 @@ def test_playground_generates_and_draws_attention(browser, registry):
         assert "finish: length" in page.inner_text("#gen-info")
         generated = page.inner_text("#gen-text")
         assert generated.strip()
+
+        page.click("nav button[data-tab='cls']")
+        page.click("#cls-go")
+        page.wait_for_selector("#cls-out .score", timeout=10000)
+        rows = page.locator("#cls-out .score").all_inner_texts()
+        assert [r.split()[0] for r in rows] == ["positive", "negative"] and "0.800" in rows[0]
+
+        page.click("nav button[data-tab='qa']")
+        page.fill("#qa-ctx", "埃菲尔铁塔 The Eiffel Tower is in Paris, France.")
+        page.click("#qa-go")
+        page.wait_for_selector("#qa-out mark", timeout=10000)
+        assert page.inner_text("#qa-out mark") == "Paris"
 
         page.click("nav button[data-tab='att']")
         page.fill("#att-text", "The cat 猫坐在垫子上")
