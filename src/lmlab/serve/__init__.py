@@ -1,0 +1,14 @@
+"""Serving: an OpenAI-compatible HTTP server with dynamic batching, task endpoints, attention
+maps and a web playground (see `lmlab.serve.app`). Needs the ``serve`` extra (fastapi, uvicorn).
+
+    limits.py    ServeConfig: bind address, API key, every limit
+    schema.py    request/response bodies (pydantic), the chat prompt convention
+    registry.py  the allow-list of models, loaded at startup
+    batcher.py   the model thread: dynamic batching, backpressure, cancellation, timeouts
+    app.py       the FastAPI app (`create_app`) and the uvicorn runner (`serve`)
+    playground.html  the single-page playground served at /
+"""
+
+from lmlab.serve.limits import ServeConfig
+
+__all__ = ["ServeConfig"]

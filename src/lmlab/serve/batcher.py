@@ -1,0 +1,236 @@
+"""Dynamic batching: one worker thread owns the models; requests that arrive together share a batch.
+
+Each generation request becomes one or more rows (`Row`). The worker takes the oldest row,
+waits up to ``batch_window_ms`` for more rows for the same model (rows already waiting are
+taken at once), and decodes up to ``max_batch_size`` rows in one `stream_batch` call (left
+padding, one KV cache, each row with its own sampling config). Rows that arrive while a batch
+decodes wait for the next one (this is request-level batching, not continuous batching).
+``max_batch_size=1`` turns batching off: requests are decoded one after another.
+
+Every other use of a model (attention maps, task pipelines) runs on the same thread as a
+`call`, so a model is never used by two threads at once.
+
+Admission (backpressure): at most ``max_batch_size + max_queue`` rows are in flight; beyond
+that `admit` says no and the server answers 429 with ``Retry-After``. A row whose client went
+away (`Row.cancel`) is dropped from its batch with `BatchStream.cancel` — no further decoding is
+spent on it, and a batch whose rows are all gone stops — and a row past its deadline ends with
+``finish_reason "timeout"``. Events reach the request's asyncio queue via
+``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("lmlab.serve")
+
+
+@dataclass
+class Row:
+    entry: Any  # ModelEntry
+    prompt: str
+    config: Any  # GenerationConfig
+    deadline: float  # time.monotonic()
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    finished: bool = False
+    completion: Any = None  # generate.Completion once done
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def emit(self, kind: str, *payload: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, *payload))
+        except RuntimeError:  # the event loop is gone (shutdown)
+            self.cancelled = True
+
+
+@dataclass
+class Call:
+    fn: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+class Batcher:
+    def __init__(self, max_batch_size: int = 8, max_queue: int = 64, batch_window_ms: float = 5.0):
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.window = batch_window_ms / 1000
+        self.cond = threading.Condition()
+        self.pending: deque[Row | Call] = deque()
+        self.active = 0  # rows (or calls) being worked on now
+        self.stopping = False
+        self.steps_done = 0  # decoder forward passes of finished batches
+        self.current = None  # the BatchStream being decoded
+        self.batches = 0
+        self.thread = threading.Thread(target=self._work, name="lmlab-batcher", daemon=True)
+        self.thread.start()
+
+    # -- request side (event loop thread) -------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.pending) + self.active
+
+    @property
+    def steps(self) -> int:
+        """Decoder forward passes run so far, the current batch included (tests count them)."""
+        cur = self.current
+        return self.steps_done + (cur.steps if cur is not None else 0)
+
+    def admit(self, rows: list[Row]) -> bool:
+        """Queue the rows, or return False when the server is full (nothing is queued then)."""
+        with self.cond:
+            if self.stopping or self.in_flight + len(rows) > self.max_batch_size + self.max_queue:
+                return False
+            self.pending.extend(rows)
+            self.cond.notify()
+            return True
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the model thread (raises RuntimeError('busy') when full)."""
+        loop = asyncio.get_running_loop()
+        job = Call(fn, loop, loop.create_future())
+        with self.cond:
+            if self.stopping or self.in_flight + 1 > self.max_batch_size + self.max_queue:
+                raise BusyError()
+            self.pending.append(job)
+            self.cond.notify()
+        return await job.future
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            for job in self.pending:
+                if isinstance(job, Row):
+                    job.emit("error", RuntimeError("server is shutting down"))
+            self.pending.clear()
+            self.cond.notify_all()
+
+    # -- worker side ----------------------------------------------------------------------------
+
+    def _take(self) -> list[Row] | Call | None:
+        with self.cond:
+            while not self.pending and not self.stopping:
+                self.cond.wait()
+            if self.stopping:
+                return None
+            first = self.pending.popleft()
+            if isinstance(first, Call):
+                self.active += 1
+                return first
+            batch, end = [first], time.monotonic() + self.window
+            while len(batch) < self.max_batch_size:
+                for job in list(self.pending):
+                    if len(batch) >= self.max_batch_size:
+                        break
+                    if isinstance(job, Row) and job.entry is first.entry:
+                        self.pending.remove(job)
+                        batch.append(job)
+                left = end - time.monotonic()
+                if len(batch) >= self.max_batch_size or left <= 0 or self.stopping:
+                    break
+                self.cond.wait(left)
+            self.active += len(batch)
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            job = self._take()
+            if job is None:
+                return
+            n = 1 if isinstance(job, Call) else len(job)
+            try:
+                if isinstance(job, Call):
+                    self._run_call(job)
+                else:
+                    self._run_batch(job)
+            except Exception:  # never let the worker die; the rows were told in _run_batch
+                log.exception("model worker: unexpected error")
+            finally:
+                with self.cond:
+                    self.active -= n
+
+    @staticmethod
+    def _run_call(job: Call) -> None:
+        def settle(ok: bool, value: Any) -> None:
+            if not job.future.done():
+                (job.future.set_result if ok else job.future.set_exception)(value)
+
+        try:
+            value, ok = job.fn(), True
+        except BaseException as e:  # handed to the awaiting request
+            value, ok = e, False
+        try:
+            job.loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:
+            pass
+
+    def _run_batch(self, rows: list[Row]) -> None:
+        from lmlab.generate import stream_batch
+
+        now = time.monotonic()
+        live = []
+        for r in rows:  # rows that died while waiting are not decoded at all
+            if r.cancelled:
+                r.finished = True
+            elif now > r.deadline:
+                r.finished = True
+                r.emit("delta", "", "timeout")
+            else:
+                live.append(r)
+        if not live:
+            return
+        entry = live[0].entry
+        self.batches += 1
+        bs = None
+        try:
+            bs = stream_batch(entry.model, entry.tokenizer, [r.prompt for r in live], [r.config for r in live])
+            self.current = bs
+            for d in bs:
+                row = live[d.index]
+                if not row.finished:
+                    if d.finish_reason is not None:
+                        row.finished = True
+                        row.completion = bs.completions[d.index]
+                    row.emit("delta", d.text, d.finish_reason)
+                self._sweep(bs, live)
+                if all(r.finished for r in live):
+                    break
+        except Exception as e:
+            log.exception("generation failed for model %s", entry.name)
+            for r in live:
+                if not r.finished:
+                    r.finished = True
+                    r.emit("error", e)
+        finally:
+            if bs is not None:
+                bs.close()
+                self.steps_done += bs.steps
+            self.current = None
+
+    @staticmethod
+    def _sweep(bs, rows: list[Row]) -> None:
+        now = time.monotonic()
+        for i, r in enumerate(rows):
+            if r.finished:
+                continue
+            if r.cancelled:
+                r.finished = True
+                bs.cancel(i)
+            elif now > r.deadline:
+                r.finished = True
+                bs.cancel(i)
+                r.emit("delta", "", "timeout")
+
+
+class BusyError(Exception):
+    """The server's queue is full."""

@@ -1,0 +1,89 @@
+"""`ServeConfig`: where the server listens and every limit it enforces, validated when built.
+
+Defaults are safe for a laptop: bind 127.0.0.1; a public bind (anything but 127.0.0.1,
+localhost or ::1) is refused unless an API key is set (`check_bind`). Limits, each answered
+with a 4xx/5xx that names it:
+
+* ``max_body_bytes``  request body cap → 413 (Content-Length checked first, then counted).
+* ``max_input_tokens`` prompt tokens → 400; ``max_tokens`` cap on ``max_tokens`` → 400.
+* ``max_batch_size``  rows decoded together (dynamic batching; 1 = off) = requests in flight.
+* ``max_queue``       requests waiting beyond those → 429 with ``Retry-After``.
+* ``batch_window_ms`` how long the first request of a batch waits for companions.
+* ``request_timeout_s`` wall time from arrival to the last token: a stream ends with
+  ``finish_reason: "timeout"``, a non-streamed request gets 504.
+* ``keep_alive_s``    idle keep-alive connections are closed after this (uvicorn's
+  ``timeout_keep_alive``). Note: uvicorn has no separate header-read timeout; put a reverse
+  proxy in front of a public server for slow-loris protection.
+* ``log_prompts``     off by default: logs carry method, path, status, model, token counts and
+  timings, never prompts, outputs or keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from lmlab.config import check
+from lmlab.errors import ConfigError
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20  # 1 MiB of JSON is far more than any prompt a model here can take
+    max_input_tokens: int = 2048
+    max_tokens: int = 1024  # cap on a request's max_tokens
+    max_batch_size: int = 8
+    max_queue: int = 64
+    batch_window_ms: float = 5.0
+    request_timeout_s: float = 120.0
+    keep_alive_s: float = 5.0
+    retry_after_s: int = 1
+    max_prompts: int = 16  # a completions request may carry a list of prompts
+    log_prompts: bool = False
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.host, str) and self.host != "", "host", "must be a host name or IP address")
+        check(_int(self.port) and 0 <= self.port <= 65535, "port", f"must be in [0, 65535], got {self.port!r}")
+        check(self.api_key is None or (isinstance(self.api_key, str) and len(self.api_key) >= 8), "api_key",
+              "must be a string of at least 8 characters")
+        for name, lo in [("max_body_bytes", 256), ("max_input_tokens", 1), ("max_tokens", 1), ("max_batch_size", 1),
+                         ("max_queue", 0), ("retry_after_s", 1), ("max_prompts", 1)]:
+            v = getattr(self, name)
+            check(_int(v) and v >= lo, name, f"must be an integer ≥ {lo}, got {v!r}")
+        for name in ("batch_window_ms", "request_timeout_s", "keep_alive_s"):
+            v = getattr(self, name)
+            check(_num(v) and v >= 0, name, f"must be a finite number ≥ 0, got {v!r}")
+        check(self.request_timeout_s > 0, "request_timeout_s", "must be > 0")
+        check(isinstance(self.log_prompts, bool), "log_prompts", "must be true or false")
+
+    @property
+    def public(self) -> bool:
+        return not is_local(self.host)
+
+    def check_bind(self) -> None:
+        """Refuse a public bind without an API key."""
+        if self.public and not self.api_key:
+            raise ConfigError(f"host: {self.host!r} is reachable from other machines; pass --api-key KEY "
+                              "(or bind 127.0.0.1)")
+
+
+def is_local(host: str) -> bool:
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,110 @@
+"""Request and response bodies of the OpenAI-compatible API and lmlab's task endpoints.
+
+Reference: the OpenAI API reference (Completions, Chat Completions, Models). Every field is
+strictly typed (a string is not a number, a bool is not an int, NaN and ±inf are refused) and
+unknown fields are refused by name, so bad input is a 400 that names the field, never a 500.
+Ranges are checked by `GenerationConfig` (temperature ≥ 0, 0 < top_p ≤ 1, ...) and by the
+server's limits (`max_tokens` cap, prompt tokens).
+
+Supported as in OpenAI: ``model``, ``prompt`` (a string or a list of strings), ``messages``,
+``max_tokens`` (chat: also ``max_completion_tokens``), ``temperature``, ``top_p``, ``stop``,
+``seed``, ``stream``, ``stream_options.include_usage``, ``n`` = 1, ``user`` (ignored).
+Extensions: ``top_k`` and ``repetition_penalty`` (as in vLLM). Refused unless at their neutral
+value: ``logprobs``, ``echo``, ``presence_penalty``, ``frequency_penalty``, ``best_of``, ``suffix``.
+
+Chat: lmlab models have no chat template (they are pretrained on plain text), so the messages
+are rendered as plain lines — ``System: …`` / ``User: …`` / ``Assistant: …`` — followed by
+``Assistant:``, and ``"\\nUser:"`` is added as a stop string. This is a convention, not what the
+model was trained on; fine-tuned chat models would need their own template.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+# ints are bounded so that a 400-digit JSON integer is a 400 here, not an OverflowError later
+Int = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+Float = Union[Int, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(Request):
+    include_usage: StrictBool = False
+
+
+class SamplingParams(Request):
+    model: StrictStr
+    max_tokens: Int | None = None
+    temperature: Float = 1.0
+    top_p: Float = 1.0
+    top_k: Int = 0
+    repetition_penalty: Float = 1.0
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: Int | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    n: Literal[1] = 1
+    user: StrictStr | None = None
+    presence_penalty: Literal[0] = 0
+    frequency_penalty: Literal[0] = 0
+    logprobs: None = None
+
+
+class CompletionRequest(SamplingParams):
+    prompt: StrictStr | list[StrictStr]
+    echo: Literal[False] = False
+    best_of: Literal[1] = 1
+    suffix: None = None
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class Message(Request):
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+    name: StrictStr | None = None
+
+
+class ChatRequest(SamplingParams):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: Int | None = None
+
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+CHAT_STOP = "\nUser:"
+
+
+def chat_prompt(messages: list[Message]) -> str:
+    """Plain-text rendering of a conversation (see the module docstring)."""
+    lines = [f"{ROLE_NAMES[m.role]}: {m.content}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+# -- task endpoints ----------------------------------------------------------------------------
+
+class TextTask(Request):
+    model: StrictStr
+    text: StrictStr | list[StrictStr]
+
+
+class AnswerRequest(Request):
+    model: StrictStr
+    question: StrictStr
+    context: StrictStr
+
+
+class AttentionRequest(Request):
+    model: StrictStr
+    text: StrictStr
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
