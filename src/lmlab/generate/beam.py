@@ -43,12 +43,12 @@ class Hypothesis:
 
 def beam_search(model, prompts: Sequence[Sequence[int]], config: GenerationConfig,
                 stop_token_ids: Sequence[int] = (), decoder_start_id: int | None = None,
-                pad_id: int | None = None) -> list[Hypothesis]:
+                pad_id: int | None = None, vocab_limit: int | None = None) -> list[Hypothesis]:
     """The best hypothesis for each prompt (token ids; the source for an encoder–decoder)."""
     n = config.num_beams
     # DecodeLoop validates the prompts and works out each row's budget and start token.
     plan = DecodeLoop(model, prompts, config, [list(stop_token_ids)] * len(prompts),
-                      decoder_start_id=decoder_start_id, pad_id=pad_id)
+                      decoder_start_id=decoder_start_id, pad_id=pad_id, vocab_limit=vocab_limit)
     max_new = min(plan.budget)
     with torch.inference_mode():
         return _search(model, plan, n, max_new, config, set(stop_token_ids))
@@ -59,7 +59,7 @@ def _search(model, plan: DecodeLoop, n: int, max_new: int, config: GenerationCon
     rows = [p for p in plan.prompts for _ in range(n)]  # prompt i → rows i·n … i·n + n − 1
     stepper = Stepper(model, rows, max_new, plan.pad_id, plan.decoder_start_id)
     device = stepper.first_ids.device
-    sampler = Sampler([config.replace(temperature=0)] * (b * n), v, device)  # only the penalty applies
+    sampler = Sampler([config.replace(temperature=0)] * (b * n), v, device, plan.vocab_limit)  # penalty, limit
     sampler.observe(stepper.first_ids, stepper.first_mask)
     lp, early = config.length_penalty, config.early_stopping
     k = max(2, 1 + len(eos)) * n
@@ -134,7 +134,7 @@ def beam_search_text(model, tokenizer, prompts: list[str], config: GenerationCon
 
     ids = [encode_prompt(model, tokenizer, p) for p in prompts]
     stop_ids = _stop_ids(tokenizer, config)
-    hyps = beam_search(model, ids, config, stop_ids, pad_id=tokenizer.pad_id)
+    hyps = beam_search(model, ids, config, stop_ids, pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
     out = []
     for prompt_ids, h in zip(ids, hyps):
         tokens = h.token_ids

@@ -34,7 +34,10 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    try:
+        return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclass

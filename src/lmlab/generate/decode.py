@@ -45,10 +45,13 @@ class DecodeLoop:
     def __init__(self, model: Transformer, prompts: Sequence[Sequence[int]],
                  configs: GenerationConfig | Sequence[GenerationConfig] | None = None,
                  stop_token_ids: Sequence[Sequence[int]] | None = None,
-                 decoder_start_id: int | None = None, pad_id: int | None = None):
+                 decoder_start_id: int | None = None, pad_id: int | None = None,
+                 vocab_limit: int | None = None):
         """prompts: token ids per row (the source for an encoder–decoder); configs: one for all
-        rows or one per row; stop_token_ids: per row, overriding ``config.stop_token_ids``."""
+        rows or one per row; stop_token_ids: per row, overriding ``config.stop_token_ids``;
+        vocab_limit: the tokenizer's size, when the model's vocabulary is padded beyond it."""
         cfg = model.config
+        self.vocab_limit = vocab_limit
         if cfg.head not in ("clm", "seq2seq"):
             raise ConfigError(f"model head {cfg.head!r} does not predict tokens; generation needs a "
                               "decoder (head clm) or an encoder–decoder (head seq2seq)")
@@ -114,7 +117,8 @@ class DecodeLoop:
         # it is thread-wide state and must not leak into the consumer's code between steps.
         b = len(self.prompts)
         with torch.inference_mode():
-            sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device)
+            sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device,
+                              self.vocab_limit)
             self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
                                              self.decoder_start_id)
             sampler.observe(stepper.first_ids, stepper.first_mask)

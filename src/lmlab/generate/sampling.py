@@ -60,8 +60,13 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
 class Sampler:
     """Next-token choice for a batch whose rows carry their own `GenerationConfig`."""
 
-    def __init__(self, configs: list[GenerationConfig], vocab_size: int, device: torch.device | str = "cpu"):
+    def __init__(self, configs: list[GenerationConfig], vocab_size: int, device: torch.device | str = "cpu",
+                 vocab_limit: int | None = None):
+        """vocab_limit: ids ≥ it are never chosen (a model vocabulary padded beyond its tokenizer's)."""
         self.configs = configs
+        self.beyond = None
+        if vocab_limit is not None and vocab_limit < vocab_size:
+            self.beyond = torch.arange(vocab_size, device=device) >= vocab_limit  # [V]
         b = len(configs)
         col = lambda values, dtype: torch.tensor(values, dtype=dtype, device=device).view(b, 1)  # noqa: E731
         self.greedy = [c.greedy for c in configs]
@@ -89,6 +94,8 @@ class Sampler:
 
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """logits [B, V] (float32) → the processed logits whose softmax is sampled from."""
+        if self.beyond is not None:
+            logits = logits.masked_fill(self.beyond, float("-inf"))
         if self.use_penalty:
             logits = apply_repetition_penalty(logits, self.seen, self.penalty)
         if self.all_greedy:

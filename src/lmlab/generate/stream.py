@@ -130,7 +130,7 @@ class BatchStream:
         self.prompt_ids = [encode_prompt(model, tokenizer, p, add_special_tokens) for p in prompts]
         stop_ids = [_stop_ids(tokenizer, c) for c in configs]
         self.loop = DecodeLoop(model, self.prompt_ids, configs, stop_ids, decoder_start_id=decoder_start_id,
-                               pad_id=tokenizer.pad_id)
+                               pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
         self.stop_ids = [set(s) for s in stop_ids]
         specials = {i for i in tokenizer.special_ids.values() if i is not None}
         self.skip = [specials if c.skip_special_tokens else set() for c in configs]

@@ -132,3 +132,27 @@ def test_batched_text_equals_single(bpe):
     for p, c in zip(prompts, many):
         one = generate(model, bpe, p, cfg)
         assert (one.text, one.token_ids, one.finish_reason) == (c.text, c.token_ids, c.finish_reason)
+
+
+def test_model_vocabulary_padded_beyond_the_tokenizer_never_yields_unknown_ids(bpe):
+    """A model with more output rows than tokenizer ids (e.g. padded to a multiple of 64)."""
+    from lmlab.generate import GenerationConfig
+    from lmlab.generate.stream import stream_batch
+
+    from .conftest import tiny
+
+    model = tiny("gpt2", vocab_size=bpe.vocab_size + 37)
+    with torch.no_grad():  # make the padded rows the most likely ones
+        model.embed.tokens.weight[bpe.vocab_size:] *= 50
+    for seed in range(5):
+        events = list(stream_batch(model, bpe, ["hello"], GenerationConfig(max_new_tokens=12, temperature=1.5,
+                                                                           seed=seed)))
+        assert events[-1].finish_reason in ("stop", "length")
+
+
+def test_huge_integer_parameters_are_config_errors():
+    from lmlab.errors import ConfigError
+    from lmlab.generate import GenerationConfig
+
+    with pytest.raises(ConfigError, match="temperature"):
+        GenerationConfig(temperature=10**400)
