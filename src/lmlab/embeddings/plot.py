@@ -3,13 +3,8 @@
 PCA: the chosen rows, centred, projected on their top two right singular vectors (the axis
 labels give each component's share of the variance).
 
-Fonts: matplotlib's default DejaVu Sans has no CJK glyphs and would draw boxes ("tofu").
-Labels are drawn with a font list — DejaVu Sans, then the first installed CJK family of
-`CJK_FAMILIES` (or the ``font`` file given) — and matplotlib (≥ 3.6) falls back glyph by glyph.
-Before drawing, every label character is checked against the fonts' character maps; a
-character that no font covers is an error naming it and the fix (on Debian/Ubuntu
-``apt-get install fonts-wqy-microhei`` or ``fonts-noto-cjk``, or ``--font FILE``), never a
-silent box.
+Fonts: labels that may hold Chinese are drawn through `lmlab.viz.fonts` (DejaVu Sans, then a
+CJK family or the ``--font`` file; a character no font covers is an error naming the fix).
 """
 
 from __future__ import annotations
@@ -21,10 +16,7 @@ import numpy as np
 
 from lmlab.errors import DataError
 from lmlab.embeddings.vectors import WordVectors
-
-CJK_FAMILIES = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
-                "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback", "AR PL UMing CN",
-                "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Noto Sans CJK JP"]
+from lmlab.viz.fonts import plot_fonts
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,37 +30,6 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
         var = np.pad(var, (0, 2 - len(var)))
     return coords, var[:2]
-
-
-def label_fonts(font: str | None = None) -> list[tuple[str, str]]:
-    """(family, file) pairs to draw labels with: DejaVu Sans, then a CJK font if one exists."""
-    from matplotlib import font_manager
-
-    fm = font_manager.fontManager
-    chosen = [("DejaVu Sans", font_manager.findfont("DejaVu Sans"))]
-    if font:
-        path = Path(font)
-        if not path.is_file():
-            raise DataError(f"{path}: font file not found")
-        fm.addfont(str(path))
-        chosen.insert(0, (font_manager.FontProperties(fname=str(path)).get_name(), str(path)))
-        return chosen
-    by_name = {f.name: f.fname for f in fm.ttflist}
-    for family in CJK_FAMILIES:
-        if family in by_name:
-            chosen.append((family, by_name[family]))
-            break
-    return chosen
-
-
-def uncovered(text: str, font_files: list[str]) -> list[str]:
-    """Characters of `text` (other than spaces) that none of the font files has a glyph for."""
-    from matplotlib.ft2font import FT2Font
-
-    covered: set[int] = set()
-    for f in font_files:
-        covered |= set(FT2Font(f).get_charmap())
-    return sorted({ch for ch in text if not ch.isspace() and ord(ch) not in covered})
 
 
 def plot_vectors(directory: str, words: list[str] | None = None, out: str = "", top: int = 50,
@@ -89,14 +50,8 @@ def plot_vectors(directory: str, words: list[str] | None = None, out: str = "", 
                         + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""))
     if len(words) < 2:
         raise DataError("plot at least two words")
-    fonts = label_fonts(font)
-    bad = uncovered("".join(words), [f for _, f in fonts])
-    if bad:
-        raise DataError(f"no installed font has glyphs for {''.join(bad[:20])!r}; install a CJK font "
-                        "(Debian/Ubuntu: apt-get install fonts-wqy-microhei or fonts-noto-cjk) "
-                        "or pass --font FILE")
+    families = plot_fonts("".join(words), font)
     coords, var = pca_2d(wv.vectors[[wv.id(w) for w in words]])
-    families = [name for name, _ in fonts]
     fig, ax = plt.subplots(figsize=(8, 8), dpi=120)
     ax.scatter(coords[:, 0], coords[:, 1], s=12, color="tab:blue")
     for (x, y), w in zip(coords, words):

@@ -10,6 +10,7 @@ pytest.importorskip("matplotlib")
 from lmlab.embeddings import plot as P  # noqa: E402
 from lmlab.embeddings.vectors import WordVectors  # noqa: E402
 from lmlab.errors import DataError  # noqa: E402
+from lmlab.viz import fonts as F  # noqa: E402
 
 
 def test_pca_2d_matches_eigendecomposition():
@@ -23,7 +24,7 @@ def test_pca_2d_matches_eigendecomposition():
 
 
 def _cjk_font_or_skip():
-    fonts = P.label_fonts()
+    fonts = F.font_files()
     if len(fonts) < 2:
         pytest.skip("no CJK font installed (apt-get install fonts-wqy-microhei)")
     return fonts
@@ -38,7 +39,7 @@ def vec_dir(tmp_path):
 
 def test_plot_writes_png_with_cjk_labels_covered(vec_dir, tmp_path):
     fonts = _cjk_font_or_skip()
-    assert P.uncovered("北京上海king", [f for _, f in fonts]) == []
+    assert F.uncovered("北京上海king", [f for _, f in fonts]) == []
     directory, words = vec_dir
     msg = P.plot_vectors(str(directory), words, out=str(tmp_path / "p.png"))
     data = (tmp_path / "p.png").read_bytes()
@@ -46,7 +47,7 @@ def test_plot_writes_png_with_cjk_labels_covered(vec_dir, tmp_path):
 
 
 def test_missing_glyphs_are_an_error_not_tofu(vec_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "CJK_FAMILIES", [])  # as on a machine without CJK fonts
+    monkeypatch.setattr(F, "CJK_FAMILIES", [])  # as on a machine without CJK fonts
     directory, words = vec_dir
     with pytest.raises(DataError, match="fonts-wqy-microhei"):
         P.plot_vectors(str(directory), words, out=str(tmp_path / "p.png"))
