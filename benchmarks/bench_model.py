@@ -8,6 +8,9 @@ hits both alike; the figure is the ratio of median step times.
 
     python benchmarks/bench_model.py                       # 6 layers, d_model 384, seq 256, batch 8
     python benchmarks/bench_model.py --steps 5 --layers 2  # a quick look
+    # masked LM, lmlab bf16 vs Hugging Face's default fp32 (4 layers, d_model 256, seq 128, batch 16):
+    python benchmarks/bench_model.py --models encoder --layers 4 --d-model 256 --heads 4 --seq 128 \
+        --batch 16 --precisions bf16 --hf-precision fp32
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def step_fn(kind: str, side: str, model, ids, labels):
     return step
 
 
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def measure(a, kind: str, precision: str) -> dict:
     torch.manual_seed(0)
     vocab = a.vocab_gpt if kind == "decoder" else a.vocab_bert
@@ -79,19 +86,18 @@ def measure(a, kind: str, precision: str) -> dict:
     sides = {"hf": hf_model(kind, a).train(), "lmlab": lmlab_model(kind, a).train()}
     steps = {s: step_fn(kind, s, m, ids, labels) for s, m in sides.items()}
     times = {s: [] for s in sides}
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else \
-        (lambda: torch.autocast("cpu", enabled=False))
+    modes = {"hf": a.hf_precision or precision, "lmlab": precision}
     for r in range(a.warmup + a.steps):
         for s in (("hf", "lmlab") if r % 2 == 0 else ("lmlab", "hf")):
             sides[s].zero_grad(set_to_none=True)
             t = time.perf_counter()
-            with ctx():
+            with _autocast(modes[s]):
                 steps[s]()
             if r >= a.warmup:
                 times[s].append(time.perf_counter() - t)
     tokens = a.batch * a.seq
     hf_t, lm_t = statistics.median(times["hf"]), statistics.median(times["lmlab"])
-    return {"model": kind, "precision": precision, "hf_tokens_per_s": round(tokens / hf_t),
+    return {"model": kind, "precision": precision, "hf_precision": modes["hf"], "hf_tokens_per_s": round(tokens / hf_t),
             "lmlab_tokens_per_s": round(tokens / lm_t), "speedup": round(hf_t / lm_t, 3)}
 
 
@@ -109,6 +115,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", default="decoder,encoder")
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--hf-precision", default=None, help="Hugging Face's mode if not the same (e.g. fp32)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     import transformers
