@@ -155,6 +155,9 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
         extra["adapter.safetensors"] = lora_state(model)
         model = merge_lora(model)
     save_task_model(model, out_dir / "model", tok_dir, T, meta, cfg.task, run_config, extra)
+    for name, examples in (("train_data_report", train_ex), ("eval_data_report", eval_ex)):
+        if getattr(examples, "report", None):
+            summary[name] = examples.report
     summary.update(task=T.name, model=str(out_dir / "model"), train_examples=len(train_ex),
                    parameters=sum(p.numel() for p in model.parameters()), **notes)
     if eval_ex:
