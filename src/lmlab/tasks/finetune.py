@@ -51,8 +51,11 @@ class FinetuneConfig:
 
 def load_finetune_config(task, pretrained: bool, config: str | None, overrides) -> FinetuneConfig:
     base = {"train": {"select_metric": "val_" + task.select_metric, "select_mode": "max"}}
-    data = merge(merge(base, task.recipe(pretrained)), read_yaml(config) if config else {})
-    data = merge(data, parse_overrides(overrides))
+    user = merge(read_yaml(config) if config else {}, parse_overrides(overrides))
+    recipe = task.recipe(pretrained)
+    if "max_steps" in user.get("train", {}) and "epochs" not in user.get("task", {}):
+        recipe.get("task", {}).pop("epochs", None)  # a step budget the user gives beats the recipe's epochs
+    data = merge(merge(base, recipe), user)
     try:
         return from_dict(FinetuneConfig, data)
     except ConfigError as e:

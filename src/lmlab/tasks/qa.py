@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lmlab.errors import DataError
+from lmlab.errors import ConfigError, DataError
 from lmlab.evaluation.span import span_scores
 from lmlab.evaluation.text import has_cjk
 from lmlab.tasks.records import dataset_spec
@@ -129,6 +129,9 @@ class QuestionAnswering(Task):
         room = cfg.max_length - len(q_ids) - 3
         if room < 8:
             raise DataError(f"question {example.id}: task.max_length={cfg.max_length} leaves no room for the context")
+        if cfg.stride >= room:
+            raise ConfigError(f"task.stride={cfg.stride} must be smaller than the context room of a window "
+                              f"({room} tokens at task.max_length={cfg.max_length}); lower it")
         span = None
         if training:
             a = example.answers[0]
