@@ -13,6 +13,7 @@ averages otherwise; ``f1_macro`` etc. are always present.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,7 +89,9 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: Sequence[str], out_pn
             ax.text(p, g, str(matrix[g][p]), ha="center", va="center",
                     color="white" if matrix[g][p] > top / 2 else "black")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png)
+    with warnings.catch_warnings():  # labels in scripts the installed fonts lack still get their cells
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        fig.savefig(out_png)
     plt.close(fig)
     return Path(out_png)

@@ -113,7 +113,6 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
              out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
              data_root: str | None = None) -> dict:
     """Fine-tune (or train from scratch) a task model; see the module docstring."""
-    from lmlab.model.pretrained import load_state
     from lmlab.tasks.lora import apply_lora, lora_state, merge_lora
     from lmlab.tasks.task import EpochSource, in_batches, save_task_model
     from lmlab.train.loop import Trainer
@@ -133,6 +132,11 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     features = T.features(train_ex, tok, meta, cfg.task)
     eval_features = T.features(eval_ex, tok, meta, cfg.task) if eval_ex else []
     if cfg.lora.rank:
+        from lmlab.train.checkpoint import latest_checkpoint
+
+        if cfg.train.resume != "never" and latest_checkpoint(out_dir / "checkpoints") is not None:
+            raise ConfigError(f"{out_dir}: holds checkpoints, and a LoRA run cannot resume from them (its "
+                              "checkpoints carry adapter tensors); use a new --out or --train.resume=never")
         notes["lora"] = apply_lora(model, cfg.lora)
     if cfg.task.epochs:
         per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
@@ -152,7 +156,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     summary = trainer.fit()
     model = trainer.model.cpu()
     if trainer.best is not None and (out_dir / "best" / "model.safetensors").exists():
-        load_state(model, load_tensors(out_dir / "best" / "model.safetensors"), str(out_dir / "best"))
+        model.load_state_dict(load_tensors(out_dir / "best" / "model.safetensors"), strict=True)  # same modules
     extra = {}
     if cfg.lora.rank:
         extra["adapter.safetensors"] = lora_state(model)
