@@ -146,7 +146,7 @@ class QuestionAnswering(Task):
             end = min(begin + room, len(ids))
             f = {"input_ids": head + ids[begin:end] + [sep],
                  "token_type_ids": [0] * len(head) + [1] * (end - begin + 1),
-                 "offset": len(head), "begin": begin, "end": end}
+                 "offset": len(head), "begin": begin, "stop": end}  # context tokens [begin, stop)
             if training:
                 inside_window = begin <= span[0] and span[1] < end
                 f["start"] = span[0] - begin + len(head) if inside_window else 0
@@ -182,7 +182,7 @@ class QuestionAnswering(Task):
         for chunk in in_batches(windows, cfg.predict_batch_size):
             logits = model(**encoder_inputs([f for _, f, _ in chunk], pad_id_of(tok), 2)).logits.float()  # [B, T, 2]
             for (i, f, offsets), lg in zip(chunk, logits):
-                lo, hi = f["offset"], f["offset"] + f["end"] - f["begin"]  # context token positions
+                lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
                 start, end = lg[lo:hi, 0], lg[lo:hi, 1]
                 p_start, p_end = torch.softmax(start, 0), torch.softmax(end, 0)
                 k = min(TOP_K, hi - lo)
