@@ -51,11 +51,14 @@ class FinetuneConfig:
 
 def load_finetune_config(task, pretrained: bool, config: str | None, overrides) -> FinetuneConfig:
     base = {"train": {"select_metric": "val_" + task.select_metric, "select_mode": "max"}}
-    user = merge(read_yaml(config) if config else {}, parse_overrides(overrides))
-    recipe = task.recipe(pretrained)
-    if "max_steps" in user.get("train", {}) and "epochs" not in user.get("task", {}):
-        recipe.get("task", {}).pop("epochs", None)  # a step budget the user gives beats the recipe's epochs
-    data = merge(merge(base, recipe), user)
+    layers = [base, task.recipe(pretrained), read_yaml(config) if config else {}, parse_overrides(overrides)]
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = merge(data, layer)
+    # epochs and max_steps both set the length of the run: the later layer wins
+    last = lambda section, key: max((i for i, lay in enumerate(layers) if key in lay.get(section, {})), default=-1)  # noqa: E731
+    if last("train", "max_steps") > last("task", "epochs"):
+        data.setdefault("task", {})["epochs"] = 0.0
     try:
         return from_dict(FinetuneConfig, data)
     except ConfigError as e:

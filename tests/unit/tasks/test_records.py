@@ -49,3 +49,15 @@ def test_dataset_spec(tmp_path):
     assert dataset_spec(str(tmp_path / "x.csv")) is None
     with pytest.raises(DataError, match="unknown dataset for sentiment"):
         TASK.read("imdb:train", TaskConfig())
+
+
+@pytest.mark.parametrize("recipe", sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs" /
+                                           "finetune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_recipes_load(recipe):
+    from lmlab.tasks import get_task
+    from lmlab.tasks.finetune import load_finetune_config
+
+    task = {"sst2": "sentiment", "chnsenticorp": "sentiment", "cmrc2018": "qa", "squad": "qa",
+            "dialogsum": "summarization", "csl": "summarization"}.get(recipe.stem, "translation")
+    cfg = load_finetune_config(get_task(task), True, str(recipe), ["--train.max_steps=7"])
+    assert cfg.train.max_steps == 7 and cfg.task.epochs == 0  # an explicit step budget beats the epochs
