@@ -29,7 +29,7 @@ import torch
 from lmlab.errors import DataError
 from lmlab.evaluation.classification import classification_report
 from lmlab.tasks.records import LABEL_COLUMNS, TEXT_COLUMNS, cell, dataset_spec, pick_column, read_records
-from lmlab.tasks.task import EpochSource, Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, wrap_single  # noqa: F401
+from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, wrap_single
 from lmlab.train.objectives import Prepared
 
 NAMED = {"sst2": ("sst2", ["negative", "positive"]), "chnsenticorp": ("chnsenticorp", ["negative", "positive"])}

@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from lmlab.errors import ConfigError, DataError
 from lmlab.tasks.records import cell, pick_column, read_records
 from lmlab.tasks.task import Task, TaskConfig, in_batches, pad, pad_id_of

@@ -1,7 +1,6 @@
 """Summarisation and translation: teacher forcing, readers, and a tiny model that learns."""
 
 import pytest
-import torch
 
 import lmlab
 from lmlab.errors import DataError
