@@ -157,6 +157,8 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
                                 "train": _fingerprint(T.texts(train_ex)), "init": init,
                                 "lora": to_dict(cfg.lora)})
     summary = trainer.fit()
+    if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet
+        return {**summary, "task": T.name, "resume": f"run the same command again to continue from {out_dir}"}
     model = trainer.model.cpu()
     if trainer.best is not None and (out_dir / "best" / "model.safetensors").exists():
         model.load_state_dict(load_tensors(out_dir / "best" / "model.safetensors"), strict=True)  # same modules

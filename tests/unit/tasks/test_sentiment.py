@@ -124,3 +124,23 @@ def test_resume_continues_the_run(tmp_path):
                                                      "--train.save_every_steps=5", "--optim.schedule=constant"))
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert s["steps"] == 20 and [r["step"] for r in rows if "val_accuracy" in r] == [5, 10, 15, 20]
+
+
+def test_preempted_run_writes_no_final_model_then_resumes(tmp_path, monkeypatch):
+    from lmlab.train.loop import Trainer
+
+    original = Trainer.train_step
+
+    def preempt_at_5(self):
+        out = original(self)
+        if self.step + 1 == 5:
+            self._stop_requested = True  # as SIGTERM does
+        return out
+    monkeypatch.setattr(Trainer, "train_step", preempt_at_5)
+    args = dict(train=str(FIX / "sentiment_train.csv"), eval=str(FIX / "sentiment_dev.csv"), out=str(tmp_path / "r"),
+                overrides=tiny("--train.max_steps=10", "--train.eval_every_steps=5"))
+    s = finetune("sentiment", **args)
+    assert s["preempted"] and s["steps"] == 5 and not (tmp_path / "r" / "model").exists()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    s = finetune("sentiment", **args)
+    assert s["steps"] == 10 and (tmp_path / "r" / "model" / "task.json").exists()
