@@ -144,3 +144,20 @@ def test_preempted_run_writes_no_final_model_then_resumes(tmp_path, monkeypatch)
     monkeypatch.setattr(Trainer, "train_step", original)
     s = finetune("sentiment", **args)
     assert s["steps"] == 10 and (tmp_path / "r" / "model" / "task.json").exists()
+
+
+def test_decoder_classifier_from_a_gpt_model(tmp_path):
+    """A causal LM (byte-level BPE, no [CLS]) classifies from its last real token."""
+    from lmlab.model import Transformer, preset, save_model
+    from lmlab.tokenizer.train import train_tokenizer
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
+    train_tokenizer([str(FIX / "sentiment_train.csv")], tmp_path / "tok", kind="bpe", vocab_size=300)
+    tok = Tokenizer.load(tmp_path / "tok")
+    gpt = Transformer(preset("gpt2-tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+                             max_seq_len=64, pad_token_id=tok.pad_id))
+    save_model(gpt, tmp_path / "gpt", tokenizer_dir=tmp_path / "tok")
+    s = finetune("sentiment", str(FIX / "sentiment_train.csv"), str(FIX / "sentiment_dev.csv"),
+                 init=str(tmp_path / "gpt"), out=str(tmp_path / "ft"),
+                 overrides=tiny("--train.max_steps=60", "--train.eval_every_steps=30", "--task.max_length=64"))
+    assert s["new_tensors"] == ["head.out.bias", "head.out.weight"] and s["eval"]["accuracy"] >= 0.75
