@@ -162,11 +162,12 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     model = trainer.model.cpu()
     if trainer.best is not None and (out_dir / "best" / "model.safetensors").exists():
         model.load_state_dict(load_tensors(out_dir / "best" / "model.safetensors"), strict=True)  # same modules
-    extra = {}
+    extra, info = {}, {}
     if cfg.lora.rank:
         extra["adapter.safetensors"] = lora_state(model)
+        info["lora"] = {**to_dict(cfg.lora), "base": notes.get("init")}
         model = merge_lora(model)
-    save_task_model(model, out_dir / "model", tok_dir, T, meta, cfg.task, run_config, extra)
+    save_task_model(model, out_dir / "model", tok_dir, T, meta, cfg.task, run_config, extra, info)
     for name, examples in (("train_data_report", train_ex), ("eval_data_report", eval_ex)):
         if getattr(examples, "report", None):
             summary[name] = examples.report

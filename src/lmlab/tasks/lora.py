@@ -5,7 +5,8 @@
 W₀ is frozen; only A, B (and the new task head and pooler) are trained. After training the
 update is merged, W = W₀ + (α/r)·B·A, so the served model has no extra cost and is a plain
 lmlab model directory; the adapter (A, B and the trained head) is also saved on its own as
-``adapter.safetensors`` next to it.
+``adapter.safetensors`` next to it, with its `LoRAConfig` and base model in ``task.json``
+(``"lora"``); `attach_adapter` puts it back on the base model.
 
 Why not ``peft``: peft wraps Hugging Face ``PreTrainedModel`` classes and targets modules by
 their HF names; lmlab's Transformer is not one, and the whole method is the 40 lines below.
@@ -105,6 +106,22 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig) -> dict:
 def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter: every trainable tensor (A, B, and the fully trained head/pooler)."""
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def attach_adapter(model: nn.Module, adapter: dict[str, torch.Tensor], cfg: LoRAConfig) -> nn.Module:
+    """The inverse of saving: wrap `model` (the base, with the task head) as in training and load
+    the adapter's tensors; `merge_lora` then gives the fine-tuned model."""
+    apply_lora(model, cfg)
+    own = dict(model.named_parameters())
+    missing = sorted(set(adapter) - set(own))
+    if missing:
+        raise ValueError(f"adapter tensors {missing[:5]} have no place in this model (another base or lora.targets?)")
+    with torch.no_grad():
+        for name, tensor in adapter.items():
+            if own[name].shape != tensor.shape:
+                raise ValueError(f"adapter tensor {name}: shape {tuple(tensor.shape)} vs {tuple(own[name].shape)}")
+            own[name].copy_(tensor)
+    return model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

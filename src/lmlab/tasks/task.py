@@ -284,7 +284,8 @@ def model_from_init(init_dir: Path, fields: dict[str, Any]):
 
 
 def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta: dict, cfg: TaskConfig,
-                    stage_config: Any, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+                    stage_config: Any, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+                    extra_info: dict[str, Any] | None = None) -> Path:
     """An lmlab model directory + tokenizer/ + task.json (+ e.g. adapter.safetensors)."""
     with ArtifactWriter(out_dir, kind=MODEL_KIND, config=stage_config, overwrite=True) as w:
         write_json(w.path / "model.json", to_dict(model.config))
@@ -292,7 +293,7 @@ def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta:
                      metadata={"format": "pt"})
         shutil.copytree(tokenizer_dir, w.path / "tokenizer",
                         ignore=shutil.ignore_patterns(".lock"))
-        write_json(w.path / TASK_FILE, {"task": task.name, "meta": meta, "config": to_dict(cfg)})
+        write_json(w.path / TASK_FILE, {"task": task.name, "meta": meta, "config": to_dict(cfg), **(extra_info or {})})
         for name, tensors in (extra_tensors or {}).items():
             save_tensors(tensors, w.path / name)
     return out_dir

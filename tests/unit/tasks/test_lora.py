@@ -62,3 +62,25 @@ def test_finetune_with_lora(tmp_path):
     with pytest.raises(ConfigError, match="LoRA run cannot resume"):
         finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(out),
                  overrides=tiny("--train.max_steps=40", "--lora.rank=4"))
+
+
+def test_adapter_on_its_base_equals_the_merged_model(tmp_path):
+    import json
+
+    from lmlab.model import load_model
+    from lmlab.tasks.lora import attach_adapter
+    from lmlab.tasks.task import model_from_init
+
+    first = tmp_path / "first"  # a from-scratch run gives a base with a tokenizer
+    finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(first), overrides=tiny("--train.max_steps=2"))
+    out = tmp_path / "lora"
+    finetune("sentiment", str(FIX / "sentiment_train.csv"), init=str(first / "model"), out=str(out),
+             overrides=tiny("--train.max_steps=20", "--lora.rank=4", "--optim.lr=1e-2"))
+    info = json.loads((out / "model" / "task.json").read_text())["lora"]
+    assert info["base"] == str(first / "model") and info["rank"] == 4
+    rebuilt, _ = model_from_init(first / "model", {"head": "classification", "n_labels": 2})
+    attach_adapter(rebuilt, load_tensors(out / "model" / "adapter.safetensors"),
+                   LoRAConfig(**{k: v for k, v in info.items() if k != "base"}))
+    merged = merge_lora(rebuilt).eval()
+    ids = torch.randint(5, 150, (3, 11))
+    assert torch.allclose(merged(ids).logits, load_model(out / "model")(ids).logits, atol=1e-5)
