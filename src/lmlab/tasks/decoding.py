@@ -29,19 +29,21 @@ def generate_ids(model, src: torch.Tensor, src_mask: torch.Tensor, bos: int, eos
                  num_beams: int = 1, length_penalty: float = 1.0) -> list[list[int]]:
     """src [B, S] → for each example the generated ids (without BOS and EOS)."""
     model.eval()
+    device = next(model.parameters()).device
+    src, src_mask = src.to(device), src_mask.to(device)
     b = src.size(0)
     max_new_tokens = min(max_new_tokens, model.config.max_seq_len)
     if num_beams > 1:
         src, src_mask = src.repeat_interleave(num_beams, 0), src_mask.repeat_interleave(num_beams, 0)
     memory, _ = model.encode(src, src_mask)  # [N, S, C]
     n_rows = src.size(0)
-    cache = KVCache.for_model(model.config, n_rows, max_len=max_new_tokens, dtype=memory.dtype)
-    tokens = torch.full((n_rows, 1), bos, dtype=torch.long)
+    cache = KVCache.for_model(model.config, n_rows, max_len=max_new_tokens, dtype=memory.dtype, device=device)
+    tokens = torch.full((n_rows, 1), bos, dtype=torch.long, device=device)
     if num_beams == 1:
         done = torch.zeros(b, dtype=torch.bool)
         out: list[list[int]] = [[] for _ in range(b)]
         for _ in range(max_new_tokens):
-            nxt = _step(model, src, src_mask, memory, tokens, cache).argmax(-1)  # [B]
+            nxt = _step(model, src, src_mask, memory, tokens, cache).argmax(-1).cpu()  # [B]
             for i in range(b):
                 if not done[i]:
                     if int(nxt[i]) == eos:
@@ -50,7 +52,7 @@ def generate_ids(model, src: torch.Tensor, src_mask: torch.Tensor, bos: int, eos
                         out[i].append(int(nxt[i]))
             if bool(done.all()):
                 break
-            tokens = nxt[:, None]
+            tokens = nxt[:, None].to(device)
         return out
 
     k = num_beams
@@ -60,7 +62,7 @@ def generate_ids(model, src: torch.Tensor, src_mask: torch.Tensor, bos: int, eos
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     active = [True] * b
     for step in range(max_new_tokens):
-        logp = _step(model, src, src_mask, memory, tokens, cache)  # [B·k, V]
+        logp = _step(model, src, src_mask, memory, tokens, cache).cpu()  # [B·k, V]
         vocab = logp.size(-1)
         cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
         top_scores, top_idx = cand.topk(2 * k, dim=-1)  # [B, 2k]
@@ -92,13 +94,13 @@ def generate_ids(model, src: torch.Tensor, src_mask: torch.Tensor, bos: int, eos
                 new_seqs.append(seqs[i * k])
         if not any(active):
             break
-        index = torch.tensor(rows)
+        index = torch.tensor(rows, device=device)
         for layer in range(len(cache.k)):
             cache.k[layer] = cache.k[layer].index_select(0, index)
             cache.v[layer] = cache.v[layer].index_select(0, index)
         scores = torch.tensor(new_scores).view(b, k)
         seqs = new_seqs
-        tokens = torch.tensor(new_tokens)[:, None]
+        tokens = torch.tensor(new_tokens, device=device)[:, None]
     results = []
     for i in range(b):
         pool = list(finished[i])

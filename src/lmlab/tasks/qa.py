@@ -35,7 +35,7 @@ from lmlab.errors import ConfigError, DataError
 from lmlab.evaluation.span import span_scores
 from lmlab.evaluation.text import has_cjk
 from lmlab.tasks.records import dataset_spec
-from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of
+from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, to_model
 from lmlab.train.objectives import Prepared
 
 MAX_QUESTION_TOKENS = 64
@@ -180,7 +180,8 @@ class QuestionAnswering(Task):
                 windows.append((i, f, enc.offsets))
         best: list[dict | None] = [None] * len(examples)
         for chunk in in_batches(windows, cfg.predict_batch_size):
-            logits = model(**encoder_inputs([f for _, f, _ in chunk], pad_id_of(tok), 2)).logits.float()  # [B, T, 2]
+            logits = model(**to_model(model, encoder_inputs([f for _, f, _ in chunk], pad_id_of(tok), 2))).logits
+            logits = logits.float().cpu()  # [B, T, 2]
             for (i, f, offsets), lg in zip(chunk, logits):
                 lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
                 start, end = lg[lo:hi, 0], lg[lo:hi, 1]

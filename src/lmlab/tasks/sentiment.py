@@ -29,7 +29,7 @@ import torch
 from lmlab.errors import DataError
 from lmlab.evaluation.classification import classification_report
 from lmlab.tasks.records import LABEL_COLUMNS, TEXT_COLUMNS, cell, dataset_spec, pick_column, read_records
-from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, wrap_single
+from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, to_model, wrap_single
 from lmlab.train.objectives import Prepared
 
 NAMED = {"sst2": ("sst2", ["negative", "positive"]), "chnsenticorp": ("chnsenticorp", ["negative", "positive"])}
@@ -131,8 +131,8 @@ class Sentiment(Task):
         model.eval()
         out = []
         for batch in in_batches(features, cfg.predict_batch_size):
-            logits = model(**encoder_inputs(batch, pad_id_of(tok), model.config.type_vocab_size)).logits
-            out.append(torch.softmax(logits.float(), -1))
+            logits = model(**to_model(model, encoder_inputs(batch, pad_id_of(tok), model.config.type_vocab_size))).logits
+            out.append(torch.softmax(logits.float(), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, model.config.n_labels)
 
     def evaluate(self, model, tok, meta, cfg, examples):

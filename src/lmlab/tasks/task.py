@@ -157,6 +157,12 @@ def encoder_inputs(batch: list[dict], pad_id: int, type_vocab: int) -> dict[str,
     return out
 
 
+def to_model(model, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inputs onto the model's device (evaluation inside training may run on a GPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
 def pad_id_of(tok) -> int:
     return tok.pad_id if tok.pad_id is not None else 0
 
