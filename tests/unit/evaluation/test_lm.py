@@ -69,6 +69,10 @@ def test_evaluate_lm_command(tmp_path):
     assert r["scored_tokens"] == len("the lazy dog jumps\n") - 1 and r["bytes"] == r["scored_tokens"]
     assert r["bits_per_byte"] == pytest.approx(math.log2(r["perplexity"]))  # char tokenizer: 1 byte/token
     assert 1 < r["perplexity"] < 3 * v  # untrained: near uniform
+    from lmlab.tasks.evaluate import evaluate_task  # the `lmlab evaluate lm` row
+    written = evaluate_task("lm", str(tmp_path / "m"), str(tmp_path / "eval.txt"))
+    assert written["written"] == str(tmp_path / "eval" / "lm-eval.txt.json")
+    assert written["perplexity"] == pytest.approx(r["perplexity"])
 
 
 def test_wrong_model_kind(tmp_path):
