@@ -6,3 +6,10 @@ Face interoperability. ``config`` and ``artifacts`` are the two layers every sta
 """
 
 __version__ = "0.1.0"
+
+
+def pipeline(task: str, model_dir, overrides=()):
+    """A fine-tuned task model, ready to call: ``lmlab.pipeline("sentiment", DIR)(texts)``."""
+    from lmlab.tasks.pipeline import pipeline as _pipeline
+
+    return _pipeline(task, model_dir, overrides)

@@ -33,6 +33,7 @@ class QAExample:
 
 
 LAST_STATS: dict[str, int] = {}
+LAST_DROPPED_IDS: list[str] = []  # question ids of the answers dropped by the last read
 
 
 def read_squad_json(path: Path) -> list[QAExample]:
@@ -42,6 +43,7 @@ def read_squad_json(path: Path) -> list[QAExample]:
         raise DataError(f"{path}: not SQuAD-format JSON with a top-level 'data' list ({e})") from None
     out: list[QAExample] = []
     stats = {"questions": 0, "dropped_answers": 0, "dropped_questions": 0}
+    dropped_ids: list[str] = []
     for article in data:
         title = article.get("title", "")
         for para in article.get("paragraphs", []):
@@ -62,12 +64,14 @@ def read_squad_json(path: Path) -> list[QAExample]:
                         answers.append(Answer(text, start))
                     else:
                         stats["dropped_answers"] += 1
+                        dropped_ids.append(str(qid))
                 if not answers:
                     stats["dropped_questions"] += 1
                     continue
                 out.append(QAExample(qid, title, context, qa["question"], answers))
     LAST_STATS.clear()
     LAST_STATS.update(stats)
+    LAST_DROPPED_IDS[:] = dropped_ids
     return out
 
 

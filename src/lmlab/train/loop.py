@@ -10,6 +10,10 @@ One optimizer step:
     3. all-reduce the loss; clip the global gradient norm
     4. guard: a non-finite loss or norm skips the step or stops the run
     5. AdamW step; log; evaluate every `eval_every_steps`; checkpoint every `save_every_steps`
+Evaluation is the validation loss plus, for fine-tuning, whatever an `eval_hook` returns (task
+metrics such as val_accuracy). With `select_metric` set, the best weights by that metric are
+kept in ``OUT/best`` (an lmlab model directory) and `patience` evaluations without improvement
+stop the run early (after a checkpoint, so a resumed run stops at the same place).
 Exact resume: the batch at index g is a pure function of (seed, g), and checkpoints restore
 model, optimizer, scaler and RNG states, so a resumed run reproduces the uninterrupted one
 bit for bit on CPU.
@@ -62,12 +66,18 @@ class TrainConfig:
     device: str = "auto"
     peak_flops: float = 0.0  # FLOP/s of the device for MFU; 0 = measured with a short GEMM
     progress: bool = True
+    select_metric: str = ""  # an evaluation metric (e.g. val_accuracy, val_loss): best weights → OUT/best
+    select_mode: Literal["max", "min"] = "max"  # whether larger or smaller select_metric is better
+    patience: int = 0  # evaluations without improvement of select_metric before stopping; 0 = never
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every_steps", "eval_batches",
                      "save_every_steps", "log_every_steps", "max_consecutive_bad"):
             check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
         check(self.keep_last >= 0, "train.keep_last", "must be >= 0")
+        check(self.patience >= 0, "train.patience", "must be >= 0")
+        check(not self.patience or bool(self.select_metric), "train.patience",
+              "early stopping needs train.select_metric (e.g. val_loss or a task metric)")
 
 
 def cpu_has_bf16() -> bool:
@@ -106,8 +116,10 @@ class Trainer:
     def __init__(self, model, objective, source, cfg: TrainConfig, optim: OptimConfig, out: Path,
                  eval_batches: Callable[[], Iterable[Any]] | None = None, run_config: Any = None,
                  bytes_per_token: float | None = None, flops_per_token: float | None = None,
-                 identity: dict[str, Any] | None = None):
-        """identity: what a checkpoint must agree with to be resumed here (data, tokenizer, objective)."""
+                 identity: dict[str, Any] | None = None,
+                 eval_hook: Callable[[], dict[str, float]] | None = None):
+        """identity: what a checkpoint must agree with to be resumed here (data, tokenizer, objective).
+        eval_hook: called at each evaluation (model in eval mode, no grad); its metrics join val_loss."""
         self.cfg, self.optim_cfg, self.out = cfg, optim, Path(out)
         self.ctx = D.setup(cfg.device)
         if cfg.threads:
@@ -116,6 +128,9 @@ class Trainer:
         self.objective, self.source, self.eval_batches = objective, source, eval_batches
         self.run_config, self.bytes_per_token, self.flops_per_token = run_config, bytes_per_token, flops_per_token
         self.identity = identity or {}
+        self.eval_hook = eval_hook
+        self.best: dict[str, Any] | None = None  # {"metric", "value", "step", "bad_evals"}
+        self._early_stop = False
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
@@ -186,11 +201,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        if self.eval_batches is None:
+        if self.eval_batches is None and self.eval_hook is None:
             return {}
         self.model.eval()
         total, count = 0.0, 0
-        for i, batch in enumerate(self.eval_batches()):
+        for i, batch in enumerate(self.eval_batches() if self.eval_batches is not None else []):
             if i >= self.cfg.eval_batches:
                 break
             p = self.objective.prepare(batch, EVAL_INDEX + i)  # fixed masks, disjoint from training
@@ -198,21 +213,57 @@ class Trainer:
                 loss = self.model(**self._to_device(p.inputs)).loss.float().item()
             total += loss * p.n_targets
             count += p.n_targets
+        out: dict[str, float] = {}
+        if count:
+            val = total / count
+            out = {"val_loss": val, "val_perplexity": math.exp(min(val, 700))}
+            if self.bytes_per_token:
+                out["val_bits_per_byte"] = val / math.log(2) / self.bytes_per_token
+        if self.eval_hook is not None:
+            out.update(self.eval_hook())
         self.model.train()
-        if count == 0:
-            return {}
-        val = total / count
-        out = {"val_loss": val, "val_perplexity": math.exp(min(val, 700))}
-        if self.bytes_per_token:
-            out["val_bits_per_byte"] = val / math.log(2) / self.bytes_per_token
         return out
+
+    def _evaluate_and_select(self) -> dict[str, float]:
+        """Evaluate; keep the best weights by `select_metric`; count evaluations without progress."""
+        metrics = self.evaluate()
+        name = self.cfg.select_metric
+        if not name or not metrics:
+            return metrics
+        if name not in metrics:
+            raise ConfigError(f"train.select_metric={name!r} is not an evaluation metric; "
+                              f"this run reports {', '.join(sorted(metrics))}")
+        value = float(metrics[name])
+        sign = 1.0 if self.cfg.select_mode == "max" else -1.0
+        if self.best is None or sign * value > sign * self.best["value"]:
+            self.best = {"metric": name, "value": value, "step": self.step, "bad_evals": 0}
+            self._save_best()
+        else:
+            self.best["bad_evals"] += 1
+            self._early_stop = bool(self.cfg.patience) and self.best["bad_evals"] >= self.cfg.patience
+        return {**metrics, "best_step": self.best["step"]}
+
+    def _save_best(self) -> None:
+        """OUT/best: the current weights as an lmlab model directory (atomic, replaced)."""
+        from lmlab.artifacts import ArtifactWriter, save_tensors, write_json
+        from lmlab.config import to_dict
+        from lmlab.model.pretrained import MODEL_KIND
+
+        model_state, _ = full_state(self.model, self.optimizer)  # collective under FSDP
+        if self.ctx.is_main:
+            with ArtifactWriter(self.out / "best", kind=MODEL_KIND, config=self.run_config, overwrite=True) as w:
+                write_json(w.path / "model.json", to_dict(self.model.config))
+                save_tensors({k: v.detach().cpu() for k, v in model_state.items()}, w.path / "model.safetensors",
+                             metadata={"format": "pt"})
+                write_json(w.path / "best.json", self.best)
+        D.barrier(self.ctx)
 
     def save(self) -> None:
         model_state, optim_state = full_state(self.model, self.optimizer)  # collective under FSDP
         D.barrier(self.ctx)
         if self.ctx.is_main:
             trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
-                             "guard": self.guard.state_dict(), "identity": self.identity}
+                             "guard": self.guard.state_dict(), "identity": self.identity, "best": self.best}
             path = save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state,
                                    optim_state, self.scaler, trainer_state, self.run_config)
             apply_retention(self.out / "checkpoints", self.cfg.keep_last)
@@ -237,6 +288,9 @@ class Trainer:
                 "resume with the same data and objective, or use another --out")
         self.elapsed, self.tokens_seen = trainer["elapsed_s"], trainer["tokens_seen"]
         self.guard.load_state_dict(trainer["guard"])
+        self.best = trainer.get("best")
+        if self.best and self.cfg.patience:
+            self._early_stop = self.best["bad_evals"] >= self.cfg.patience
         self.last_checkpoint = str(path)
         self.metrics.truncate_after(self.step)
 
@@ -268,7 +322,7 @@ class Trainer:
         self.model.train()
         last = {}
         window_tokens, window_time = 0, 0.0
-        while self.step < cfg.max_steps:
+        while self.step < cfg.max_steps and not self._early_stop:
             t0 = time.perf_counter()
             tokens_before = self.tokens_seen
             row = self.train_step()
@@ -285,7 +339,7 @@ class Trainer:
                     row["mfu"] = round(tps * self.flops_per_token / peak, 4)
                 window_tokens, window_time = 0, 0.0
                 if self.step % cfg.eval_every_steps == 0 or self.step == cfg.max_steps:
-                    row.update(self.evaluate())
+                    row.update(self._evaluate_and_select())
                 self.metrics.write(row)
                 last = row
                 if bar is not None:
@@ -293,19 +347,21 @@ class Trainer:
                                      if k in row}, refresh=False)
             elif self.step % cfg.eval_every_steps == 0:
                 self.metrics.write({"step": self.step, "elapsed_s": round(self.elapsed, 3), **row,
-                                    **self.evaluate()})
+                                    **self._evaluate_and_select()})
             if bar is not None:
                 bar.update(1)
-            due = self.step % cfg.save_every_steps == 0 or self.step == cfg.max_steps or self._stop_requested
+            due = (self.step % cfg.save_every_steps == 0 or self.step == cfg.max_steps or self._stop_requested
+                   or self._early_stop)
             if due and self.guard.consecutive == 0:  # never checkpoint in the middle of a bad streak
                 self.save()
-            if self._stop_requested:
+            if self._stop_requested or self._early_stop:
                 break
         if bar is not None:
             bar.close()
         return {"steps": self.step, "elapsed_s": round(self.elapsed, 2), "tokens": self.tokens_seen,
                 "precision": self.precision, "skipped_steps": self.guard.skipped_steps,
                 "last_checkpoint": self.last_checkpoint, "preempted": self._stop_requested,
+                "early_stopped": self._early_stop, "best": self.best,
                 **{k: last[k] for k in ("train_loss", "val_loss", "val_perplexity", "val_bits_per_byte",
                                         "tokens_per_s", "mfu") if k in last}}
 

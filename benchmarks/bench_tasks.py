@@ -1,0 +1,128 @@
+"""The four applications against the issue's targets: pretraining (where a recipe needs it),
+fine-tuning, evaluation on the development splits, one table.
+
+    python benchmarks/bench_tasks.py                   # every benchmark, full recipes (hours on 2 CPU cores)
+    python benchmarks/bench_tasks.py sst2 cmrc2018     # some of them
+    python benchmarks/bench_tasks.py sst2 --short 3000 # cap every run at 3000 optimizer steps (a smoke figure)
+    python benchmarks/bench_tasks.py --list
+
+Each benchmark is a chain of CLI calls (printed before it runs, so it can be reproduced by
+hand); a finished stage is reused (pretraining is shared by sst2/squad and by
+chnsenticorp/cmrc2018). The data come from $LMLAB_DATA. Results: out/bench-tasks/results.json
+and a Markdown table on stdout, with the wall time of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "out" / "bench-tasks"
+
+# name: (task, train, eval, pretrain recipe or None, finetune recipe, extra overrides, metric, target)
+BENCHES = {
+    "sst2": ("sentiment", "sst2:train", "sst2:dev", "en-bert", "sst2", [], "accuracy", 0.86),
+    "chnsenticorp": ("sentiment", "chnsenticorp:train", "chnsenticorp:dev", "zh-bert", "chnsenticorp", [],
+                     "accuracy", 0.90),
+    "cmrc2018": ("qa", "cmrc2018:train", "cmrc2018:trial", "zh-bert", "cmrc2018", [], "f1", 55.0),
+    "squad": ("qa", "squad:dev:0-29", "squad:dev:30-37", "en-bert", "squad", [], "f1", 40.0),
+    "multi30k-en-de": ("translation", "multi30k:train", "multi30k:val", None, "multi30k",
+                       ["--task.direction=en-de"], "bleu", 28.0),
+    "multi30k-de-en": ("translation", "multi30k:train", "multi30k:val", None, "multi30k",
+                       ["--task.direction=de-en"], "bleu", 32.0),
+    "tatoeba-zh-en": ("translation", "tatoeba:train", "tatoeba:dev", None, "tatoeba",
+                      ["--task.direction=zh-en"], "bleu", None),
+    "dialogsum": ("summarization", "dialogsum:train", "dialogsum:dev", None, "dialogsum", [], "rougeL", 25.0),
+    "csl": ("summarization", "csl:dev:0-799", "csl:dev:800-999", None, "csl", [], "rougeL", None),
+}
+
+
+def run(cmd: list[str]) -> dict:
+    print("$", " ".join(cmd), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    out = proc.stdout.strip()
+    start = out.find("{")
+    result = json.loads(out[start:]) if start >= 0 else {}
+    result["wall_s"] = round(time.perf_counter() - t, 1)
+    return result
+
+
+def without_train_overlap(out: Path) -> str:
+    """ChnSentiCorp dev minus the rows whose text occurs in train (a TSV the sentiment reader takes)."""
+    from lmlab.datasets import chnsenticorp
+
+    train = {r.text for r in chnsenticorp("train")}
+    rows = [r for r in chnsenticorp("dev") if r.text not in train]
+    path = out / "chnsenticorp-dev-minus-train.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"{r.text}\t{['negative', 'positive'][r.label]}\n" for r in rows),
+                    encoding="utf-8")
+    print(f"chnsenticorp dev: {len(rows)} rows not in train", flush=True)
+    return str(path)
+
+
+def bench(name: str, short: int, threads: int) -> dict:
+    task, train, evalset, pre, recipe, extra, metric, target = BENCHES[name]
+    cap = [f"--train.max_steps={short}"] if short else []
+    common = [f"--train.threads={threads}", "--train.progress=false"]
+    py = [sys.executable, "-m", "lmlab"]
+    result = {"bench": name, "task": task, "metric": metric, "target": target, "short": short or None}
+    init = []
+    if pre:
+        pre_out = OUT / f"pretrain-{pre}{'-short' if short else ''}"
+        if not (pre_out / "model" / "manifest.json").exists():
+            r = run(py + ["pretrain", "--config", f"configs/pretrain/{pre}.yaml", "--out", str(pre_out)] + common
+                    + ([f"--train.max_steps={short}"] if short else []))
+            result["pretrain_wall_s"] = r["wall_s"]
+        init = ["--init", str(pre_out / "model")]
+    run_out = OUT / f"{name}{'-short' if short else ''}"
+    r = run(py + ["finetune", task, "--train", train, "--eval", evalset, *init, "--out", str(run_out),
+                  "--config", f"configs/finetune/{recipe}.yaml", *extra, *common, *cap])
+    result.update(finetune_wall_s=r["wall_s"], steps=r.get("steps"), early_stopped=r.get("early_stopped"),
+                  value=(r.get("eval") or {}).get(metric))
+    if task == "translation":
+        e = run(py + ["evaluate", task, str(run_out / "model"), "--data", evalset, *extra, "--task.num_beams=5"])
+        result.update(value_beam5=e["bleu"], signature=e["bleu_signature"])
+    if name == "chnsenticorp":
+        e = run(py + ["evaluate", task, str(run_out / "model"), "--data", without_train_overlap(OUT)])
+        result["value_dev_minus_train"] = e["accuracy"]
+    result["reached"] = None if target is None or result["value"] is None else result["value"] >= target
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help=f"benchmarks (default: all): {', '.join(BENCHES)}")
+    ap.add_argument("--short", type=int, default=0, help="cap every training run at this many steps")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        for k, v in BENCHES.items():
+            print(f"{k:16} {v[0]:14} {v[1]:18} → {v[2]:16} target {v[6]} ≥ {v[7]}")
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = [bench(n, a.short, a.threads) for n in (a.names or list(BENCHES))]
+    path = OUT / "results.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({r["bench"] + ("-short" if r["short"] else ""): r for r in results})
+    path.write_text(json.dumps(old, indent=2) + "\n")
+    print("\n| benchmark | metric | value | target | steps | fine-tune time |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        v = r["value"]
+        print(f"| {r['bench']} | {r['metric']} | {v if v is None else round(v, 4)} | {r['target']} | {r['steps']} "
+              f"| {r['finetune_wall_s']} s |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""`lmlab finetune TASK`: a task model from training data, with the one training loop.
+
+    lmlab finetune sentiment --train sst2:train --eval sst2:dev --out out/sst2
+    lmlab finetune sentiment --train train.csv --eval dev.csv --init out/bert/model --out out/cls
+    lmlab finetune qa --train cmrc2018:train --eval cmrc2018:trial --init hf:/models/bert-base-chinese --out out/cmrc
+    lmlab finetune translation --train multi30k:train --eval multi30k:val --task.direction=de-en --out out/mt
+    ... --config configs/finetune/sst2.yaml --train.max_steps=500 --lora.rank=8
+
+``--init`` is an lmlab model directory (e.g. ``OUT/model`` of `lmlab pretrain`; its tokenizer is
+used), ``hf:DIR`` (a Hugging Face directory on disk, imported with `lmlab.hf.convert.import_hf`),
+or absent: a tokenizer is trained on the training texts and a small model of
+``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works).
+
+Config = dataclass defaults ← the task's recipe defaults ← ``--config`` YAML ← overrides.
+``task.epochs`` (if > 0) sets ``train.max_steps``. With evaluation data, the task metric is computed
+at every evaluation (``val_accuracy``, ``val_f1``, ``val_rougeL``, ``val_bleu`` in
+metrics.jsonl), the best weights by it are kept (``train.select_metric``), ``train.patience``
+stops early, and the final model is the best one. A run resumes from OUT/checkpoints.
+
+Written: OUT/model (the task model directory: weights, tokenizer/, task.json),
+OUT/checkpoints, OUT/best, OUT/metrics.jsonl, OUT/loss.png, OUT/eval.json (+ predictions and,
+for classification, confusion_matrix.png), OUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmlab.artifacts import load_tensors, write_json
+from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
+from lmlab.errors import ArtifactError, ConfigError, DataError
+from lmlab.tasks import get_task
+from lmlab.tasks.lora import LoRAConfig
+from lmlab.tasks.task import TaskConfig
+from lmlab.train.loop import TrainConfig
+from lmlab.train.optim import OptimConfig
+
+
+@dataclass
+class FinetuneConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # without --init: preset + TransformerConfig fields
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+def load_finetune_config(task, pretrained: bool, config: str | None, overrides) -> FinetuneConfig:
+    base = {"train": {"select_metric": "val_" + task.select_metric, "select_mode": "max"}}
+    layers = [base, task.recipe(pretrained), read_yaml(config) if config else {}, parse_overrides(overrides)]
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = merge(data, layer)
+    # epochs and max_steps both set the length of the run: the later layer wins
+    last = lambda section, key: max((i for i, lay in enumerate(layers) if key in lay.get(section, {})), default=-1)  # noqa: E731
+    if last("train", "max_steps") > last("task", "epochs"):
+        data.setdefault("task", {})["epochs"] = 0.0
+    try:
+        return from_dict(FinetuneConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{config}: {e}" if config else str(e)) from None
+
+
+def _fingerprint(texts) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _scalars(metrics: dict, prefix: str) -> dict[str, float]:
+    return {prefix + k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, meta, work: Path):
+    """(model, tokenizer, tokenizer directory, notes) for --init or from scratch."""
+    from lmlab.model import Transformer
+    from lmlab.model.config import preset
+    from lmlab.tasks.task import load_task_tokenizer, model_from_init, resolve_init, train_task_tokenizer
+
+    init_dir = resolve_init(init, work)
+    fields = task.model_fields(meta)
+    if init_dir is not None:
+        if not (init_dir / "tokenizer").is_dir():
+            raise ArtifactError(f"--init {init}: the model directory has no tokenizer/; fine-tuning needs the "
+                                "tokenizer the model was trained with")
+        tok = load_task_tokenizer(init_dir / "tokenizer")
+        model, fresh = model_from_init(init_dir, fields)
+        if model.config.max_seq_len < task.max_positions(cfg.task):
+            raise ConfigError(f"task.max_length: needs {task.max_positions(cfg.task)} positions but the model "
+                              f"has max_seq_len={model.config.max_seq_len}; lower --task.max_length")
+        if tok.vocab_size > model.config.vocab_size:
+            raise ArtifactError(f"--init {init}: tokenizer has {tok.vocab_size} tokens, model {model.config.vocab_size}")
+        return model, tok, init_dir / "tokenizer", {"init": str(init_dir), "new_tensors": fresh}
+    tok_dir = work / "tokenizer"
+    tok = (load_task_tokenizer(tok_dir) if (tok_dir / "manifest.json").exists()
+           else train_task_tokenizer(task, task.texts(train_examples), work, cfg.task))
+    spec = {"preset": task.default_preset, **cfg.model}
+    name = spec.pop("preset")
+    spec.setdefault("max_seq_len", task.max_positions(cfg.task))
+    try:
+        model_cfg = preset(name, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id if tok.pad_id is not None else 0,
+                           **{**spec, **fields})
+    except ConfigError as e:
+        raise ConfigError(f"model: {e}") from None
+    return Transformer(model_cfg), tok, tok_dir, {"init": None, "preset": name}
+
+
+def finetune(task: str, train: str, eval: str | None = None, init: str | None = None,
+             out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
+             data_root: str | None = None) -> dict:
+    """Fine-tune (or train from scratch) a task model; see the module docstring."""
+    from lmlab.tasks.lora import apply_lora, lora_state, merge_lora
+    from lmlab.tasks.task import EpochSource, in_batches, save_task_model
+    from lmlab.train.loop import Trainer
+    from lmlab.train.metrics import plot_losses
+    from lmlab.train.rng import seed_everything
+
+    T = get_task(task)
+    cfg = load_finetune_config(T, bool(init), config, overrides)
+    out_dir, work = Path(out), Path(out) / "work"
+    train_ex = T.read(train, cfg.task, data_root)
+    eval_ex = T.read(eval, cfg.task, data_root) if eval else []
+    if not train_ex:
+        raise DataError(f"{train}: no training examples")
+    meta = T.meta(train_ex, cfg.task)
+    seed_everything(cfg.train.seed)
+    model, tok, tok_dir, notes = build_model(T, cfg, init, train_ex, meta, work)
+    features = T.features(train_ex, tok, meta, cfg.task)
+    eval_features = T.features(eval_ex, tok, meta, cfg.task) if eval_ex else []
+    if cfg.lora.rank:
+        from lmlab.train.checkpoint import latest_checkpoint
+
+        if cfg.train.resume != "never" and latest_checkpoint(out_dir / "checkpoints") is not None:
+            raise ConfigError(f"{out_dir}: holds checkpoints, and a LoRA run cannot resume from them (its "
+                              "checkpoints carry adapter tensors); use a new --out or --train.resume=never")
+        notes["lora"] = apply_lora(model, cfg.lora)
+    if cfg.task.epochs:
+        per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
+        cfg.train.max_steps = max(1, math.ceil(cfg.task.epochs * len(features) / per_step))
+    objective = T.objective(tok, meta, cfg.task)
+    source = EpochSource(features, cfg.train.batch_size, cfg.train.seed)
+    evals = (lambda: in_batches(eval_features, cfg.train.batch_size)) if eval_features else None
+    subset = eval_ex[:cfg.task.eval_max_examples] if cfg.task.eval_max_examples else eval_ex
+    hook = (lambda: _scalars(T.evaluate(model, tok, meta, cfg.task, subset)[0], "val_")) if eval_ex else None
+    run_config = {**to_dict(cfg), "stage": f"finetune {T.name}", "train_data": train, "eval_data": eval,
+                  "init": init, "meta": meta}
+    trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
+                      run_config=run_config, eval_hook=hook,
+                      identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,
+                                "train": _fingerprint(T.texts(train_ex)), "init": init,
+                                "lora": to_dict(cfg.lora)})
+    summary = trainer.fit()
+    if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet
+        return {**summary, "task": T.name, "resume": f"run the same command again to continue from {out_dir}"}
+    model = trainer.model.cpu()
+    if trainer.best is not None and (out_dir / "best" / "model.safetensors").exists():
+        model.load_state_dict(load_tensors(out_dir / "best" / "model.safetensors"), strict=True)  # same modules
+    extra, info = {}, {}
+    if cfg.lora.rank:
+        extra["adapter.safetensors"] = lora_state(model)
+        info["lora"] = {**to_dict(cfg.lora), "base": notes.get("init")}
+        model = merge_lora(model)
+    save_task_model(model, out_dir / "model", tok_dir, T, meta, cfg.task, run_config, extra, info)
+    for name, examples in (("train_data_report", train_ex), ("eval_data_report", eval_ex)):
+        if getattr(examples, "report", None):
+            summary[name] = examples.report
+    summary.update(task=T.name, model=str(out_dir / "model"), train_examples=len(train_ex),
+                   parameters=sum(p.numel() for p in model.parameters()), **notes)
+    if eval_ex:
+        from lmlab.tasks.evaluate import write_evaluation
+
+        metrics, records = T.evaluate(model, tok, meta, cfg.task, eval_ex)
+        write_evaluation(T, metrics, records, out_dir / "eval.json", {"model": str(out_dir / "model"), "data": eval})
+        summary["eval"] = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    plot = plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png", f"finetune {T.name}")
+    summary["loss_plot"] = str(plot) if plot else None
+    write_json(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,230 @@
+"""Extractive question answering (SQuAD v1.1 format): English and Chinese.
+
+    lmlab finetune qa --train cmrc2018:train --eval cmrc2018:trial --init hf:/models/bert-base-chinese --out out/cmrc
+    lmlab finetune qa --train squad:dev:0-29 --eval squad:dev:30-37 --init out/en-bert/model --out out/squad
+    lmlab predict qa out/cmrc/model "谁写了红楼梦？" --context "《红楼梦》是曹雪芹所著的长篇小说。"
+
+Data: ``cmrc2018:train|trial``, ``squad:dev`` (optionally an article range ``squad:dev:0-29``),
+or any SQuAD-format JSON file. An answer whose text is not found at its ``answer_start`` is
+dropped, counted and its question id reported (``data_report`` in the results); a question
+left without answers is dropped.
+
+Features: ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1). A context longer than
+``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
+offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
+are exact for Chinese, where each character is a token. A training window that does not hold
+the whole answer points at [CLS] (position 0).
+
+Model: head "span" — start and end logits per token; loss = mean of the two cross-entropies.
+Prediction: over all windows of a question, the best (start, end) with start ≤ end, length ≤
+``task.max_answer_length``, both inside the context, by start_logit + end_logit; the answer is
+the context substring between the two tokens' character offsets; ``score`` = p(start)·p(end)
+within its window. Metric: SQuAD EM/F1 (English) or the CMRC2018 character-level variant
+(Chinese; ``task.lang`` or detected from the contexts).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab.errors import ConfigError, DataError
+from lmlab.evaluation.span import span_scores
+from lmlab.evaluation.text import has_cjk
+from lmlab.tasks.records import dataset_spec
+from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, to_model
+from lmlab.train.objectives import Prepared
+
+MAX_QUESTION_TOKENS = 64
+TOP_K = 20
+
+
+class Examples(list):
+    """Questions as read, with `report`: counts (and ids) of answers dropped or not alignable."""
+    report: dict[str, Any]
+
+
+class SpanObjective:
+    name = "span"
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def prepare(self, batch: list[dict], index: int) -> Prepared:
+        inputs = encoder_inputs(batch, self.pad_id, 2)
+        inputs["labels"] = torch.tensor([[f["start"], f["end"]] for f in batch], dtype=torch.long)  # [B, 2]
+        return Prepared(inputs, len(batch))
+
+
+def _article_range(examples, spec: str, rng: str):
+    m = re.fullmatch(r"(\d+)-(\d+)", rng)
+    if not m:
+        raise DataError(f"{spec}: article range must look like 0-29")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    titles: list[str] = []
+    for e in examples:
+        if not titles or titles[-1] != e.title:
+            titles.append(e.title)
+    keep = set(titles[lo:hi + 1])
+    if not keep:
+        raise DataError(f"{spec}: no articles in range {rng} (there are {len(titles)})")
+    return [e for e in examples if e.title in keep]
+
+
+class QuestionAnswering(Task):
+    name = "qa"
+    head = "span"
+    default_preset = "bert-tiny"
+    tokenizer_kind = "wordpiece"
+    select_metric = "f1"
+
+    def recipe(self, pretrained):
+        return {"train": {"batch_size": 16, "eval_every_steps": 300, "save_every_steps": 300, "keep_last": 2,
+                          "log_every_steps": 20, "patience": 4},
+                "optim": {"lr": 1e-4 if pretrained else 5e-4, "min_lr": 0.0, "schedule": "linear",
+                          "warmup_steps": 100, "weight_decay": 0.01, "beta2": 0.999},
+                "task": {"epochs": 2, "max_length": 256, "stride": 64, "eval_max_examples": 500}}
+
+    def read(self, spec, cfg, data_root=None):
+        from lmlab.datasets import qa as qa_data
+
+        named = dataset_spec(spec)
+        if named:
+            name, split = named
+            split, _, rng = split.partition(":")
+            if name not in ("squad", "cmrc2018"):
+                raise DataError(f"{spec}: unknown QA dataset; use squad:dev[:A-B], cmrc2018:train|trial or a "
+                                "SQuAD-format JSON file")
+            examples = getattr(qa_data, name)(split, data_root)
+            if rng:
+                examples = _article_range(examples, spec, rng)
+        else:
+            if not Path(spec).is_file():
+                raise DataError(f"{spec}: no such file (give SQuAD-format JSON or cmrc2018:train)")
+            examples = qa_data.read_squad_json(Path(spec))
+        stats = qa_data.load_stats()
+        if not examples:
+            raise DataError(f"{spec}: no usable questions ({stats})")
+        out = Examples(examples)
+        out.report = {**stats, "dropped_ids": list(qa_data.LAST_DROPPED_IDS[:50])}
+        return out
+
+    def texts(self, examples):
+        seen = set()
+        for e in examples:
+            if e.context not in seen:
+                seen.add(e.context)
+                yield e.context
+            yield e.question
+
+    def _windows(self, example, tok, cfg: TaskConfig, training: bool) -> list[dict]:
+        q_ids = tok.encode(example.question)[:MAX_QUESTION_TOKENS]
+        enc = tok.backend.encode(example.context, add_special_tokens=False)
+        ids, offsets = enc.ids, enc.offsets
+        cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
+        sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
+        room = cfg.max_length - len(q_ids) - 3
+        if room < 8:
+            raise DataError(f"question {example.id}: task.max_length={cfg.max_length} leaves no room for the context")
+        if cfg.stride >= room:
+            raise ConfigError(f"task.stride={cfg.stride} must be smaller than the context room of a window "
+                              f"({room} tokens at task.max_length={cfg.max_length}); lower it")
+        span = None
+        if training:
+            a = example.answers[0]
+            a_start, a_end = a.start, a.start + len(a.text)
+            inside = [t for t, (s, e) in enumerate(offsets) if e > a_start and s < a_end and e > s]
+            if not inside:
+                return []  # the answer covers no token (e.g. only whitespace): counted by the caller
+            span = (inside[0], inside[-1])
+        head = [cls] + q_ids + [sep]
+        out, begin, step = [], 0, max(1, room - cfg.stride)
+        while True:
+            end = min(begin + room, len(ids))
+            f = {"input_ids": head + ids[begin:end] + [sep],
+                 "token_type_ids": [0] * len(head) + [1] * (end - begin + 1),
+                 "offset": len(head), "begin": begin, "stop": end}  # context tokens [begin, stop)
+            if training:
+                inside_window = begin <= span[0] and span[1] < end
+                f["start"] = span[0] - begin + len(head) if inside_window else 0
+                f["end"] = span[1] - begin + len(head) if inside_window else 0
+            out.append(f)
+            if end >= len(ids):
+                return out
+            begin += step
+
+    def features(self, examples, tok, meta, cfg):
+        out, unaligned = [], []
+        for e in examples:
+            windows = self._windows(e, tok, cfg, training=True)
+            if not windows:
+                unaligned.append(e.id)
+            out.extend(windows)
+        if isinstance(examples, Examples):
+            examples.report.update(unaligned_answers=len(unaligned), unaligned_ids=unaligned[:50])
+        return out
+
+    def objective(self, tok, meta, cfg):
+        return SpanObjective(pad_id_of(tok))
+
+    @torch.no_grad()
+    def _answer(self, model, tok, cfg: TaskConfig, examples: list) -> list[dict]:
+        model.eval()
+        windows = []  # (example index, feature, char offsets)
+        for i, e in enumerate(examples):
+            enc = tok.backend.encode(e.context, add_special_tokens=False)
+            for f in self._windows(e, tok, cfg, training=False):
+                windows.append((i, f, enc.offsets))
+        best: list[dict | None] = [None] * len(examples)
+        for chunk in in_batches(windows, cfg.predict_batch_size):
+            logits = model(**to_model(model, encoder_inputs([f for _, f, _ in chunk], pad_id_of(tok), 2))).logits
+            logits = logits.float().cpu()  # [B, T, 2]
+            for (i, f, offsets), lg in zip(chunk, logits):
+                lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
+                start, end = lg[lo:hi, 0], lg[lo:hi, 1]
+                p_start, p_end = torch.softmax(start, 0), torch.softmax(end, 0)
+                k = min(TOP_K, hi - lo)
+                for s in start.topk(k).indices.tolist():
+                    for e in end.topk(k).indices.tolist():
+                        if e < s or e - s + 1 > cfg.max_answer_length:
+                            continue
+                        logit = float(start[s] + end[e])
+                        if best[i] is None or logit > best[i]["logit"]:
+                            cs, ce = offsets[f["begin"] + s][0], offsets[f["begin"] + e][1]
+                            best[i] = {"answer": examples[i].context[cs:ce], "start": cs, "end": ce,
+                                       "score": float(p_start[s] * p_end[e]), "logit": logit}
+        return [b if b is not None else {"answer": "", "start": 0, "end": 0, "score": 0.0, "logit": float("-inf")}
+                for b in best]
+
+    def style(self, cfg, examples) -> str:
+        if cfg.lang != "auto":
+            return "cmrc" if cfg.lang == "zh" else "squad"
+        return "cmrc" if any(has_cjk(e.context) for e in examples[:50]) else "squad"
+
+    def evaluate(self, model, tok, meta, cfg, examples):
+        if not examples:
+            raise DataError("no questions to evaluate")
+        answers = self._answer(model, tok, cfg, examples)
+        metrics = span_scores([a["answer"] for a in answers], [[g.text for g in e.answers] for e in examples],
+                              self.style(cfg, examples))
+        if isinstance(examples, Examples):
+            metrics["data_report"] = dict(examples.report)
+        records = [{"id": e.id, "question": e.question, "prediction": a["answer"], "score": a["score"],
+                    "answers": [g.text for g in e.answers]} for e, a in zip(examples, answers)]
+        return metrics, records
+
+    def predict(self, model, tok, meta, cfg, inputs):
+        from lmlab.datasets.qa import QAExample
+
+        examples = []
+        for i, x in enumerate(inputs):
+            if not isinstance(x, dict) or not str(x.get("question", "")).strip() or not str(x.get("context", "")).strip():
+                raise DataError(f"input {i + 1}: QA needs a non-empty 'question' and 'context'")
+            examples.append(QAExample(str(i), "", str(x["context"]), str(x["question"])))
+        return [{k: v for k, v in a.items() if k != "logit"} for a in self._answer(model, tok, cfg, examples)]
+
+
+TASK = QuestionAnswering()

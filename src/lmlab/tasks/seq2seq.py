@@ -1,0 +1,147 @@
+"""What summarisation and translation share: source → target pairs on an encoder–decoder.
+
+Features: source ids truncated to ``task.max_length`` (the count of truncated sources is
+reported), target ids truncated to ``task.max_target_length − 1`` then EOS. Objective
+(teacher forcing): the decoder reads ``BOS y₁ … yₙ`` and predicts ``y₁ … yₙ EOS``;
+cross-entropy over the target tokens. Prediction decodes with `decoding.generate_ids`
+(greedy, or beam search with ``task.num_beams`` and ``task.length_penalty``).
+From scratch the tokenizer is byte-level BPE trained on sources and targets together (one
+shared vocabulary, exact round trip for any script); the model is ``transformer-tiny``
+(Vaswani et al. 2017 at d_model 128) unless ``model.preset`` says otherwise. ``--init`` takes
+an encoder–decoder lmlab model (e.g. `lmlab pretrain` with objective denoise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmlab.errors import ConfigError, DataError
+from lmlab.tasks.records import cell, pick_column, read_records
+from lmlab.tasks.task import Task, TaskConfig, in_batches, pad, pad_id_of
+from lmlab.train.objectives import Prepared
+
+
+@dataclass
+class Pair:
+    source: str
+    targets: list[str] = field(default_factory=list)  # references; the first is trained on
+    where: str = ""
+
+
+class Seq2SeqObjective:
+    name = "seq2seq"
+
+    def __init__(self, pad_id: int, bos_id: int):
+        self.pad_id, self.bos_id = pad_id, bos_id
+
+    def prepare(self, batch: list[dict], index: int) -> Prepared:
+        src = pad([f["input_ids"] for f in batch], self.pad_id)
+        src_mask = pad([[1] * len(f["input_ids"]) for f in batch], 0)
+        dec_in = pad([[self.bos_id] + f["target_ids"][:-1] for f in batch], self.pad_id)
+        dec_mask = pad([[1] * len(f["target_ids"]) for f in batch], 0)
+        labels = pad([f["target_ids"] for f in batch], -100)  # [B, T']: y₁ … yₙ EOS
+        return Prepared({"input_ids": src, "attention_mask": src_mask, "decoder_input_ids": dec_in,
+                         "decoder_attention_mask": dec_mask, "labels": labels}, int((labels != -100).sum()))
+
+
+def read_pairs(spec: str, cfg: TaskConfig, source_names, target_names) -> list[Pair]:
+    """A CSV/TSV/JSONL file with a source and a target column, or ``SRC.txt,TGT.txt`` (line-aligned)."""
+    if "," in spec and not Path(spec).exists():
+        src_path, tgt_path = (Path(p) for p in spec.split(",", 1))
+        for p in (src_path, tgt_path):
+            if not p.is_file():
+                raise DataError(f"{p}: no such file")
+        src = src_path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        tgt = tgt_path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        if len(src) != len(tgt):
+            raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                            "parallel files must be line-aligned")
+        pairs = [Pair(s.strip(), [t.strip()], f"{src_path}:{i + 1}") for i, (s, t) in enumerate(zip(src, tgt))]
+    else:
+        rows = read_records(spec)
+        sc = pick_column(rows, spec, cfg.text_column, source_names, "text")
+        tc = pick_column(rows, spec, cfg.label_column, target_names, "label")
+        pairs = []
+        for i, row in enumerate(rows):
+            target = row.get(tc)
+            refs = [str(t).strip() for t in target] if isinstance(target, list) else [cell(row, tc, spec, i)]
+            pairs.append(Pair(cell(row, sc, spec, i), refs, f"{spec}: row {i + 1}"))
+    for p in pairs:
+        if not p.source or not any(p.targets):
+            raise DataError(f"{p.where}: empty source or target")
+    return pairs
+
+
+class Seq2SeqTask(Task):
+    head = "seq2seq"
+    default_preset = "transformer-tiny"
+    tokenizer_kind = "bpe"
+
+    def recipe(self, pretrained):
+        return {"train": {"batch_size": 32, "eval_every_steps": 500, "save_every_steps": 500, "keep_last": 2,
+                          "log_every_steps": 20, "patience": 4},
+                "optim": {"lr": 1e-4 if pretrained else 7e-4, "min_lr": 0.0, "schedule": "cosine",
+                          "warmup_steps": 400, "weight_decay": 0.01, "beta2": 0.98},
+                "model": {"dropout": 0.1},
+                "task": {"epochs": 10, "max_length": 128, "max_target_length": 64, "eval_max_examples": 300,
+                         "num_beams": 1}}
+
+    def max_positions(self, cfg):
+        return max(cfg.max_length, cfg.max_target_length)
+
+    def texts(self, examples):
+        for e in examples:
+            yield e.source
+            yield e.targets[0]
+
+    def _special(self, tok) -> tuple[int, int]:
+        bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
+        eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
+        if bos is None or eos is None:
+            raise ConfigError("the tokenizer has no start/end tokens (bos/eos or [CLS]/[SEP]) for a decoder")
+        return bos, eos
+
+    def features(self, examples, tok, meta, cfg):
+        _, eos = self._special(tok)
+        src = tok.encode_batch([e.source for e in examples])
+        tgt = tok.encode_batch([e.targets[0] for e in examples])
+        return [{"input_ids": s[:cfg.max_length], "target_ids": t[:cfg.max_target_length - 1] + [eos],
+                 "truncated": len(s) > cfg.max_length} for s, t in zip(src, tgt)]
+
+    def objective(self, tok, meta, cfg):
+        return Seq2SeqObjective(pad_id_of(tok), self._special(tok)[0])
+
+    def generate(self, model, tok, cfg: TaskConfig, sources: list[str]) -> list[str]:
+        from lmlab.tasks.decoding import generate_ids
+
+        bos, eos = self._special(tok)
+        out = []
+        for chunk in in_batches(sources, cfg.predict_batch_size):
+            ids = [x[:cfg.max_length] for x in tok.encode_batch(chunk)]
+            src = pad(ids, pad_id_of(tok))
+            mask = pad([[1] * len(x) for x in ids], 0)
+            for seq in generate_ids(model, src, mask, bos, eos, cfg.max_target_length, cfg.num_beams,
+                                    cfg.length_penalty):
+                out.append(tok.decode(seq, skip_special_tokens=True).strip())
+        return out
+
+    def score(self, predictions: list[str], references: list[list[str]], cfg: TaskConfig) -> dict:
+        raise NotImplementedError
+
+    def evaluate(self, model, tok, meta, cfg, examples):
+        if not examples:
+            raise DataError("no examples to evaluate")
+        preds = self.generate(model, tok, cfg, [e.source for e in examples])
+        metrics = self.score(preds, [e.targets for e in examples], cfg)
+        metrics["truncated_sources"] = sum(len(x) > cfg.max_length for x in tok.encode_batch([e.source for e in examples]))
+        metrics["decoding"] = {"num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty,
+                               "max_target_length": cfg.max_target_length}
+        records = [{"source": e.source, "prediction": p, "references": e.targets} for e, p in zip(examples, preds)]
+        return metrics, records
+
+    def _predict(self, model, tok, cfg, inputs, key: str):
+        texts = [x if isinstance(x, str) else str(x.get("text", "")) for x in inputs]
+        if any(not t.strip() for t in texts):
+            raise DataError("an input text is empty")
+        return [{key: p} for p in self.generate(model, tok, cfg, texts)]

@@ -1,0 +1,324 @@
+"""What every fine-tuning task shares: its config, the task model directory, the tokenizer,
+building the model from ``--init``, and a shuffled batch source for the training loop.
+
+A task (one file each: sentiment, qa, summarization, translation) subclasses `Task` and adds
+a reader, the head it needs, an objective (``prepare(batch, g) -> Prepared``) and a metric;
+the training itself is the one loop of `lmlab.train.loop`.
+
+A task model directory is an lmlab model directory (``load_model`` reads it) plus
+``tokenizer/`` and ``task.json`` (the task, its label names and the `TaskConfig` used), so
+that evaluation and prediction need nothing but the directory:
+
+    OUT/model/  model.json  model.safetensors  tokenizer/  task.json  config.yaml  manifest.json
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, write_json
+from lmlab.config import check, from_dict, to_dict
+from lmlab.errors import ArtifactError, CheckpointMismatch, ConfigError
+from lmlab.model.pretrained import MODEL_KIND
+
+TASK_FILE = "task.json"
+
+
+@dataclass
+class TaskConfig:
+    epochs: float = 0.0  # passes over the training data; > 0 sets train.max_steps
+    max_length: int = 128  # tokens per input (the source of a seq2seq task); longer inputs are truncated, QA contexts windowed
+    text_column: str = ""  # generic files: column of the text / source (default: found by name)
+    label_column: str = ""  # generic files: column of the label / target (default: found by name)
+    stride: int = 48  # QA: tokens shared by consecutive windows of a long context
+    max_answer_length: int = 30  # QA: longest answer span, tokens
+    max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
+    num_beams: int = 1  # seq2seq decoding: 1 = greedy
+    length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty
+    direction: str = ""  # translation datasets: en-de, de-en (multi30k), en-zh, zh-en (tatoeba)
+    lang: str = "auto"  # metric language: en, zh, or auto (from the references)
+    eval_max_examples: int = 0  # examples scored at each in-training evaluation (0 = all)
+    predict_batch_size: int = 32  # examples per forward pass in evaluation and prediction
+    vocab_size: int = 8000  # tokenizer trained from the training file when there is no --init
+    lowercase: bool = False  # that tokenizer: uncased (wordpiece)
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 0, "task.epochs", "must be >= 0")
+        check(self.max_length >= 8, "task.max_length", "must be >= 8")
+        check(self.stride >= 0, "task.stride", "must be >= 0")
+        check(self.max_answer_length >= 1, "task.max_answer_length", "must be >= 1")
+        check(self.max_target_length >= 2, "task.max_target_length", "must be >= 2")
+        check(self.num_beams >= 1, "task.num_beams", "must be >= 1")
+        check(self.lang in ("auto", "en", "zh"), "task.lang", "must be auto, en or zh")
+        check(self.eval_max_examples >= 0, "task.eval_max_examples", "must be >= 0")
+        check(self.predict_batch_size >= 1, "task.predict_batch_size", "must be >= 1")
+        check(self.vocab_size >= 64, "task.vocab_size", "must be >= 64")
+
+
+class Task:
+    """Base class; see sentiment.py for a complete task."""
+
+    name = ""
+    head = ""  # the model head the task trains
+    default_preset = ""  # model preset when training from scratch
+    tokenizer_kind = "wordpiece"  # tokenizer trained from scratch
+    select_metric = ""  # metric for best checkpoint / early stopping (without the val_ prefix)
+
+    # -- data ---------------------------------------------------------------------------------
+    def read(self, spec: str, cfg: TaskConfig, data_root: str | None = None) -> list[Any]:
+        raise NotImplementedError
+
+    def texts(self, examples: list[Any]) -> Iterable[str]:
+        """Texts a from-scratch tokenizer is trained on."""
+        raise NotImplementedError
+
+    def meta(self, train: list[Any], cfg: TaskConfig) -> dict[str, Any]:
+        """What the model directory must remember beyond the config (e.g. label names)."""
+        return {}
+
+    def features(self, examples: list[Any], tok, meta: dict, cfg: TaskConfig) -> list[dict]:
+        raise NotImplementedError
+
+    def objective(self, tok, meta: dict, cfg: TaskConfig):
+        raise NotImplementedError
+
+    def model_fields(self, meta: dict) -> dict[str, Any]:
+        return {"head": self.head}
+
+    def recipe(self, pretrained: bool) -> dict[str, Any]:
+        """Default config of the task (overridden by --config and --section.field=value)."""
+        return {}
+
+    def max_positions(self, cfg: TaskConfig) -> int:
+        """Positions the model needs for inputs of this config."""
+        return cfg.max_length
+
+    # -- use ----------------------------------------------------------------------------------
+    def evaluate(self, model, tok, meta: dict, cfg: TaskConfig, examples: list[Any]) -> tuple[dict, list[dict]]:
+        """(metrics, one prediction record per example)."""
+        raise NotImplementedError
+
+    def predict(self, model, tok, meta: dict, cfg: TaskConfig, inputs: list[Any]) -> list[dict]:
+        raise NotImplementedError
+
+
+# -- batching ----------------------------------------------------------------------------------
+
+class EpochSource:
+    """`batch_at(g)`: micro-batch g of an endless sequence of epochs, each a permutation seeded
+    by (seed, epoch) — a pure function of g, as the loop's exact resume requires."""
+
+    def __init__(self, features: list[dict], batch_size: int, seed: int):
+        if not features:
+            raise ConfigError("no training examples")
+        self.features, self.batch_size, self.seed = features, batch_size, seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            if len(self._orders) > 4:
+                self._orders.clear()
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.features))
+        return self._orders[epoch]
+
+    def batch_at(self, g: int) -> list[dict]:
+        n = len(self.features)
+        positions = range(g * self.batch_size, (g + 1) * self.batch_size)
+        return [self.features[int(self._order(p // n)[p % n])] for p in positions]
+
+
+def in_batches(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Right-pad to the longest row → [B, T] int64."""
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def encoder_inputs(batch: list[dict], pad_id: int, type_vocab: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask (and token_type_ids for BERT-style models) of features."""
+    ids = pad([f["input_ids"] for f in batch], pad_id)
+    mask = pad([[1] * len(f["input_ids"]) for f in batch], 0)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if type_vocab and "token_type_ids" in batch[0]:
+        out["token_type_ids"] = pad([f["token_type_ids"] for f in batch], 0)
+    return out
+
+
+def to_model(model, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inputs onto the model's device (evaluation inside training may run on a GPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def pad_id_of(tok) -> int:
+    return tok.pad_id if tok.pad_id is not None else 0
+
+
+def wrap_single(tok, ids: list[int], max_length: int) -> list[int]:
+    """[CLS] ids [SEP] for BERT-style vocabularies, else ids [+ eos]; truncated to fit."""
+    if tok.cls_id is not None and tok.sep_id is not None:
+        return [tok.cls_id] + ids[:max_length - 2] + [tok.sep_id]
+    if tok.eos_id is not None:
+        return ids[:max_length - 1] + [tok.eos_id]
+    return ids[:max_length]
+
+
+# -- tokenizers --------------------------------------------------------------------------------
+
+HF_ROLES = {"pad_token": "pad", "unk_token": "unk", "cls_token": "cls", "sep_token": "sep",
+            "mask_token": "mask", "bos_token": "bos", "eos_token": "eos"}
+
+
+def load_task_tokenizer(directory: str | Path):
+    """An lmlab tokenizer directory, or the Hugging Face tokenizer files that `lmlab hf import`
+    copies into a model's ``tokenizer/`` (tokenizer.json, else a BERT vocab.txt)."""
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no tokenizer directory")
+    if (directory / "lmlab_tokenizer.json").exists():
+        return Tokenizer.load(directory)
+    roles: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (directory / name).exists():
+            for key, value in read_json(directory / name).items():
+                token = value.get("content") if isinstance(value, dict) else value
+                if key in HF_ROLES and isinstance(token, str):
+                    roles.setdefault(HF_ROLES[key], token)
+    if (directory / "tokenizer.json").exists():
+        from tokenizers import Tokenizer as Backend
+
+        backend = Backend.from_file(str(directory / "tokenizer.json"))
+        kind = "hf"
+    elif (directory / "vocab.txt").exists():
+        from tokenizers import BertWordPieceTokenizer
+
+        lower = True
+        if (directory / "tokenizer_config.json").exists():
+            lower = bool(read_json(directory / "tokenizer_config.json").get("do_lower_case", True))
+        backend = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
+        roles = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", **roles}
+        kind = "wordpiece"
+    else:
+        raise ArtifactError(f"{directory}: neither an lmlab tokenizer nor tokenizer.json / vocab.txt")
+    roles = {r: t for r, t in roles.items() if backend.token_to_id(t) is not None}
+    tok = Tokenizer(backend, kind, roles)
+    tok.directory = directory
+    return tok
+
+
+def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: TaskConfig):
+    """A tokenizer trained on the task's training texts (written to work/tokenizer)."""
+    from lmlab.tokenizer.train import TokenizerConfig, train_tokenizer
+
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "tokenizer-texts.txt"
+    with open(corpus, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(" ".join(t.split()) + "\n")  # one document per line
+    specials = {"bpe": {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}}.get(task.tokenizer_kind, {})
+    tcfg = TokenizerConfig(kind=task.tokenizer_kind, vocab_size=cfg.vocab_size, lowercase=cfg.lowercase,
+                           special_tokens=specials, model_max_length=cfg.max_length)
+    train_tokenizer([str(corpus)], work / "tokenizer", config=tcfg, overwrite=True)
+    return load_task_tokenizer(work / "tokenizer")
+
+
+# -- models ------------------------------------------------------------------------------------
+
+def resolve_init(init: str | None, work: Path) -> Path | None:
+    """``MODEL_DIR`` or ``hf:HF_DIR`` (imported once into work/hf-import) → an lmlab model directory."""
+    if not init:
+        return None
+    if init.startswith("hf:"):
+        from lmlab.hf.convert import import_hf
+
+        target = work / "hf-import"
+        if not (target / "manifest.json").exists():
+            import_hf(init[3:], target, overwrite=True)
+        return target
+    path = Path(init)
+    if not (path / "model.json").exists():
+        raise ArtifactError(f"--init {init}: not an lmlab model directory (no model.json); "
+                            "for a Hugging Face directory write hf:PATH")
+    return path
+
+
+def model_from_init(init_dir: Path, fields: dict[str, Any]):
+    """A model with the task's head on the backbone of `init_dir`: every tensor except the old
+    head's is loaded; a new head (and a pooler the checkpoint lacks) starts from the init."""
+    from lmlab.model import Transformer
+    from lmlab.model.pretrained import read_model_config
+
+    base = read_model_config(init_dir)
+    changes = dict(fields)
+    if changes.get("head") == "classification" and base.arch == "encoder":
+        changes["pooler"] = True
+    try:
+        cfg = base.replace(**changes)
+        cfg.__post_init__()
+    except ConfigError as e:
+        raise ConfigError(f"--init {init_dir}: a {base.arch} model cannot take this task's head ({e})") from None
+    model = Transformer(cfg)
+    own = model.state_dict()
+    weights = load_tensors(init_dir / "model.safetensors")
+    keep_head = base.head == cfg.head and base.n_labels == cfg.n_labels
+    state = {k: v for k, v in weights.items() if keep_head or not k.startswith("head.")}
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    unused = sorted(k for k in state if k not in own)
+    if bad or unused:
+        raise CheckpointMismatch(f"{init_dir}: weights do not fit ({'; '.join(bad + unused)[:400]})")
+    fresh = sorted(k for k in own if k not in state)
+    allowed = ("head.", "pooler.")
+    if any(not k.startswith(allowed) for k in fresh):
+        raise CheckpointMismatch(f"{init_dir}: missing backbone tensors {fresh[:6]}")
+    model.load_state_dict(state, strict=False)
+    return model, fresh
+
+
+def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta: dict, cfg: TaskConfig,
+                    stage_config: Any, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+                    extra_info: dict[str, Any] | None = None) -> Path:
+    """An lmlab model directory + tokenizer/ + task.json (+ e.g. adapter.safetensors)."""
+    with ArtifactWriter(out_dir, kind=MODEL_KIND, config=stage_config, overwrite=True) as w:
+        write_json(w.path / "model.json", to_dict(model.config))
+        save_tensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, w.path / "model.safetensors",
+                     metadata={"format": "pt"})
+        shutil.copytree(tokenizer_dir, w.path / "tokenizer",
+                        ignore=shutil.ignore_patterns(".lock"))
+        write_json(w.path / TASK_FILE, {"task": task.name, "meta": meta, "config": to_dict(cfg), **(extra_info or {})})
+        for name, tensors in (extra_tensors or {}).items():
+            save_tensors(tensors, w.path / name)
+    return out_dir
+
+
+def load_task_model(model_dir: str | Path, task_name: str):
+    """(model, tokenizer, meta, TaskConfig) of a task model directory; a directory of another
+    task, or a bare pretrained model, is a clear error."""
+    from lmlab.model import load_model
+
+    model_dir = Path(model_dir)
+    path = model_dir / TASK_FILE
+    if not path.exists():
+        raise ArtifactError(f"{model_dir}: not a fine-tuned task model (no {TASK_FILE}); "
+                            f"make one with `lmlab finetune {task_name} --init {model_dir} ...`")
+    info = read_json(path)
+    if info.get("task") != task_name:
+        raise ArtifactError(f"{model_dir}: is a {info.get('task')!r} model, not {task_name!r}; "
+                            f"use `lmlab ... {info.get('task')} {model_dir}`")
+    model = load_model(model_dir)
+    tok = load_task_tokenizer(model_dir / "tokenizer")
+    return model, tok, info.get("meta", {}), from_dict(TaskConfig, info.get("config", {}))
