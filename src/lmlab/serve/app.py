@@ -381,7 +381,7 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
     @app.post("/v1/answer")
     async def answer(request: Request):
         p = await body(request, AnswerRequest)
-        return await run_task("answer", p.model, lambda pipe: pipe(question=p.question, context=p.context))
+        return await run_task("answer", p.model, lambda pipe: pipe({"question": p.question, "context": p.context}))
 
     @app.post("/v1/summarize")
     async def summarize(request: Request):
