@@ -10,6 +10,8 @@ same library function that its own CLI command calls, each writing into OUT/:
     vectors/       lmlab embed train         word2vec, with nearest neighbours (the embed extra)
     gpt/           lmlab pretrain            a small GPT (causal LM), then a sample from it
     bert/          lmlab pretrain            a small BERT (masked LM)
+    classifier/    lmlab finetune            the BERT fine-tuned to tell class from function
+                                             docstrings, with accuracy/precision/recall/F1
     models/        lmlab model / hf export   the four families from the formulas, attention
                                              paths compared, exported and reloaded by transformers
     report.md      figures of every stage, and the loss curves as PNG files
@@ -35,10 +37,15 @@ FAMILIES = {"bert": "BertForMaskedLM", "gpt2": "GPT2LMHeadModel", "llama": "Llam
 SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "ensurepip"}
 
 
-def stdlib_docstrings(out: Path, max_chars: int = 3_000_000) -> dict:
-    """Write the standard library's docstrings as JSONL documents; the built-in corpus."""
+def stdlib_docstrings(out: Path, labelled: Path, max_chars: int = 3_000_000) -> dict:
+    """Write the standard library's docstrings as JSONL documents (the built-in corpus), and the
+    class and function docstrings labelled "class"/"function" (the built-in classification task:
+    does this docstring describe a class or a function?), split 90/10 by a hash of the text."""
+    import hashlib
+
     root = Path(sysconfig.get_paths()["stdlib"])
     docs, chars = 0, 0
+    splits = {s: open(labelled.with_name(f"{labelled.stem}-{s}.jsonl"), "w", encoding="utf-8") for s in ("train", "dev")}
     with open(out, "w", encoding="utf-8") as f:
         for path in sorted(root.rglob("*.py")):
             if SKIP_DIRS & set(path.relative_to(root).parts) or chars >= max_chars:
@@ -54,6 +61,12 @@ def stdlib_docstrings(out: Path, max_chars: int = 3_000_000) -> dict:
                         f.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
                         docs += 1
                         chars += len(doc)
+                        if not isinstance(node, ast.Module):
+                            label = "class" if isinstance(node, ast.ClassDef) else "function"
+                            split = "dev" if hashlib.sha256(doc.encode()).digest()[0] < 26 else "train"
+                            splits[split].write(json.dumps({"text": doc[:600], "label": label}) + "\n")
+    for fh in splits.values():
+        fh.close()
     return {"source": str(root), "documents": docs, "characters": chars}
 
 
@@ -116,6 +129,22 @@ def word_vectors(corpus: Path, out: Path) -> dict:
     return {"vocabulary": stats["vocab_size"], "neighbours": neighbours}
 
 
+def classifier(out_dir: Path, steps: int = 0) -> dict:
+    """Fine-tune the pretrained BERT to tell class docstrings from function docstrings."""
+    from lmlab.tasks.finetune import finetune
+
+    raw = out_dir / "raw"
+    summary = finetune("sentiment", str(raw / "class_or_function-train.jsonl"),
+                       str(raw / "class_or_function-dev.jsonl"), init=str(out_dir / "bert" / "model"),
+                       out=str(out_dir / "classifier"),
+                       overrides=["--train.progress=false", f"--train.max_steps={steps or 200}",
+                                  f"--train.eval_every_steps={steps or 100}", "--train.batch_size=32",
+                                  "--optim.lr=3e-4", "--optim.warmup_steps=30"])
+    figures = summary.get("eval", {})
+    return {k: figures[k] for k in ("accuracy", "precision", "recall", "f1", "f1_macro") if k in figures} \
+        or {k: v for k, v in figures.items() if isinstance(v, float)}
+
+
 def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: bool = False,
                steps: int = 0) -> str:
     """Run every stage into `out`; returns the report (also written to OUT/report.md)."""
@@ -154,7 +183,7 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
     else:
         raw = out_dir / "raw" / "stdlib_docstrings.jsonl"
         raw.parent.mkdir()
-        src = stdlib_docstrings(raw)
+        src = stdlib_docstrings(raw, out_dir / "raw" / "class_or_function.jsonl")
         corpus = out_dir / "corpus"
         summary = clean_corpus([raw], corpus, overrides=["--split.valid=0.05"])
         done(s, **src, cleaned=summary.get("documents_out", summary.get("documents")))
@@ -173,7 +202,7 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
               "--data.block_size=128", f"--data.corpus={corpus}", "--data.dataset=null", "--train.batch_size=16",
               "--model.d_model=128", "--model.n_heads=4", "--model.n_layers=4", "--model.d_ff=512",
               "--model.dropout=0.0", "--model.attn_dropout=0.0", "--optim.lr=2e-3", "--optim.warmup_steps=50"]
-    gpt_steps = steps or 600
+    gpt_steps = steps or 500
     gpt = pretrain(None, str(out_dir / "gpt"), [
         "--objective=clm", "--model.preset=gpt2-tiny", f"--data.tokenizer={out_dir / 'tokenizer-bpe'}",
         f"--train.max_steps={gpt_steps}", f"--train.eval_every_steps={gpt_steps // 3}",
@@ -183,12 +212,18 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
          sample=_sample(out_dir / "gpt" / "model", prompt))
 
     s = stage("bert")
-    bert_steps = steps or 400
+    bert_steps = steps or 300
     bert = pretrain(None, str(out_dir / "bert"), [
         "--objective=mlm", "--model.preset=bert-tiny", f"--data.tokenizer={out_dir / 'tokenizer-wordpiece'}",
         "--whole_word_masking=wordpiece", f"--train.max_steps={bert_steps}",
         f"--train.eval_every_steps={bert_steps // 2}", f"--train.save_every_steps={bert_steps}", *common])
     done(s, **{k: bert.get(k) for k in ("parameters", "val_loss", "tokens_per_s")})
+
+    s = stage("classifier")
+    if not data:
+        done(s, **classifier(out_dir, steps))
+    else:
+        done(s, skipped="the built-in classification task uses the built-in corpus")
 
     s = stage("export")
     ids = torch.randint(5, 4000, (2, 17))
