@@ -36,11 +36,13 @@ def browser():
 
 
 def fake_pipeline(task, model_dir):
-    """Stands in for `lmlab.tasks.pipeline` (another branch) with the Hugging Face output shapes."""
+    """Stands in for `lmlab.tasks.pipeline` (same call shapes and outputs), so the browser test needs
+    no trained task models."""
     if task == "classification":
         return lambda text: {"label": "positive", "score": 0.8, "scores": {"positive": 0.8, "negative": 0.2}}
     if task == "qa":
-        def answer(question, context):
+        def answer(example):
+            context = example["context"]
             start = context.index("Paris")
             return {"answer": "Paris", "score": 0.9, "start": start, "end": start + 5}
         return answer
