@@ -63,9 +63,7 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
     torch dtype) casts the weights; the KV cache follows.
     """
     import torch
-    from tokenizers import Tokenizer as Backend
 
-    from lmlab.artifacts import read_json
     from lmlab.model import load_model
     from lmlab.tokenizer.tokenizer import Tokenizer
 
@@ -75,12 +73,7 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
     if not (tok_dir / "lmlab_tokenizer.json").is_file() or not (tok_dir / "tokenizer.json").is_file():
         raise ArtifactError(f"{model_dir}: no lmlab tokenizer in tokenizer/ (tokenizer.json + lmlab_tokenizer.json); "
                             "save the model with save_model(..., tokenizer_dir=...) to generate text from it")
-    meta = read_json(tok_dir / "lmlab_tokenizer.json")
-    try:
-        backend = Backend.from_file(str(tok_dir / "tokenizer.json"))
-    except Exception as e:  # tokenizers raises a bare Exception on a bad file
-        raise ArtifactError(f"{tok_dir / 'tokenizer.json'}: cannot be loaded ({e})") from None
-    tokenizer = Tokenizer(backend, meta["kind"], meta["special_tokens"], meta)
+    tokenizer = Tokenizer.load(tok_dir, verify_hashes=False)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ArtifactError(f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                             f"{model.config.vocab_size}; they were not trained together")

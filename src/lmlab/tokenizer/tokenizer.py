@@ -39,12 +39,14 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def load(cls, directory: str | Path) -> "Tokenizer":
-        """Load a directory written by `train_tokenizer` (its tokenizer files are hash-checked)."""
+    def load(cls, directory: str | Path, verify_hashes: bool = True) -> "Tokenizer":
+        """Load a directory written by `train_tokenizer` (its tokenizer files are hash-checked,
+        unless the caller already verified them, e.g. through a model directory's manifest)."""
         from tokenizers import Tokenizer as Backend
 
         directory = Path(directory)
-        verify(directory, kind=KIND, only=["tokenizer.json", "lmlab_tokenizer.json"])
+        if verify_hashes:
+            verify(directory, kind=KIND, only=["tokenizer.json", "lmlab_tokenizer.json"])
         meta = read_json(directory / "lmlab_tokenizer.json")
         try:
             backend = Backend.from_file(str(directory / "tokenizer.json"))
