@@ -4,9 +4,10 @@ Compute (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, App. B):
     C = 6·N·D + 12·L·T·d·D        N non-embedding matmul weights (+ vocabulary projection),
                                    D tokens, L layers, T context, d width
     (`lmlab.model.summary.flops_per_token(training=True)` per token, times D.)
-Time = C / (peak FLOP/s × MFU × devices). The peak is a named device's datasheet figure or,
-for "measure", a GEMM timed on this machine in the chosen precision; MFU is an assumption
-(default 0.45 on a GPU; on this CPU lmlab's measured runs set the default, see BENCHMARKS.md).
+Time per step = FLOPs per step / (peak FLOP/s × MFU × devices) + a fixed per-step overhead.
+The peak is a named device's datasheet figure or, for "measure", a GEMM timed on this machine
+in the chosen precision; MFU is an assumption (default 0.45 on a GPU; on a CPU the defaults
+and the overhead are calibrated on lmlab's own runs, see `CPU_MFU` and BENCHMARKS.md).
 Memory per device, mixed precision with AdamW (Rajbhandari et al. 2020, ZeRO §3):
     weights 4N (fp32 master) · gradients 4N · Adam moments 8N
     activations per layer ≈ T·b·d·(34 + 5·h·T/d) bytes with 16-bit activations
@@ -34,8 +35,12 @@ DEVICES: dict[str, dict[str, float]] = {
     "v100": {"fp16": 125e12, "fp32": 15.7e12},
     "t4": {"fp16": 65e12, "fp32": 8.1e12},
 }
-# lmlab's measured MFU against a timed GEMM on this project's 2-core CPU (BENCHMARKS.md).
-CPU_MFU = {"bf16": 0.35, "fp32": 0.45}
+# Calibrated on lmlab's own training steps on this project's 2-core CPU (benchmarks/bench_cost.py,
+# BENCHMARKS.md): bf16 steps of 10–30 M-parameter models reach ~0.55 of a timed bf16 GEMM, plus a
+# fixed ~20 ms per optimizer step (Python, AdamW over every tensor) that dominates tiny models.
+# The fp32 figure is an assumption, not yet measured.
+CPU_MFU = {"bf16": 0.55, "fp32": 0.45}
+CPU_STEP_OVERHEAD_S = 0.02
 GPU_MFU = 0.45
 
 
@@ -82,17 +87,19 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         peak = measure_peak_flops(dev, dtype)
-        default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.35)
+        default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.45)
+        overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S
         device_name = f"measured {dev.type} GEMM"
     else:
         if device not in DEVICES:
             raise ConfigError(f"unknown device {device!r}; use one of {', '.join(sorted(DEVICES))} or 'measure'")
         if precision not in DEVICES[device]:
             raise ConfigError(f"{device} has no {precision} figure; use one of {sorted(DEVICES[device])}")
-        peak, default_mfu, device_name = DEVICES[device][precision], GPU_MFU, device
+        peak, default_mfu, device_name, overhead = DEVICES[device][precision], GPU_MFU, device, 0.0
     mfu = mfu if mfu is not None else default_mfu
-    seconds = total_flops / (peak * mfu * devices)
     step_tokens = batch_size * t * devices
+    step_seconds = per_token * step_tokens / (peak * mfu * devices) + overhead
+    seconds = step_seconds * tokens / step_tokens
     params = count_parameters(cfg)
     n = params["parameters"]
     c_budget = 6 * n * tokens
@@ -101,7 +108,7 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
         "model": model, "parameters": n, "non_embedding_parameters": params["non_embedding_parameters"],
         "tokens": tokens, "seq_len": t, "training_flops_per_token": per_token, "total_flops": total_flops,
         "device": device_name, "precision": precision, "peak_flops_per_s": peak, "assumed_mfu": mfu,
-        "devices": devices, "hours": seconds / 3600, "step_seconds": per_token * step_tokens / (peak * mfu * devices),
+        "devices": devices, "hours": seconds / 3600, "step_seconds": step_seconds, "step_overhead_s": overhead,
         "cost": seconds / 3600 * price_per_hour * devices if price_per_hour else None,
         "memory_gib_per_device": {k: round(v / 2**30, 3) for k, v in
                                   memory_bytes(cfg, batch_size, t, precision, activation_checkpointing).items()},
