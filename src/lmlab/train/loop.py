@@ -34,8 +34,8 @@ import torch
 from lmlab.config import check
 from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
-from lmlab.train.checkpoint import (RunLock, apply_retention, full_state, latest_checkpoint, load_checkpoint,
-                                    save_checkpoint)
+from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, latest_checkpoint,
+                                    load_checkpoint, save_checkpoint)
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
 from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
@@ -249,7 +249,7 @@ class Trainer:
         from lmlab.config import to_dict
         from lmlab.model.pretrained import MODEL_KIND
 
-        model_state, _ = full_state(self.model, self.optimizer)  # collective under FSDP
+        model_state = full_model_state(self.model)  # collective under FSDP; no optimizer state needed
         if self.ctx.is_main:
             with ArtifactWriter(self.out / "best", kind=MODEL_KIND, config=self.run_config, overwrite=True) as w:
                 write_json(w.path / "model.json", to_dict(self.model.config))
