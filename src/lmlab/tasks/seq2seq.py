@@ -3,8 +3,13 @@
 Features: source ids truncated to ``task.max_length`` (the count of truncated sources is
 reported), target ids truncated to ``task.max_target_length − 1`` then EOS. Objective
 (teacher forcing): the decoder reads ``BOS y₁ … yₙ`` and predicts ``y₁ … yₙ EOS``;
-cross-entropy over the target tokens. Prediction decodes with `decoding.generate_ids`
-(greedy, or beam search with ``task.num_beams`` and ``task.length_penalty``).
+cross-entropy over the target tokens. Prediction decodes with `lmlab.generate`: greedy
+(`DecodeLoop` at temperature 0) or beam search (`beam_search`, Hugging Face semantics, with
+``task.num_beams`` and ``task.length_penalty``); the decoder starts from BOS, EOS ends a row
+and is not part of the text. At most ``task.max_target_length`` tokens are generated, and at
+most the model's ``max_seq_len − 1`` (the start token holds a position, as in HF ``max_length``);
+a training target holds at most ``max_target_length − 1`` tokens before its EOS, so that cap
+(reached only when ``max_seq_len = max_target_length``) can only cut a final EOS.
 From scratch the tokenizer is byte-level BPE trained on sources and targets together (one
 shared vocabulary, exact round trip for any script); the model is ``transformer-tiny``
 (Vaswani et al. 2017 at d_model 128) unless ``model.preset`` says otherwise. ``--init`` takes
@@ -113,17 +118,32 @@ class Seq2SeqTask(Task):
         return Seq2SeqObjective(pad_id_of(tok), self._special(tok)[0])
 
     def generate(self, model, tok, cfg: TaskConfig, sources: list[str]) -> list[str]:
-        from lmlab.tasks.decoding import generate_ids
+        from lmlab.generate import DecodeLoop, GenerationConfig, beam_search
 
         bos, eos = self._special(tok)
+        gen = GenerationConfig(max_new_tokens=cfg.max_target_length, temperature=0, stop_token_ids=[eos],
+                               num_beams=cfg.num_beams, length_penalty=cfg.length_penalty)
+        # the sources are token-id lists: the decoder right-pads them (pad_id) and encodes once;
+        # vocab_limit keeps ids the tokenizer cannot decode (a padded model vocabulary) out
+        common = dict(decoder_start_id=bos, pad_id=pad_id_of(tok), vocab_limit=tok.vocab_size)
+        training = model.training
+        model.eval()  # dropout would make decoding random; the caller's mode is restored after
         out = []
-        for chunk in in_batches(sources, cfg.predict_batch_size):
-            ids = [x[:cfg.max_length] for x in tok.encode_batch(chunk)]
-            src = pad(ids, pad_id_of(tok))
-            mask = pad([[1] * len(x) for x in ids], 0)
-            for seq in generate_ids(model, src, mask, bos, eos, cfg.max_target_length, cfg.num_beams,
-                                    cfg.length_penalty):
-                out.append(tok.decode(seq, skip_special_tokens=True).strip())
+        try:
+            for chunk in in_batches(sources, cfg.predict_batch_size):
+                ids = [x[:cfg.max_length] for x in tok.encode_batch(chunk)]
+                if cfg.num_beams > 1:
+                    seqs = [h.token_ids for h in beam_search(model, ids, gen, [eos], **common)]
+                else:
+                    loop = DecodeLoop(model, ids, gen, **common)
+                    for _ in loop:
+                        pass
+                    seqs = loop.generated
+                for seq in seqs:
+                    seq = seq[:-1] if seq and seq[-1] == eos else seq  # a stop token ends the row, not the text
+                    out.append(tok.decode(seq, skip_special_tokens=True).strip())
+        finally:
+            model.train(training)
         return out
 
     def score(self, predictions: list[str], references: list[list[str]], cfg: TaskConfig) -> dict:

@@ -14,6 +14,7 @@ that evaluation and prediction need nothing but the directory:
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ class TaskConfig:
         check(self.stride >= 0, "task.stride", "must be >= 0")
         check(self.max_answer_length >= 1, "task.max_answer_length", "must be >= 1")
         check(self.max_target_length >= 2, "task.max_target_length", "must be >= 2")
-        check(self.num_beams >= 1, "task.num_beams", "must be >= 1")
+        check(1 <= self.num_beams <= 64, "task.num_beams", "must be in [1, 64] (1 = greedy)")
+        check(math.isfinite(self.length_penalty), "task.length_penalty", "must be a finite number")
         check(self.lang in ("auto", "en", "zh"), "task.lang", "must be auto, en or zh")
         check(self.eval_max_examples >= 0, "task.eval_max_examples", "must be >= 0")
         check(self.predict_batch_size >= 1, "task.predict_batch_size", "must be >= 1")

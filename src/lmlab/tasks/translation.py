@@ -11,7 +11,7 @@ line-count mismatch is an error) or a CSV/TSV/JSONL with source/target columns
 (``source src en`` / ``target tgt de zh``). One shared byte-level BPE vocabulary for both
 languages when trained from scratch. Metric: BLEU and chrF with sacrebleu (its ``zh``
 tokenizer when the target is Chinese), the signature reported with the score; best
-checkpoint by BLEU. Decoding: greedy, or beam search with a length penalty (`decoding`).
+checkpoint by BLEU. Decoding: greedy, or beam search with a length penalty (`seq2seq`, through `lmlab.generate`).
 """
 
 from __future__ import annotations

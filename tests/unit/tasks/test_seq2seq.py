@@ -1,13 +1,17 @@
-"""Summarisation and translation: teacher forcing, readers, and a tiny model that learns."""
+"""Summarisation and translation: teacher forcing, readers, decoding through `lmlab.generate`
+(equal to its beam search and to greedy by full recomputation), and a tiny model that learns."""
 
 import pytest
+import torch
 
 import lmlab
 from lmlab.errors import DataError
+from lmlab.generate import GenerationConfig, beam_search
+from lmlab.model import Transformer, preset
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.seq2seq import Seq2SeqObjective
 from lmlab.tasks.summarization import TASK as SUMM
-from lmlab.tasks.task import TaskConfig
+from lmlab.tasks.task import TaskConfig, train_task_tokenizer
 from lmlab.tasks.translation import TASK as MT
 
 from .conftest import FIX, tiny
@@ -33,6 +37,65 @@ def test_parallel_files_must_align(tmp_path):
     (tmp_path / "s.jsonl").write_text('{"dialogue": "hi", "summary": ["a greeting", "hello"]}\n')
     pairs = SUMM.read(str(tmp_path / "s.jsonl"), TaskConfig())
     assert pairs[0].targets == ["a greeting", "hello"]  # several references
+
+
+SOURCES = ["one two three", "seven four five three eight nine", "two", "five one two three four", "eight eight"]
+
+
+@pytest.fixture(scope="module")
+def mt_tok(tmp_path_factory):
+    pairs = MT.read(f"{FIX / 'mt_train.en'},{FIX / 'mt_train.de'}", TaskConfig())
+    return train_task_tokenizer(MT, MT.texts(pairs), tmp_path_factory.mktemp("mt"), TaskConfig(vocab_size=300))
+
+
+def random_seq2seq(tok, dropout=0.0):
+    """Odd shapes (d_model 36, 3 heads); varied outputs (init_std 0.1); EOS made as likely as a
+    token the model often predicts (its output row, scaled by 1.02), so rows end at different steps."""
+    torch.manual_seed(0)
+    model = Transformer(preset("transformer-tiny", vocab_size=tok.vocab_size, d_model=36, n_heads=3, n_layers=2,
+                               d_ff=44, max_seq_len=40, dropout=dropout, init_std=0.1, tie_embeddings=False,
+                               pad_token_id=tok.pad_id)).eval()
+    with torch.no_grad():
+        w = model.head.proj.weight
+        w[tok.eos_id] = 1.02 * w[75]
+    return model
+
+
+def test_task_greedy_equals_full_recomputation(mt_tok):
+    tok, bos, eos = mt_tok, mt_tok.bos_id, mt_tok.eos_id
+    model = random_seq2seq(tok, dropout=0.3)
+    cfg = TaskConfig(max_target_length=7, predict_batch_size=2)  # batches of 2, 2, 1: padded sources
+    want, lengths = [], set()
+    with torch.no_grad():
+        for text in SOURCES:  # one source at a time, no cache: the whole decoder input every step
+            src, out = torch.tensor([tok.encode(text)]), []
+            for _ in range(cfg.max_target_length):
+                nxt = int(model(src, decoder_input_ids=torch.tensor([[bos] + out])).logits[0, -1].argmax())
+                if nxt == eos:
+                    break
+                out.append(nxt)
+            lengths.add(len(out))
+            want.append(tok.decode(out, skip_special_tokens=True).strip())
+    assert len(lengths) > 1 and cfg.max_target_length in lengths  # rows stop on EOS and at the limit
+    model.train()  # as inside a training run: dropout must be off while decoding, the mode kept
+    assert MT.generate(model, tok, cfg, SOURCES) == want
+    assert model.training
+
+
+def test_task_beams_equal_generate_beam_search(mt_tok):
+    tok, eos = mt_tok, mt_tok.eos_id
+    model = random_seq2seq(tok)
+    cfg = TaskConfig(max_target_length=7, num_beams=3, length_penalty=0.6, predict_batch_size=3)
+    gen = GenerationConfig(num_beams=3, length_penalty=0.6, max_new_tokens=7, temperature=0)
+    want, ended = [], 0
+    for text in SOURCES:  # alone: no padding in the reference
+        h = beam_search(model, [tok.encode(text)], gen, [eos], decoder_start_id=tok.bos_id, pad_id=tok.pad_id)[0]
+        ended += h.token_ids[-1] == eos
+        want.append(tok.decode([t for t in h.token_ids if t != eos], skip_special_tokens=True).strip())
+    assert 0 < ended < len(SOURCES)  # both finished and cut hypotheses
+    assert MT.generate(model, tok, cfg, SOURCES) == want
+    greedy = MT.generate(model, tok, TaskConfig(max_target_length=7), SOURCES)
+    assert greedy != want  # the beams found something else than greedy
 
 
 def test_translation_learns_and_beams(tmp_path):
