@@ -50,11 +50,16 @@ def _suspects(cfg: TransformerConfig, expected: tuple[int, ...], found: tuple[in
     return f" (check {', '.join(names)})" if names else ""
 
 
-def check_state(cfg: TransformerConfig, tensors: dict[str, torch.Tensor], source: str) -> None:
+def check_state(cfg: TransformerConfig, tensors: dict[str, torch.Tensor], source: str,
+                expected: dict[str, torch.Tensor] | None = None) -> None:
     """Every tensor used, every parameter filled, shapes equal; else `CheckpointMismatch`.
-    Compares against the model built on the meta device, so no memory is allocated."""
-    with torch.device("meta"):
-        own = Transformer(cfg).state_dict()
+    Compares against `expected` (a live model's state dict, whose modules may be wrapped, e.g.
+    by LoRA) or else the model built from `cfg` on the meta device, so no memory is allocated."""
+    if expected is not None:
+        own = expected
+    else:
+        with torch.device("meta"):
+            own = Transformer(cfg).state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     problems = []

@@ -134,12 +134,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     model, tok, tok_dir, notes = build_model(T, cfg, init, train_ex, meta, work)
     features = T.features(train_ex, tok, meta, cfg.task)
     eval_features = T.features(eval_ex, tok, meta, cfg.task) if eval_ex else []
-    if cfg.lora.rank:
-        from lmlab.train.checkpoint import latest_checkpoint
-
-        if cfg.train.resume != "never" and latest_checkpoint(out_dir / "checkpoints") is not None:
-            raise ConfigError(f"{out_dir}: holds checkpoints, and a LoRA run cannot resume from them (its "
-                              "checkpoints carry adapter tensors); use a new --out or --train.resume=never")
+    if cfg.lora.rank:  # before the Trainer, so that a checkpoint it resumes (A, B and their optimizer state) fits
         notes["lora"] = apply_lora(model, cfg.lora)
     if cfg.task.epochs:
         per_step = cfg.train.batch_size * cfg.train.grad_accum_steps

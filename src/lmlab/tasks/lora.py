@@ -12,7 +12,10 @@ Why not ``peft``: peft wraps Hugging Face ``PreTrainedModel`` classes and target
 their HF names; lmlab's Transformer is not one, and the whole method is the 40 lines below.
 `LoRALinear` exposes ``weight`` (W₀ + ΔW) and ``bias`` like ``nn.Linear``, so code that reads
 a projection's weight directly (the fused QKV product of attention) sees the adapted weight.
-A LoRA run's checkpoints hold the extra tensors, so such a run restarts rather than resumes.
+A LoRA run resumes like any other: `finetune` wraps the model before the trainer loads the
+latest checkpoint, whose weights include A and B and whose optimizer state covers exactly the
+trainable tensors; the LoRA config is part of the run's identity, so resuming with another
+rank (or targets, alpha …) is refused by the field's name (``lora.rank: 4 there, 8 here``).
 """
 
 from __future__ import annotations

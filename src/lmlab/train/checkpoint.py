@@ -138,6 +138,26 @@ def check_same_architecture(saved: dict[str, Any], current: TransformerConfig, w
                                  "restore those fields or start a new run in another directory")
 
 
+def read_identity(path: Path) -> dict[str, Any]:
+    """The identity of the run that wrote a checkpoint (state.json alone is verified: cheap, so
+    that a checkpoint of another run is refused by name before any tensor is read)."""
+    verify(path, kind=KIND, only=["state.json"])
+    return read_json(path / "state.json").get("trainer", {}).get("identity", {})
+
+
+def identity_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``field: X there, Y here`` for each differing entry; nested sections (the LoRA config)
+    by dotted name, so that the message names the field that changed (``lora.rank``)."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += identity_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} there, {b!r} here")
+    return out
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: Any = None, model_config: TransformerConfig | None = None) -> dict[str, Any]:
     """Restore model, optimizer, scaler and RNG states in place (every rank; FSDP-sharded
@@ -148,7 +168,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     config = model_config or model.config
     check_same_architecture(read_json(path / "model.json"), config, path)
     weights = load_tensors(path / "model.safetensors")
-    check_state(config, weights, str(path))
+    check_state(config, weights, str(path), expected=model.state_dict())  # the model as built: LoRA layers included
     state = read_json(path / "state.json")
     tensors = load_tensors(path / "optimizer.safetensors")
     set_state_dict(model, optimizer, model_state_dict=weights,

@@ -34,8 +34,8 @@ import torch
 from lmlab.config import check
 from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
-from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, latest_checkpoint,
-                                    load_checkpoint, save_checkpoint)
+from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, identity_changes,
+                                    latest_checkpoint, load_checkpoint, read_identity, save_checkpoint)
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
 from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
@@ -277,15 +277,14 @@ class Trainer:
         path = latest_checkpoint(self.out / "checkpoints") if mode == "auto" else Path(mode)
         if path is None:
             return
+        # identity first: another run's weights may not even fit this model (e.g. another LoRA rank)
+        changed = identity_changes(read_identity(path), self.identity)
+        if changed:
+            raise CheckpointMismatch(f"{path}: written by a different run ({'; '.join(changed)}); "
+                                     "resume with the same data and objective, or use another --out")
         state = load_checkpoint(path, self.model, self.optimizer, self.scaler)
         self.step = state["step"]
         trainer = state["trainer"]
-        saved = trainer.get("identity", {})
-        changed = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
-        if changed:
-            raise CheckpointMismatch(
-                f"{path}: written by a different run ({', '.join(f'{k}: {saved.get(k)!r} there, {self.identity.get(k)!r} here' for k in changed)}); "
-                "resume with the same data and objective, or use another --out")
         self.elapsed, self.tokens_seen = trainer["elapsed_s"], trainer["tokens_seen"]
         self.guard.load_state_dict(trainer["guard"])
         self.best = trainer.get("best")

@@ -1,11 +1,14 @@
-"""LoRA: starts as the base model, merges exactly, trains only adapters and head, saves the adapter."""
+"""LoRA: starts as the base model, merges exactly, trains only adapters and head, saves the adapter,
+resumes exactly (another rank is refused by name)."""
+
+import json
 
 import pytest
 import torch
 
 import lmlab
 from lmlab.artifacts import load_tensors
-from lmlab.errors import ConfigError
+from lmlab.errors import CheckpointMismatch
 from lmlab.model import Transformer, preset
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.lora import LoRAConfig, LoRALinear, apply_lora, merge_lora
@@ -59,9 +62,42 @@ def test_finetune_with_lora(tmp_path):
     adapter = load_tensors(out / "model" / "adapter.safetensors")
     assert any("lora_a" in k for k in adapter) and "head.out.weight" in adapter
     assert lmlab.pipeline("sentiment", out / "model")("the film was good")["label"] in ("0", "1")
-    with pytest.raises(ConfigError, match="LoRA run cannot resume"):
-        finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(out),
-                 overrides=tiny("--train.max_steps=40", "--lora.rank=4"))
+
+
+def _curve(run):
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train_loss"], r.get("val_loss"), r.get("val_accuracy")) for r in rows]
+
+
+def test_lora_run_resumes_exactly(tmp_path, monkeypatch):
+    from lmlab.train.loop import Trainer
+
+    def run(out, rank=4):
+        return finetune("sentiment", str(FIX / "sentiment_train.csv"), str(FIX / "sentiment_dev.csv"), out=str(out),
+                        overrides=tiny("--train.max_steps=6", "--train.save_every_steps=1", "--train.log_every_steps=1",
+                                       "--train.eval_every_steps=3", f"--lora.rank={rank}", "--lora.dropout=0.1",
+                                       "--optim.lr=1e-2"))
+    run(tmp_path / "ref")
+    original = Trainer.train_step
+
+    def preempt_at_4(self):
+        out = original(self)
+        if self.step + 1 == 4:
+            self._stop_requested = True  # as SIGTERM does: checkpoint after this step, exit
+        return out
+    monkeypatch.setattr(Trainer, "train_step", preempt_at_4)
+    s = run(tmp_path / "run")
+    assert s["preempted"] and s["steps"] == 4
+    monkeypatch.setattr(Trainer, "train_step", original)
+    with pytest.raises(CheckpointMismatch, match=r"lora\.rank: 4 there, 8 here"):  # before any tensor is read
+        run(tmp_path / "run", rank=8)
+    s = run(tmp_path / "run")
+    assert s["steps"] == 6 and _curve(tmp_path / "run") == _curve(tmp_path / "ref")
+    assert len(_curve(tmp_path / "ref")) == 6
+    ref, got = (load_tensors(tmp_path / r / "model" / "adapter.safetensors") for r in ("ref", "run"))
+    assert ref.keys() == got.keys() and any("lora_b" in k for k in ref)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert any(bool(v.abs().max() > 0) for k, v in ref.items() if "lora_b" in k)  # B left zero: nothing trained
 
 
 def test_adapter_on_its_base_equals_the_merged_model(tmp_path):
