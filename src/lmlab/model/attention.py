@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.model.config import TransformerConfig
+from lmlab.model.linear import Linear, linear
 
 
 def scaled_dot_product_attention(
@@ -56,6 +57,11 @@ class KVCache:
     Self-attention entries are [B, K, S_max, D] per layer, filled up to `length`; every layer
     writes at the same offset and the model calls `advance(T)` after a forward pass.
     Cross-attention keys and values of the encoder memory are computed once and kept in `cross`.
+
+    The cache may hold a wider dtype than the model: attention then runs in the cache's dtype
+    (queries are cast up, the output back down). `for_model` does so for bf16/fp16 models on
+    CPU, whose fused attention kernel is up to 6× slower than float32 for one query against a
+    long cache (measured, benchmarks/bench_generate.py); the weights stay in half precision.
     """
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, d_head: int,
@@ -69,8 +75,11 @@ class KVCache:
 
     @classmethod
     def for_model(cls, cfg: TransformerConfig, batch_size: int, max_len: int | None = None,
-                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "KVCache":
+                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
+        """A cache for a model whose activations are `dtype` (float32 entries for half precision on CPU)."""
         n = cfg.decoder_layers if cfg.arch == "encoder-decoder" else cfg.n_layers
+        if torch.device(device).type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+            dtype = torch.float32
         return cls(n, batch_size, cfg.kv_heads, max_len or cfg.max_seq_len, cfg.d_head, dtype, device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,10 +109,10 @@ class MultiHeadAttention(nn.Module):
         self.impl = cfg.attention_impl
         self.dropout_p = cfg.attn_dropout
         c = cfg.d_model
-        self.q = nn.Linear(c, self.n_heads * self.d_head, bias=cfg.bias)
-        self.k = nn.Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
-        self.v = nn.Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
-        self.o = nn.Linear(self.n_heads * self.d_head, c, bias=cfg.bias)
+        self.q = Linear(c, self.n_heads * self.d_head, bias=cfg.bias)
+        self.k = Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
+        self.v = Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
+        self.o = Linear(self.n_heads * self.d_head, c, bias=cfg.bias)
 
     def _split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, t, _ = x.shape
@@ -131,7 +140,7 @@ class MultiHeadAttention(nn.Module):
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
         # than three calls; the parameters stay separate, named as in the paper.
         w, b = self._fused_qkv()
-        qkv = F.linear(x, w, b)  # [B, T, (H + 2K)·D]
+        qkv = linear(x, w, b)  # [B, T, (H + 2K)·D]
         kv = self.n_kv_heads * self.d_head
         return qkv.split((self.n_heads * self.d_head, kv, kv), dim=-1)
 
@@ -154,6 +163,7 @@ class MultiHeadAttention(nn.Module):
                 q, k = rope.rotate(q, positions), rope.rotate(k, positions)
             if cache is not None:
                 k, v = cache.update(layer, k, v)  # [B, K, S, D], S = cached + T
+                q = q.to(k.dtype)  # a no-op unless the cache is wider than the model
         else:
             q = self._split(self.q(x), self.n_heads)  # [B, H, T, D]
             if cache is not None and cache.cross[layer] is not None:
@@ -179,5 +189,5 @@ class MultiHeadAttention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # [B, H, T, D]
         b, _, t, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, C]
+        out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, C]
         return self.o(out), weights

@@ -19,6 +19,7 @@ from torch import nn
 
 from lmlab.model.config import TransformerConfig
 from lmlab.model.layers import ACTIVATIONS, make_norm
+from lmlab.model.linear import linear
 
 
 class VocabProjection(nn.Module):
@@ -30,7 +31,7 @@ class VocabProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if bias else None
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return F.linear(h, self.matrix(embedding), self.bias)
+        return linear(h, self.matrix(embedding), self.bias)
 
     def matrix(self, embedding: torch.Tensor) -> torch.Tensor:
         return embedding if self.weight is None else self.weight

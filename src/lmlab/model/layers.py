@@ -18,6 +18,7 @@ from torch import nn
 
 from lmlab.model.attention import KVCache, MultiHeadAttention
 from lmlab.model.config import TransformerConfig
+from lmlab.model.linear import Linear
 
 
 class RMSNorm(nn.Module):
@@ -54,9 +55,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.gated = cfg.activation == "swiglu"
         self.act = F.silu if self.gated else ACTIVATIONS[cfg.activation]
-        self.w_1 = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
-        self.w_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if self.gated else None
-        self.w_2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.w_1 = Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.w_gate = Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if self.gated else None
+        self.w_2 = Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] → [B, T, C]
         h = self.w_1(x)  # [B, T, d_ff]

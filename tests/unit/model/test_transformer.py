@@ -63,6 +63,33 @@ def test_kv_cache_equals_full_recomputation(family, figure):
     assert torch.equal(inc.argmax(-1), full.argmax(-1))
 
 
+@pytest.mark.parametrize("family", ["gpt2", "transformer"])
+def test_bf16_model_keeps_a_float32_cache_on_cpu(family, figure):
+    """Half-precision weights, float32 attention over the cache: the cached logits stay as
+    close to the bf16 full recomputation as bf16 rounding allows, and the cache is float32."""
+    model = tiny(family).to(torch.bfloat16)
+    src = torch.randint(0, V, (3, 5))
+    ids = torch.randint(0, V, (3, 12))
+    cache = KVCache.for_model(model.config, batch_size=3, max_len=16, dtype=torch.bfloat16)
+    assert cache.k[0].dtype == torch.float32
+    with torch.no_grad():
+        full = (run(model, src, ids) if family == "transformer" else run(model, ids)).logits.float()
+        steps, memory = [], None
+        for i in range(12):
+            chunk = ids[:, i:i + 1]
+            if family == "transformer":
+                out = model(src, decoder_input_ids=chunk, memory=memory, cache=cache)
+                memory = out.memory
+            else:
+                out = model(chunk, cache=cache)
+            assert out.logits.dtype == torch.bfloat16
+            steps.append(out.logits.float())
+    diff = (torch.cat(steps, 1) - full).abs().max().item()
+    scale = full.abs().max().item()
+    figure(max_logit_diff=diff, logit_scale=scale)
+    assert diff <= 0.05 * scale
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_formula_path_equals_fused_path_with_grads(family):
     fused = tiny(family).double()
