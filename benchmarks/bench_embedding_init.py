@@ -3,10 +3,10 @@ early training loss? Random init vs `init_embeddings` (PCA to d_model, norms kep
 
     python benchmarks/bench_embedding_init.py --corpus CORPUS.txt --vectors VEC_DIR --steps 300
 
-The model is a stand-in (the project's own Transformer lives in ``lmlab.model``): a 2-layer
-pre-norm causal Transformer (torch.nn.TransformerEncoderLayer), d_model 64, 4 heads, word-level
-vocabulary = the vectors' `--vocab` (4000) most frequent words + <unk>, untied output layer,
-AdamW lr 1e-3, batch 16 × 32 tokens (all adjustable). The held-out loss (next-word cross-entropy on the last 5 % of the
+The model is lmlab's own GPT (`lmlab.model`, gpt2 family): 2 layers, d_model 64, 4 heads,
+word-level vocabulary = the vectors' `--vocab` (4000) most frequent words + <unk>, output layer
+untied from the embedding (so that only the input side is initialised), AdamW lr 1e-3, batch
+16 × 32 tokens (all adjustable). The held-out loss (next-word cross-entropy on the last 5 % of the
 corpus) is reported every `--eval-every` steps, averaged over `--seeds` seeds.
 """
 
@@ -20,31 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lmlab.embeddings.initialize import init_embeddings  # noqa: E402
-from lmlab.embeddings.vectors import WordVectors  # noqa: E402
-from lmlab.embeddings.vocab import make_tokenizer, read_lines  # noqa: E402
+from lmlab.embeddings.initialize import init_embeddings
+from lmlab.embeddings.vectors import WordVectors
+from lmlab.embeddings.vocab import make_tokenizer, read_lines
+from lmlab.model import Transformer, preset
 
 
-class TinyLM(nn.Module):
-    def __init__(self, vocab: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 2, seq: int = 64):
-        super().__init__()
-        self.tok = nn.Embedding(vocab, d_model)
-        self.pos = nn.Parameter(torch.zeros(seq, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0, batch_first=True,
-                                           norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, n_layers)
-        self.norm = nn.LayerNorm(d_model)
-        self.out = nn.Linear(d_model, vocab)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(seq))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T] → logits [B, T, V]
-        h = self.tok(x) + self.pos[: x.shape[1]]
-        h = self.blocks(h, mask=self.mask[: x.shape[1], : x.shape[1]], is_causal=True)
-        return self.out(self.norm(h))
+def small_gpt(vocab: int, d_model: int, seq: int) -> Transformer:
+    cfg = preset("gpt2-tiny", vocab_size=vocab, d_model=d_model, n_heads=4, n_layers=2, d_ff=2 * d_model,
+                 max_seq_len=seq, dropout=0.0, attn_dropout=0.0, tie_embeddings=False)
+    return Transformer(cfg)
 
 
 def encode(corpus: Path, words: list[str]) -> np.ndarray:
@@ -59,23 +47,23 @@ def encode(corpus: Path, words: list[str]) -> np.ndarray:
 def run(ids: np.ndarray, vocab: list[str], wv: WordVectors | None, seed: int, steps: int, eval_every: int,
         seq: int, batch: int, d_model: int) -> tuple[list[tuple[int, float]], dict | None]:
     torch.manual_seed(seed)
-    model = TinyLM(len(vocab), d_model=d_model, seq=seq)
+    model = small_gpt(len(vocab), d_model, seq)
     stats = None
     if wv is not None:
-        stats = init_embeddings(model.tok.weight, vocab, wv, projection="pca")
+        with torch.no_grad():
+            stats = init_embeddings(model.embed.tokens.weight, vocab, wv, projection="pca")
     split = int(len(ids) * 0.95)
     train, held = torch.from_numpy(ids[:split]), torch.from_numpy(ids[split:])
     g = torch.Generator().manual_seed(seed)
     held_starts = torch.arange(0, len(held) - seq - 1, seq)[:256]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    loss_fn = nn.CrossEntropyLoss()
 
     def held_loss() -> float:
         model.eval()
         with torch.no_grad():
             x = torch.stack([held[s:s + seq] for s in held_starts])
             y = torch.stack([held[s + 1:s + seq + 1] for s in held_starts])
-            loss = loss_fn(model(x).flatten(0, 1), y.flatten()).item()
+            loss = model(x, labels=y).loss.item()
         model.train()
         return loss
 
@@ -84,7 +72,7 @@ def run(ids: np.ndarray, vocab: list[str], wv: WordVectors | None, seed: int, st
         starts = torch.randint(0, len(train) - seq - 1, (batch,), generator=g)
         x = torch.stack([train[s:s + seq] for s in starts])
         y = torch.stack([train[s + 1:s + seq + 1] for s in starts])
-        loss = loss_fn(model(x).flatten(0, 1), y.flatten())
+        loss = model(x, labels=y).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,7 +100,7 @@ def main() -> None:
     words = wv.words[: args.vocab]
     vocab = ["<unk>"] + words
     ids = encode(Path(args.corpus), words)
-    results: dict = {"tokens": int(len(ids)), "unk_share": float((ids == 0).mean()), "vocab": len(vocab),
+    results: dict = {"tokens": len(ids), "unk_share": float((ids == 0).mean()), "vocab": len(vocab),
                      "d_model": args.d_model, "seq": args.seq, "batch": args.batch, "seeds": args.seeds}
     t0 = time.perf_counter()
     for name, source in (("random", None), ("word-vectors", wv)):

@@ -21,7 +21,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 
 def hf_model(kind: str, a):

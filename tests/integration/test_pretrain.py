@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmlab.model import load_model
 from lmlab.train.pretrain import pretrain

@@ -299,7 +299,6 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
         lock = RunLock(self.out) if self.ctx.is_main else contextlib.nullcontext()
         with lock:
             self._resume()

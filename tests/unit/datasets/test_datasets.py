@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import lmlab.datasets as D
-import lmlab.datasets.root
 from lmlab.datasets.qa import load_stats
 from lmlab.errors import DataError
 

@@ -7,7 +7,6 @@ import types
 
 import httpx
 import numpy as np
-import pytest
 import torch
 
 from tests.unit.serve.conftest import KEY

@@ -4,7 +4,6 @@ copies the final checkpoint's weights to the given path."""
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import make_trainer, tiny_model  # noqa: E402
