@@ -60,7 +60,7 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
 
     The model directory's manifest covers the tokenizer files (they are hash-checked with the
     weights), so the copy inside it carries no manifest of its own. ``dtype`` ("bfloat16", a
-    torch dtype) casts the weights; the KV cache follows.
+    torch dtype) casts the weights (the KV cache stays float32 on CPU: see `KVCache`).
     """
     import torch
 

@@ -69,12 +69,13 @@ class Registry:
         self.entries = {e.name: e for e in entries}
 
     @classmethod
-    def load(cls, args: list[str], device: str = "cpu") -> "Registry":
+    def load(cls, args: list[str], device: str = "cpu", dtype: str = "float32") -> "Registry":
+        """dtype: the weights' ("bfloat16" halves the bytes each decode step reads)."""
         from lmlab.generate import load_for_generation
 
         entries = []
         for name, path in parse_model_args(args):
-            model, tok = load_for_generation(path, device=device)
+            model, tok = load_for_generation(path, device=device, dtype=None if dtype == "float32" else dtype)
             entries.append(ModelEntry(name, path, model.eval(), tok))
         return cls(entries)
 

@@ -105,3 +105,18 @@ def test_classifier_cannot_generate(tmp_path, model_dir):
         r = httpx.post(f"{url}/v1/attention", json={"model": "cls", "text": "a b c"}, timeout=30)
         assert r.status_code == 200 and np.array(r.json()["layers"][0]["weights"]).shape[0] == 3
         assert not np.allclose(np.triu(np.array(r.json()["layers"][0]["weights"]), 1), 0)  # bidirectional
+
+
+def test_bfloat16_weights_serve_completions(model_dir):
+    """--dtype bfloat16: the weights are cast and completions are served (max_tokens honoured)."""
+    from lmlab.serve.registry import Registry
+    from tests.unit.serve.conftest import live_server
+
+    reg = Registry.load([str(model_dir)], dtype="bfloat16")
+    model = reg.get(reg.names()[0]).model
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with live_server(reg) as (url, _):
+        r = httpx.post(f"{url}/v1/completions", json={"model": reg.names()[0], "prompt": "hello",
+                                                       "max_tokens": 5, "temperature": 0}, timeout=30)
+        assert r.status_code == 200
+        assert r.json()["usage"]["completion_tokens"] == 5
