@@ -54,7 +54,7 @@ def build(a, work: Path):
 def gemm_floor(model, batch: int, steps: int = 16) -> float:
     """Seconds per decode step spent in the weight GEMMs alone (QKV, output, FFN, vocabulary):
     what any implementation that reads these weights once per step must pay."""
-    import torch.nn.functional as F
+    from lmlab.model.linear import linear
 
     dtype = next(model.parameters()).dtype
     mats = []
@@ -67,7 +67,7 @@ def gemm_floor(model, batch: int, steps: int = 16) -> float:
         t = time.perf_counter()
         for _ in range(steps):
             for w, b in mats:
-                F.linear(xs[w.shape[1]], w, b)
+                linear(xs[w.shape[1]], w, b)  # the model's own route (threads split for fp32)
     return (time.perf_counter() - t) / steps
 
 
