@@ -56,7 +56,8 @@ class KVCache:
 
     Self-attention entries are [B, K, S_max, D] per layer, filled up to `length`; every layer
     writes at the same offset and the model calls `advance(T)` after a forward pass.
-    Cross-attention keys and values of the encoder memory are computed once and kept in `cross`.
+    Cross-attention keys and values of the encoder memory are computed once and kept in `cross`,
+    and each layer's concatenated [Wq; Wk; Wv] in `qkv` (built at the first step).
 
     The cache may hold a wider dtype than the model: attention then runs in the cache's dtype
     (queries are cast up, the output back down). `for_model` does so for bf16/fp16 models on
@@ -70,6 +71,7 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.qkv: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * n_layers  # fused weights
         self.length = 0
         self.max_len = max_len
 
@@ -119,27 +121,24 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, t, heads, self.d_head).transpose(1, 2)  # [B, T, C] → [B, heads, T, D]
 
     def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[Wq; Wk; Wv] and [bq; bk; bv]. With autograd off (generation: no_grad or
-        inference_mode) the concatenation is kept and rebuilt only when a parameter changes
-        (new storage, dtype, device or an in-place update, which bumps its version counter);
-        with autograd on it is rebuilt every call so that gradients reach the three parameters."""
-        params = [p for p in (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
-                  if p is not None]
-        key = None if torch.is_grad_enabled() else tuple(
-            (id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        cached = self.__dict__.get("_qkv_cache")
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1], cached[2]
+        """[Wq; Wk; Wv] and [bq; bk; bv] (built per call: autograd reaches the three parameters)."""
         w = torch.cat((self.q.weight, self.k.weight, self.v.weight))
         b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
-        if key is not None:
-            self.__dict__["_qkv_cache"] = (key, w, b)  # not a buffer: never saved, never moved
         return w, b
 
-    def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project_qkv(self, x: torch.Tensor, cache: KVCache | None, layer: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
-        # than three calls; the parameters stay separate, named as in the paper.
-        w, b = self._fused_qkv()
+        # than three calls; the parameters stay separate, named as in the paper. A decode keeps
+        # the concatenation in its KV cache: the weights cannot change during one generation,
+        # and the cache's lifetime is that generation (a version-counter key would not do:
+        # torch's fused AdamW updates parameters without bumping their version).
+        if cache is not None and not torch.is_grad_enabled():
+            if cache.qkv[layer] is None:
+                cache.qkv[layer] = self._fused_qkv()
+            w, b = cache.qkv[layer]
+        else:
+            w, b = self._fused_qkv()
         qkv = linear(x, w, b)  # [B, T, (H + 2K)·D]
         kv = self.n_kv_heads * self.d_head
         return qkv.split((self.n_heads * self.d_head, kv, kv), dim=-1)
@@ -156,7 +155,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if memory is None:
-            q, k, v = self._project_qkv(x)
+            q, k, v = self._project_qkv(x, cache, layer)
             q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
             if rotary is not None:
                 rope, positions = rotary

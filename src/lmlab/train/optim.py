@@ -36,6 +36,7 @@ class OptimConfig:
     beta2: float = 0.99
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    fused: bool = True  # torch's one-kernel AdamW (same update; 2-3x less optimizer time on CPU)
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "optim.lr", "must be positive")
@@ -60,8 +61,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    # The fused kernel takes plain CPU/CUDA tensors; sharded (FSDP DTensor) or other parameters
+    # keep the multi-tensor ("foreach") implementation.
+    fused = cfg.fused and all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda")
+                              for p in model.parameters())
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
 
 
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:

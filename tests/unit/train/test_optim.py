@@ -11,9 +11,10 @@ from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
 from .helpers import tiny_model
 
 
-def test_groups_decay_matrices_only_and_match_torch(figure):
+@pytest.mark.parametrize("fused", [True, False])
+def test_groups_decay_matrices_only_and_match_torch(fused, figure):
     model, ref = tiny_model(0.0), tiny_model(0.0)
-    cfg = OptimConfig(lr=1e-2, weight_decay=0.3)
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.3, fused=fused)
     ours = build_optimizer(model, cfg)
     decay, no_decay = ours.param_groups
     names = {id(p): n for n, p in model.named_parameters()}
@@ -23,7 +24,8 @@ def test_groups_decay_matrices_only_and_match_torch(figure):
     torch_opt = torch.optim.AdamW(
         [{"params": [ref_params[names[id(p)]] for p in decay["params"]], "weight_decay": 0.3},
          {"params": [ref_params[names[id(p)]] for p in no_decay["params"]], "weight_decay": 0.0}],
-        lr=1e-2, betas=(0.9, 0.99))
+        lr=1e-2, betas=(0.9, 0.99), fused=fused or None)
+    assert ours.defaults["fused"] == (fused or None)
     x = torch.randint(0, 37, (3, 11))
     for _ in range(50):
         for m, opt in ((model, ours), (ref, torch_opt)):
@@ -33,6 +35,19 @@ def test_groups_decay_matrices_only_and_match_torch(figure):
     diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), ref.parameters()))
     figure(max_param_diff=diff)
     assert diff == 0.0
+
+
+def test_fused_step_equals_the_multi_tensor_step(figure):
+    """One step: the fused kernel and the foreach implementation differ by float rounding only."""
+    a, b = tiny_model(0.0), tiny_model(0.0)
+    x = torch.randint(0, 37, (3, 11))
+    for model, fused in ((a, True), (b, False)):
+        opt = build_optimizer(model, OptimConfig(lr=1e-2, weight_decay=0.3, fused=fused))
+        model(x, labels=x).loss.backward()
+        opt.step()
+    diff = max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+    figure(max_param_diff=diff)
+    assert diff <= 1e-6
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd", "constant"])
