@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ TARGET = 1.886
 
 
 def run_lmlab(recipe: Path, out: Path, extra: list[str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # this benchmark's own scratch directory: a fresh run each time
     cmd = [sys.executable, "-m", "lmlab", "pretrain", "--config", str(recipe), "--out", str(out),
            "--train.progress=false", "--train.resume=never", *extra]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.DEVNULL)

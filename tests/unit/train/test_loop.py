@@ -182,3 +182,17 @@ def test_metrics_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
         f.write('{"train_loss": 1.0, "st')  # killed mid-write after the last checkpoint
     make_trainer(tmp_path, max_steps=6).fit()
     assert [r for r in losses(tmp_path)] and len(losses(tmp_path)) == 6
+
+
+def test_resume_never_refuses_a_directory_with_an_earlier_run(tmp_path):
+    """A fresh run in a used directory would append to the earlier metrics.jsonl and leave the
+    earlier run's later checkpoints for the next `resume=auto` to pick up."""
+    from lmlab.errors import ConfigError
+
+    make_trainer(tmp_path, max_steps=4).fit()
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="resume=never starts a new run"):
+        make_trainer(tmp_path, max_steps=4, resume="never").fit()
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing lost, nothing appended
+    make_trainer(tmp_path / "fresh", max_steps=2, resume="never").fit()  # an empty directory is fine
+    assert len(losses(tmp_path / "fresh")) == 2
