@@ -24,7 +24,7 @@ def generate_command(model_dir: str, prompt: str, max_new_tokens: int = 64, temp
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0 if num_beams > 1 else temperature,
                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
                               stop=list(stop or []), num_beams=num_beams, length_penalty=length_penalty)
-    model, tokenizer = load_for_generation(model_dir, dtype=None if dtype == "float32" else dtype)
+    model, tokenizer = load_for_generation(model_dir, dtype=dtype)
     out = sys.stdout
     if echo and model.config.arch == "decoder":
         out.write(prompt)

@@ -75,7 +75,7 @@ class Registry:
 
         entries = []
         for name, path in parse_model_args(args):
-            model, tok = load_for_generation(path, device=device, dtype=None if dtype == "float32" else dtype)
+            model, tok = load_for_generation(path, device=device, dtype=dtype)
             entries.append(ModelEntry(name, path, model.eval(), tok))
         return cls(entries)
 

@@ -272,17 +272,17 @@ class Trainer:
 
     def _resume(self) -> None:
         mode = self.cfg.resume
+        latest = latest_checkpoint(self.out / "checkpoints")
         if mode == "never":
-            earlier = latest_checkpoint(self.out / "checkpoints")
-            if earlier is not None or (self.metrics.enabled and self.metrics.path.exists()
-                                       and self.metrics.path.stat().st_size > 0):
+            if latest is not None or (self.metrics.enabled and self.metrics.path.exists()
+                                      and self.metrics.path.stat().st_size > 0):
                 # starting over here would mix two runs' metrics and leave the other run's
                 # checkpoints for a later resume to pick up
-                raise ConfigError(f"{self.out}: holds an earlier run ({earlier or self.metrics.path}); "
+                raise ConfigError(f"{self.out}: holds an earlier run ({latest or self.metrics.path}); "
                                   "train.resume=never starts a new run: give it another --out, or "
                                   "delete the directory first")
             return
-        path = latest_checkpoint(self.out / "checkpoints") if mode == "auto" else Path(mode)
+        path = latest if mode == "auto" else Path(mode)
         if path is None:
             return
         # identity first: another run's weights may not even fit this model (e.g. another LoRA rank)
