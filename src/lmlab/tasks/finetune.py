@@ -9,7 +9,8 @@
 ``--init`` is an lmlab model directory (e.g. ``OUT/model`` of `lmlab pretrain`; its tokenizer is
 used), ``hf:DIR`` (a Hugging Face directory on disk, imported with `lmlab.hf.convert.import_hf`),
 or absent: a tokenizer is trained on the training texts and a small model of
-``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works).
+``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works);
+``--task.vectors=DIR`` then initialises its token embeddings from word vectors (`lmlab embed train`).
 
 Config = dataclass defaults ← the task's recipe defaults ← ``--config`` YAML ← overrides.
 ``task.epochs`` (if > 0) sets ``train.max_steps``. With evaluation data, the task metric is computed
@@ -86,6 +87,9 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
 
     init_dir = resolve_init(init, work)
     fields = task.model_fields(meta)
+    if init_dir is not None and cfg.task.vectors:
+        raise ConfigError(f"task.vectors: word vectors initialise a model trained from scratch; --init {init} "
+                          "brings its own embeddings (drop one of the two)")
     if init_dir is not None:
         if not (init_dir / "tokenizer").is_dir():
             raise ArtifactError(f"--init {init}: the model directory has no tokenizer/; fine-tuning needs the "
@@ -109,7 +113,22 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
                            **{**spec, **fields})
     except ConfigError as e:
         raise ConfigError(f"model: {e}") from None
-    return Transformer(model_cfg), tok, tok_dir, {"init": None, "preset": name}
+    model, notes = Transformer(model_cfg), {"init": None, "preset": name}
+    if cfg.task.vectors:
+        notes["vectors"] = init_from_vectors(model, tok, cfg.task.vectors)
+    return model, tok, tok_dir, notes
+
+
+def init_from_vectors(model, tok, directory: str) -> dict:
+    """Token embeddings from word vectors (`lmlab.embeddings.initialize`): a vocabulary token that
+    is a word, also after stripping its subword marker and lower-casing, takes that word's vector
+    projected to d_model; the rest keep their random rows. Returns the match statistics."""
+    from lmlab.embeddings.initialize import init_embeddings
+    from lmlab.embeddings.vectors import load_vectors
+
+    vocab = tok.backend.get_vocab(with_added_tokens=True)
+    stats = init_embeddings(model.embed.tokens.weight, vocab, load_vectors(directory), match="normalized")
+    return {"directory": str(directory), **{k: stats[k] for k in ("matched", "tokens", "match_rate", "variance_kept")}}
 
 
 def finetune(task: str, train: str, eval: str | None = None, init: str | None = None,
@@ -149,7 +168,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, eval_hook=hook,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,
-                                "train": _fingerprint(T.texts(train_ex)), "init": init,
+                                "train": _fingerprint(T.texts(train_ex)), "init": init, "vectors": cfg.task.vectors,
                                 "lora": to_dict(cfg.lora)})
     summary = trainer.fit()
     if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet

@@ -15,7 +15,8 @@ evaluation data, is an error naming the row.
 Model: head "classification" — BERT pools [CLS] (tanh(W·h₀+b)), a decoder reads its last token
 — then softmax over the labels; objective: cross-entropy on the class id. Inputs are
 ``[CLS] text [SEP]`` truncated to ``task.max_length`` tokens (stated in the results as
-``truncated``). Metric: accuracy, precision/recall/F1 (per class, macro, micro), confusion
+``truncated``), by default at the end; ``--task.truncation=middle`` keeps the first quarter and the
+last three quarters of a long text instead, ``start`` its end. Metric: accuracy, precision/recall/F1 (per class, macro, micro), confusion
 matrix (`lmlab.evaluation.classification`).
 """
 
@@ -120,8 +121,8 @@ class Sentiment(Task):
     def features(self, examples, tok, meta, cfg):
         ids = tok.encode_batch([e.text for e in examples])
         labels = self.label_ids(examples, meta) if examples and examples[0].label is not None else [None] * len(ids)
-        return [{"input_ids": wrap_single(tok, x, cfg.max_length), "label": y, "truncated": len(x) + 2 > cfg.max_length}
-                for x, y in zip(ids, labels)]
+        return [{"input_ids": wrap_single(tok, x, cfg.max_length, cfg.truncation), "label": y,
+                 "truncated": len(x) + 2 > cfg.max_length} for x, y in zip(ids, labels)]
 
     def objective(self, tok, meta, cfg):
         return Classification(pad_id_of(tok), 2)

@@ -29,6 +29,7 @@ from lmlab.errors import ArtifactError, CheckpointMismatch, ConfigError
 from lmlab.model.pretrained import MODEL_KIND
 
 TASK_FILE = "task.json"
+TRUNCATIONS = ("end", "start", "middle")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TaskConfig:
     predict_batch_size: int = 32  # examples per forward pass in evaluation and prediction
     vocab_size: int = 8000  # tokenizer trained from the training file when there is no --init
     lowercase: bool = False  # that tokenizer: uncased (wordpiece)
+    vectors: str = ""  # from scratch: word-vectors directory (`lmlab embed train`) initialising the token embeddings
+    truncation: str = "end"  # classification inputs over max_length lose their end, start, or middle (Sun et al. 2019)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, "task.epochs", "must be >= 0")
@@ -61,6 +64,7 @@ class TaskConfig:
         check(self.eval_max_examples >= 0, "task.eval_max_examples", "must be >= 0")
         check(self.predict_batch_size >= 1, "task.predict_batch_size", "must be >= 1")
         check(self.vocab_size >= 64, "task.vocab_size", "must be >= 64")
+        check(self.truncation in TRUNCATIONS, "task.truncation", f"must be one of {', '.join(TRUNCATIONS)}")
 
 
 class Task:
@@ -169,13 +173,27 @@ def pad_id_of(tok) -> int:
     return tok.pad_id if tok.pad_id is not None else 0
 
 
-def wrap_single(tok, ids: list[int], max_length: int) -> list[int]:
+def truncate(ids: list[int], n: int, where: str = "end") -> list[int]:
+    """At most `n` of `ids`, cutting at the end, the start, or the middle. "middle" keeps the first
+    quarter and the last three quarters: a review's verdict tends to sit at its end, its topic at its
+    start (head+tail truncation, Sun et al. 2019, "How to fine-tune BERT for text classification")."""
+    if len(ids) <= n:
+        return ids
+    if where == "start":
+        return ids[len(ids) - n:]
+    if where == "middle":
+        head = n // 4
+        return ids[:head] + ids[len(ids) - (n - head):]
+    return ids[:n]
+
+
+def wrap_single(tok, ids: list[int], max_length: int, truncation: str = "end") -> list[int]:
     """[CLS] ids [SEP] for BERT-style vocabularies, else ids [+ eos]; truncated to fit."""
     if tok.cls_id is not None and tok.sep_id is not None:
-        return [tok.cls_id] + ids[:max_length - 2] + [tok.sep_id]
+        return [tok.cls_id] + truncate(ids, max_length - 2, truncation) + [tok.sep_id]
     if tok.eos_id is not None:
-        return ids[:max_length - 1] + [tok.eos_id]
-    return ids[:max_length]
+        return truncate(ids, max_length - 1, truncation) + [tok.eos_id]
+    return truncate(ids, max_length, truncation)
 
 
 # -- tokenizers --------------------------------------------------------------------------------

@@ -161,3 +161,61 @@ def test_decoder_classifier_from_a_gpt_model(tmp_path):
                  init=str(tmp_path / "gpt"), out=str(tmp_path / "ft"),
                  overrides=tiny("--train.max_steps=60", "--train.eval_every_steps=30", "--task.max_length=64"))
     assert s["new_tensors"] == ["head.out.bias", "head.out.weight"] and s["eval"]["accuracy"] >= 0.75
+
+
+def test_truncation_cuts_the_end_the_start_or_the_middle():
+    from lmlab.config import ConfigError
+    from lmlab.tasks.task import TaskConfig, truncate
+
+    ids = list(range(10))
+    assert truncate(ids, 12) == ids and truncate(ids, 8) == list(range(8))
+    assert truncate(ids, 8, "start") == list(range(2, 10))
+    assert truncate(ids, 8, "middle") == [0, 1, 4, 5, 6, 7, 8, 9]  # first quarter + last three quarters
+    with pytest.raises(ConfigError, match="task.truncation"):
+        TaskConfig(truncation="both")
+
+
+def test_middle_truncation_keeps_the_verdict_at_the_end(tmp_path):
+    """A long review whose label is said only in its last words: cut at the end, the model never sees it."""
+    from lmlab.tasks import get_task
+    from lmlab.tasks.sentiment import LabeledExample
+    from lmlab.tasks.task import TaskConfig, load_task_tokenizer
+    from lmlab.tokenizer.train import train_tokenizer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the plot was long and the verdict was terrible or wonderful\n" * 3, encoding="utf-8")
+    train_tokenizer([str(corpus)], tmp_path / "tok", kind="wordpiece", vocab_size=80)
+    tok = load_task_tokenizer(tmp_path / "tok")
+    text = "the plot was long " * 10 + "terrible"
+    T = get_task("sentiment")
+    end, middle = (T.features([LabeledExample(text, "0")], tok, {"labels": ["0", "1"]},
+                            TaskConfig(max_length=16, truncation=t))[0] for t in ("end", "middle"))
+    last = tok.token_to_id("terrible")
+    assert len(end["input_ids"]) == len(middle["input_ids"]) == 16 and end["truncated"] and middle["truncated"]
+    assert last not in end["input_ids"] and middle["input_ids"][-2] == last  # before [SEP]
+
+
+def test_word_vectors_initialise_a_model_trained_from_scratch(tmp_path):
+    import numpy as np
+
+    from lmlab.config import ConfigError
+    from lmlab.embeddings.vectors import WordVectors
+    from lmlab.tasks.task import load_task_tokenizer
+
+    words = ["terrible", "wonderful", "acting", "film", "absent-from-the-data"]
+    vecs = np.random.default_rng(3).standard_normal((len(words), 32)).astype(np.float32)  # d_model 32: no PCA
+    WordVectors(words, vecs).save(tmp_path / "vec")
+    out = tmp_path / "r"
+    s = finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(out),
+                 overrides=tiny("--train.max_steps=1", "--optim.lr=1e-7", f"--task.vectors={tmp_path / 'vec'}"))
+    assert s["vectors"]["matched"] >= 4 and 0 < s["vectors"]["match_rate"] < 1
+    tok = load_task_tokenizer(out / "model" / "tokenizer")
+    emb = load_tensors(out / "model" / "model.safetensors")["embed.tokens.weight"]
+    for i, w in enumerate(words[:4]):
+        row = emb[tok.token_to_id(w)]
+        assert torch.cosine_similarity(row, torch.from_numpy(vecs[i]), 0) > 0.999, w
+    untouched = emb[tok.token_to_id("[CLS]")]
+    assert max(torch.cosine_similarity(untouched, torch.from_numpy(v), 0).abs() for v in vecs) < 0.9
+    with pytest.raises(ConfigError, match="task.vectors"):
+        finetune("sentiment", str(FIX / "sentiment_train.csv"), init=str(out / "model"), out=str(tmp_path / "x"),
+                 overrides=tiny("--train.max_steps=1", f"--task.vectors={tmp_path / 'vec'}"))
