@@ -4,10 +4,15 @@ Compute (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, App. B):
     C = 6·N·D + 12·L·T·d·D        N non-embedding matmul weights (+ vocabulary projection),
                                    D tokens, L layers, T context, d width
     (`lmlab.model.summary.flops_per_token(training=True)` per token, times D.)
-Time per step = FLOPs per step / (peak FLOP/s × MFU × devices) + a fixed per-step overhead.
-The peak is a named device's datasheet figure or, for "measure", a GEMM timed on this machine
-in the chosen precision; MFU is an assumption (default 0.45 on a GPU; on a CPU the defaults
-and the overhead are calibrated on lmlab's own runs, see `CPU_MFU` and BENCHMARKS.md).
+Time per step, on a named device: FLOPs per step / (datasheet peak × MFU × devices), MFU an
+assumption (default 0.45). On this machine (``device="measure"``) one MFU figure does not fit:
+narrow models reach a smaller share of the GEMM peak and spend more on element-wise work, so
+the step is profiled instead — the model at 1 and at 2 layers (same width, vocabulary, head and
+precision) runs a few training steps (forward, backward, lmlab's AdamW), and
+    step(L) = fb₁ + (L−1)·(fb₂ − fb₁)  [scaled from a batch of ≤ PROFILE_FLOPS]  + opt₁ + (L−1)·(opt₂ − opt₁)
+extrapolates layer by layer; the MFU this implies is reported. A width whose single sequence is
+too large to profile in about a second falls back to the timed GEMM peak × ``CPU_MFU``; an
+explicit ``mfu`` always uses the formula.
 Memory per device, mixed precision with AdamW (Rajbhandari et al. 2020, ZeRO §3):
     weights 4N (fp32 master) · gradients 4N · Adam moments 8N
     activations per layer ≈ T·b·d·(34 + 5·h·T/d) bytes with 16-bit activations
@@ -35,13 +40,13 @@ DEVICES: dict[str, dict[str, float]] = {
     "v100": {"fp16": 125e12, "fp32": 15.7e12},
     "t4": {"fp16": 65e12, "fp32": 8.1e12},
 }
-# Calibrated on lmlab's own training steps on this project's 2-core CPU (benchmarks/bench_cost.py,
-# BENCHMARKS.md): bf16 steps of 10–30 M-parameter models reach ~0.55 of a timed bf16 GEMM, plus a
-# fixed ~20 ms per optimizer step (Python, AdamW over every tensor) that dominates tiny models.
-# The fp32 figure is an assumption, not yet measured.
+# The fallback when a model is too wide to profile: bf16 steps of 10–30 M-parameter models reached
+# ~0.55 of a timed bf16 GEMM on this project's 2-core CPU (benchmarks/bench_cost.py, first session),
+# plus ~20 ms per step of fixed work. The fp32 figure is an assumption.
 CPU_MFU = {"bf16": 0.55, "fp32": 0.45}
 CPU_STEP_OVERHEAD_S = 0.02
 GPU_MFU = 0.45
+PROFILE_FLOPS = 6e10  # training FLOPs of one profiled step of the 2-layer model: ~0.2-0.5 s on 2 cores
 
 
 def _config(model: str) -> TransformerConfig:
@@ -50,6 +55,81 @@ def _config(model: str) -> TransformerConfig:
 
         return read_model_config(model)
     return preset(model)
+
+
+def _profile_inputs(cfg: TransformerConfig, batch: int, seq: int, device) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g).to(device)
+    if cfg.arch == "encoder-decoder":
+        return {"input_ids": ids, "decoder_input_ids": ids, "labels": ids}
+    if cfg.head == "mlm":  # 15 % of positions scored, as the MLM objective does
+        labels = torch.where(torch.rand(batch, seq, generator=g).to(device) < 0.15, ids, -100)
+        return {"input_ids": ids, "labels": labels}
+    if cfg.head == "classification":
+        return {"input_ids": ids, "labels": torch.zeros(batch, dtype=torch.long, device=device)}
+    if cfg.head == "span":
+        return {"input_ids": ids, "labels": torch.zeros(batch, 2, dtype=torch.long, device=device)}
+    return {"input_ids": ids, "labels": ids}
+
+
+def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precision: str,
+                 reps: int = 3) -> dict | None:
+    """Seconds of one training step of `cfg` on this machine, extrapolated from the model at 1 and 2
+    layers (see the module docstring); None when one sequence of the 2-layer model is too large."""
+    import dataclasses
+    import statistics
+    import time
+
+    import torch
+
+    from lmlab.model import Transformer
+    from lmlab.train.optim import OptimConfig, build_optimizer
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    small = [dataclasses.replace(cfg, n_layers=k, n_decoder_layers=k if cfg.arch == "encoder-decoder" else None,
+                                 max_seq_len=max(cfg.max_seq_len, seq_len), dropout=0.0, attn_dropout=0.0)
+             for k in (1, 2)]
+    per_seq = flops_per_token(small[1], seq_len, training=True) * seq_len
+    if per_seq > PROFILE_FLOPS:
+        return None
+    batch = max(1, min(batch_size, int(PROFILE_FLOPS // per_seq)))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    fb, opt = [], []
+    for c in small:
+        model = Transformer(c).to(dev)
+        optimizer = build_optimizer(model, OptimConfig())
+        inputs = _profile_inputs(c, batch, seq_len, dev)
+        t_fb, t_opt = [], []
+        for i in range(reps + 1):  # a warm-up step first: allocator, kernels, optimizer state
+            sync()
+            t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = model(**inputs).loss
+            loss.backward()
+            sync()
+            t1 = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync()
+            if i:
+                t_fb.append(t1 - t0)
+                t_opt.append(time.perf_counter() - t1)
+        fb.append(statistics.median(t_fb))
+        opt.append(statistics.median(t_opt))
+        del model, optimizer
+    return {**extrapolate(fb, opt, cfg.n_layers, batch_size / batch), "profiled_batch": batch, "device": dev.type}
+
+
+def extrapolate(fb: list[float], opt: list[float], layers: int, batch_scale: float) -> dict:
+    """Step seconds of `layers` layers from the forward+backward and optimizer seconds measured at 1
+    and 2 layers; the forward+backward part scales with the batch, the optimizer's does not."""
+    forward_backward = (fb[0] + (layers - 1) * max(fb[1] - fb[0], 0.0)) * batch_scale
+    optimizer_s = opt[0] + (layers - 1) * max(opt[1] - opt[0], 0.0)
+    return {"step_seconds": forward_backward + optimizer_s, "forward_backward_s": forward_backward,
+            "optimizer_s": optimizer_s}
 
 
 def memory_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, precision: str,
@@ -79,6 +159,8 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
         raise ConfigError("tokens, batch_size and devices must be positive")
     per_token = flops_per_token(cfg, t, training=True)
     total_flops = per_token * tokens
+    step_tokens = batch_size * t * devices
+    profile = None
     if device == "measure":
         import torch
 
@@ -90,15 +172,22 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
         default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.45)
         overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S
         device_name = f"measured {dev.type} GEMM"
+        if mfu is None:
+            profile = profile_step(cfg, batch_size, t, precision)
     else:
         if device not in DEVICES:
             raise ConfigError(f"unknown device {device!r}; use one of {', '.join(sorted(DEVICES))} or 'measure'")
         if precision not in DEVICES[device]:
             raise ConfigError(f"{device} has no {precision} figure; use one of {sorted(DEVICES[device])}")
         peak, default_mfu, device_name, overhead = DEVICES[device][precision], GPU_MFU, device, 0.0
-    mfu = mfu if mfu is not None else default_mfu
-    step_tokens = batch_size * t * devices
-    step_seconds = per_token * step_tokens / (peak * mfu * devices) + overhead
+    if profile is not None:  # devices run their shares in parallel: the step is one device's step
+        step_seconds, overhead = profile["step_seconds"], 0.0
+        mfu = per_token * batch_size * t / (step_seconds * peak)
+        method = f"profiled on this {profile['device']} (the model at 1 and 2 layers, extrapolated)"
+    else:
+        mfu = mfu if mfu is not None else default_mfu
+        step_seconds = per_token * step_tokens / (peak * mfu * devices) + overhead
+        method = "FLOPs / (peak × MFU)"
     seconds = step_seconds * tokens / step_tokens
     params = count_parameters(cfg)
     n = params["parameters"]
@@ -107,8 +196,10 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     return {
         "model": model, "parameters": n, "non_embedding_parameters": params["non_embedding_parameters"],
         "tokens": tokens, "seq_len": t, "training_flops_per_token": per_token, "total_flops": total_flops,
-        "device": device_name, "precision": precision, "peak_flops_per_s": peak, "assumed_mfu": mfu,
-        "devices": devices, "hours": seconds / 3600, "step_seconds": step_seconds, "step_overhead_s": overhead,
+        "device": device_name, "precision": precision, "peak_flops_per_s": peak,
+        "mfu": mfu,  # assumed by the formula, or implied by a profiled step
+        "step_time_method": method, "profile": profile, "devices": devices,
+        "hours": seconds / 3600, "step_seconds": step_seconds, "step_overhead_s": overhead,
         "cost": seconds / 3600 * price_per_hour * devices if price_per_hour else None,
         "memory_gib_per_device": {k: round(v / 2**30, 3) for k, v in
                                   memory_bytes(cfg, batch_size, t, precision, activation_checkpointing).items()},

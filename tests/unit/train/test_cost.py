@@ -32,3 +32,37 @@ def test_memory_is_16_bytes_per_parameter_plus_activations():
 def test_unknown_device_is_named():
     with pytest.raises(ConfigError, match="unknown device 'tpu9'"):
         estimate_cost("gpt2-tiny", device="tpu9")
+
+
+def test_profiled_steps_extrapolate_layer_by_layer():
+    from lmlab.train.cost import extrapolate
+
+    # 1 layer: 0.3 s forward+backward, 0.05 s AdamW; each further layer adds 0.2 s and 0.01 s
+    got = extrapolate([0.3, 0.5], [0.05, 0.06], layers=6, batch_scale=2.0)
+    assert got["forward_backward_s"] == pytest.approx((0.3 + 5 * 0.2) * 2)
+    assert got["optimizer_s"] == pytest.approx(0.05 + 5 * 0.01)  # the optimizer does not scale with the batch
+    assert got["step_seconds"] == pytest.approx(2.6 + 0.1)
+    # timing noise that makes the second layer look free never makes a deeper model cheaper
+    assert extrapolate([0.3, 0.29], [0.05, 0.04], 6, 1.0)["step_seconds"] == pytest.approx(0.35)
+
+
+def test_measure_profiles_small_models_and_falls_back_for_wide_ones():
+    from lmlab.model.config import preset
+    from lmlab.train.cost import PROFILE_FLOPS, profile_step
+
+    cfg = preset("bert-tiny", vocab_size=99, n_layers=3, d_model=32, n_heads=2, d_ff=64, max_seq_len=16)
+    sheet = estimate_cost("bert-tiny", tokens=1e5, batch_size=3, seq_len=7, device="measure")
+    assert sheet["step_time_method"].startswith("profiled") and sheet["profile"]["profiled_batch"] == 3
+    assert sheet["step_seconds"] == pytest.approx(sheet["profile"]["step_seconds"])
+    assert sheet["hours"] == pytest.approx(sheet["step_seconds"] * 1e5 / (3 * 7) / 3600)
+    got = profile_step(cfg, batch_size=3, seq_len=7, precision="fp32", reps=1)
+    assert got["step_seconds"] > 0 and got["optimizer_s"] > 0
+    for head, arch in (("clm", "decoder"), ("seq2seq", "encoder-decoder")):
+        c = preset("gpt2-tiny" if arch == "decoder" else "transformer-tiny", vocab_size=99, d_model=32, n_heads=2,
+                   d_ff=64, n_layers=2)
+        assert c.head == head and profile_step(c, 3, 7, "bf16", reps=1)["step_seconds"] > 0
+    wide = estimate_cost("gpt2-base", tokens=1e9, batch_size=8, seq_len=1024, device="measure")
+    assert wide["step_time_method"].startswith("FLOPs") and wide["profile"] is None  # one sequence > PROFILE_FLOPS
+    assert wide["training_flops_per_token"] * 1024 > PROFILE_FLOPS
+    fixed = estimate_cost("bert-tiny", tokens=1e5, batch_size=3, seq_len=7, device="measure", mfu=0.3)
+    assert fixed["profile"] is None and fixed["mfu"] == 0.3  # an explicit MFU uses the formula
