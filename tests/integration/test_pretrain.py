@@ -70,3 +70,27 @@ def test_unknown_recipe_key_is_refused(tmp_path):
     recipe.write_text("train:\n  max_step: 3\n")
     with pytest.raises(ConfigError, match="train.max_step.*valid keys of train"):
         pretrain(str(recipe), str(tmp_path / "out"))
+
+
+def test_init_vectors_fill_the_embeddings_before_training(tmp_path):
+    """`init_vectors`: the tokens that are words start from their word vectors (d_model 32 = the
+    vectors' size, so no projection); one step at a negligible learning rate keeps them there."""
+    import numpy as np
+    import torch
+
+    from lmlab.artifacts import load_tensors
+    from lmlab.embeddings.vectors import WordVectors
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
+    words = ["the", "and", "a", "not-a-token-here"]
+    vecs = np.random.default_rng(5).standard_normal((len(words), 32)).astype(np.float32)
+    WordVectors(words, vecs).save(tmp_path / "vec")
+    summary = pretrain(None, str(tmp_path / "run"), [
+        "--objective=mlm", "--model.preset=bert-tiny", f"--data.inputs=[{FIXTURE}]", "--data.dataset=null",
+        "--data.tokenizer_kind=wordpiece", "--data.vocab_size=120", "--data.lowercase=true", "--data.block_size=24",
+        "--train.max_steps=1", *TINY, "--optim.lr=1e-9", "--optim.min_lr=0", f"--init_vectors={tmp_path / 'vec'}"])
+    assert summary["vectors"]["matched"] >= 3  # "##a" takes the vector of "a" too
+    tok = Tokenizer.load(tmp_path / "run" / "model" / "tokenizer")
+    emb = load_tensors(tmp_path / "run" / "model" / "model.safetensors")["embed.tokens.weight"]
+    for w, v in zip(words[:3], vecs):
+        assert torch.cosine_similarity(emb[tok.token_to_id(w)], torch.from_numpy(v), 0) > 0.999, w

@@ -18,6 +18,7 @@ token that survived ``min_count`` matches exactly.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -98,3 +99,15 @@ def init_embeddings(weight: torch.Tensor, vocab: list[str] | dict[str, int], vec
     return {"rows": n_rows, "tokens": len(items), "matched": len(rows), "match_rate": len(rows) / max(len(items), 1),
             "exact": n_exact, "normalized": len(rows) - n_exact, "unmatched_examples": unmatched,
             "projection": "pca" if vectors.dim != d_model else "none", "variance_kept": kept, "scale": scale}
+
+
+def init_model_embeddings(model, tokenizer, directory: str | Path) -> dict:
+    """An lmlab model's token embeddings from a word-vectors directory (`lmlab embed train`): each
+    vocabulary token that is a word — also after stripping its subword marker and lower-casing —
+    takes that word's vector projected to d_model; the rest keep their random rows. Used by
+    ``lmlab pretrain`` (``init_vectors``) and ``lmlab finetune`` (``task.vectors``)."""
+    from lmlab.embeddings.vectors import load_vectors
+
+    vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+    stats = init_embeddings(model.embed.tokens.weight, vocab, load_vectors(directory), match="normalized")
+    return {"directory": str(directory), **{k: stats[k] for k in ("matched", "tokens", "match_rate", "variance_kept")}}

@@ -115,20 +115,10 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
         raise ConfigError(f"model: {e}") from None
     model, notes = Transformer(model_cfg), {"init": None, "preset": name}
     if cfg.task.vectors:
-        notes["vectors"] = init_from_vectors(model, tok, cfg.task.vectors)
+        from lmlab.embeddings.initialize import init_model_embeddings
+
+        notes["vectors"] = init_model_embeddings(model, tok, cfg.task.vectors)
     return model, tok, tok_dir, notes
-
-
-def init_from_vectors(model, tok, directory: str) -> dict:
-    """Token embeddings from word vectors (`lmlab.embeddings.initialize`): a vocabulary token that
-    is a word, also after stripping its subword marker and lower-casing, takes that word's vector
-    projected to d_model; the rest keep their random rows. Returns the match statistics."""
-    from lmlab.embeddings.initialize import init_embeddings
-    from lmlab.embeddings.vectors import load_vectors
-
-    vocab = tok.backend.get_vocab(with_added_tokens=True)
-    stats = init_embeddings(model.embed.tokens.weight, vocab, load_vectors(directory), match="normalized")
-    return {"directory": str(directory), **{k: stats[k] for k in ("matched", "tokens", "match_rate", "variance_kept")}}
 
 
 def finetune(task: str, train: str, eval: str | None = None, init: str | None = None,
@@ -168,8 +158,8 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, eval_hook=hook,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,
-                                "train": _fingerprint(T.texts(train_ex)), "init": init, "vectors": cfg.task.vectors,
-                                "lora": to_dict(cfg.lora)})
+                                "train": _fingerprint(T.texts(train_ex)), "init": init,
+                                "lora": to_dict(cfg.lora), **({"vectors": cfg.task.vectors} if cfg.task.vectors else {})})
     summary = trainer.fit()
     if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet
         return {**summary, "task": T.name, "resume": f"run the same command again to continue from {out_dir}"}

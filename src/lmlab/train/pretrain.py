@@ -58,6 +58,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     mlm_probability: float = 0.15
     whole_word_masking: Literal["none", "wordpiece", "chinese"] = "none"
+    init_vectors: str = ""  # word-vectors directory (`lmlab embed train`) initialising the token embeddings
 
     def __post_init__(self) -> None:
         self.model = {"preset": "gpt2-tiny", **self.model}
@@ -213,13 +214,19 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     objective, source, evals, valid = _objective_and_data(cfg, shards, tok, model_cfg)
     seed_everything(cfg.train.seed)
     model = Transformer(model_cfg)
+    vectors = None
+    if cfg.init_vectors:  # before the Trainer: a resumed run then overwrites these rows with its checkpoint
+        from lmlab.embeddings.initialize import init_model_embeddings
+
+        vectors = init_model_embeddings(model, tok, cfg.init_vectors)
     run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
                       flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True),
                       identity={"tokenizer": tok.fingerprint, "objective": cfg.objective,
                                 "block_size": cfg.data.block_size, "seed": cfg.train.seed,
-                                "train_tokens": source.shards.num_tokens})
+                                "train_tokens": source.shards.num_tokens,
+                                **({"init_vectors": cfg.init_vectors} if cfg.init_vectors else {})})
     summary = trainer.fit()
     if trainer.ctx.is_main:
         save_model(model.cpu(), out_dir / "model", tokenizer_dir=tok_dir, overwrite=True,
@@ -227,7 +234,7 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
         plot = plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png",
                            f"{cfg.model['preset']} · {cfg.objective}")
         summary.update(model=str(out_dir / "model"), parameters=sum(p.numel() for p in model.parameters()),
-                       loss_plot=str(plot) if plot else None)
+                       loss_plot=str(plot) if plot else None, **({"vectors": vectors} if vectors else {}))
         write_json(out_dir / "summary.json", summary)
     teardown(trainer.ctx)
     return summary
