@@ -2,8 +2,8 @@
 
 Each row names the function by import path (imported only when its command runs, so that
 ``lmlab --help`` is instant), its help line and its arguments. Unrecognised
-``--section.field=value`` arguments are passed as config overrides to functions that take
-``overrides``. An `LmlabError` is printed as ``error: ...`` with exit status 2, never as a
+``--section.field=value`` (and top-level ``--field=value``) arguments are passed as config
+overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...`` with exit status 2, never as a
 traceback.
 """
 
@@ -267,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     fn = _resolve(args._target)
     kwargs = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "action")}
     params = inspect.signature(fn).parameters
-    overrides = [e for e in extra if e.startswith("--") and "=" in e and "." in e.split("=", 1)[0]]
+    # --section.field=value, or --field=value for a top-level field (pretrain's --objective=mlm);
+    # an unknown key is the config layer's error, which names it
+    overrides = [e for e in extra if e.startswith("--") and "=" in e]
     unknown = [e for e in extra if e not in overrides]
     if unknown or (overrides and "overrides" not in params):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")

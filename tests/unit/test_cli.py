@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from lmlab.cli import COMMANDS, build_parser, main
 
 
@@ -28,3 +30,14 @@ def test_model_info_and_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "lmlab", "model", "info", "gpt2-base"],
                          capture_output=True, text=True, check=True).stdout
     assert '"parameters": 124439808' in out
+
+
+def test_top_level_fields_are_overrides_too(tmp_path, capsys):
+    """``--init_vectors=DIR`` reaches pretrain's top-level field; a misspelt one is named, not ignored."""
+    assert main(["pretrain", "--out", str(tmp_path / "p"), "--init_vector=x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key init_vector" in err and "init_vectors" in err and "Traceback" not in err
+    assert not (tmp_path / "p" / "model").exists()
+    with pytest.raises(SystemExit):  # a command without a config: argparse's own error
+        main(["model", "info", "gpt2-tiny", "--bogus=1"])
+    assert "unrecognized arguments: --bogus=1" in capsys.readouterr().err
