@@ -34,7 +34,11 @@ def count_parameters(cfg: TransformerConfig) -> dict[str, int]:
     return {"parameters": total, "non_embedding_parameters": total - embedding}
 
 
-def flops_per_token(cfg: TransformerConfig, seq_len: int | None = None, training: bool = False) -> int:
+def flops_per_token(cfg: TransformerConfig, seq_len: int | None = None, training: bool = False,
+                    scored_fraction: float = 1.0) -> int:
+    """Matmul FLOPs per token (2 per multiply-add; ×3 with the backward pass). `scored_fraction`:
+    the share of positions whose vocabulary logits are computed — lmlab's masked LM scores only
+    the masked ones (0.15), so counting its head at every position would overstate MFU."""
     t = seq_len or cfg.max_seq_len
     attn = cfg.n_heads * cfg.d_head
     if cfg.arch == "encoder-decoder":
@@ -45,8 +49,9 @@ def flops_per_token(cfg: TransformerConfig, seq_len: int | None = None, training
         weights = cfg.n_layers * _layer_matmul_weights(cfg, False)
         attention = 4 * cfg.n_layers * t * attn
     if cfg.head in ("mlm", "clm", "seq2seq"):
-        weights += cfg.d_model * cfg.vocab_size + (cfg.d_model ** 2 if cfg.head == "mlm" else 0)
-    forward = 2 * weights + attention
+        head = cfg.d_model * cfg.vocab_size + (cfg.d_model ** 2 if cfg.head == "mlm" else 0)
+        weights += head * scored_fraction
+    forward = int(2 * weights + attention)
     return 3 * forward if training else forward
 
 

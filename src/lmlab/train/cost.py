@@ -46,6 +46,7 @@ DEVICES: dict[str, dict[str, float]] = {
 CPU_MFU = {"bf16": 0.55, "fp32": 0.45}
 CPU_STEP_OVERHEAD_S = 0.02
 GPU_MFU = 0.45
+MLM_SCORED = 0.15  # a masked-LM head computes logits only at the masked positions
 PROFILE_FLOPS = 6e10  # training FLOPs of one profiled step of the 2-layer model: ~0.2-0.5 s on 2 cores
 
 
@@ -65,7 +66,7 @@ def _profile_inputs(cfg: TransformerConfig, batch: int, seq: int, device) -> dic
     if cfg.arch == "encoder-decoder":
         return {"input_ids": ids, "decoder_input_ids": ids, "labels": ids}
     if cfg.head == "mlm":  # 15 % of positions scored, as the MLM objective does
-        labels = torch.where(torch.rand(batch, seq, generator=g).to(device) < 0.15, ids, -100)
+        labels = torch.where(torch.rand(batch, seq, generator=g).to(device) < MLM_SCORED, ids, -100)
         return {"input_ids": ids, "labels": labels}
     if cfg.head == "classification":
         return {"input_ids": ids, "labels": torch.zeros(batch, dtype=torch.long, device=device)}
@@ -92,7 +93,8 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
     small = [dataclasses.replace(cfg, n_layers=k, n_decoder_layers=k if cfg.arch == "encoder-decoder" else None,
                                  max_seq_len=max(cfg.max_seq_len, seq_len), dropout=0.0, attn_dropout=0.0)
              for k in (1, 2)]
-    per_seq = flops_per_token(small[1], seq_len, training=True) * seq_len
+    per_seq = flops_per_token(small[1], seq_len, training=True,
+                              scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0) * seq_len
     if per_seq > PROFILE_FLOPS:
         return None
     batch = max(1, min(batch_size, int(PROFILE_FLOPS // per_seq)))
@@ -157,7 +159,7 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     t = seq_len or cfg.max_seq_len
     if tokens <= 0 or batch_size < 1 or devices < 1:
         raise ConfigError("tokens, batch_size and devices must be positive")
-    per_token = flops_per_token(cfg, t, training=True)
+    per_token = flops_per_token(cfg, t, training=True, scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0)
     total_flops = per_token * tokens
     step_tokens = batch_size * t * devices
     profile = None

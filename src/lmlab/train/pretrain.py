@@ -222,7 +222,9 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
-                      flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True),
+                      flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True,
+                                                      scored_fraction=cfg.mlm_probability if cfg.objective == "mlm"
+                                                      else 1.0),
                       identity={"tokenizer": tok.fingerprint, "objective": cfg.objective,
                                 "block_size": cfg.data.block_size, "seed": cfg.train.seed,
                                 "train_tokens": source.shards.num_tokens,

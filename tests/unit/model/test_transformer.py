@@ -159,6 +159,11 @@ def test_gpt2_parameter_count_in_closed_form():
     # forward FLOPs ≈ 2N (non-embedding) + 2dV + attention
     n = L * 12 * d * d
     assert flops_per_token(cfg, 1024) == 2 * n + 2 * d * V_ + 4 * L * 1024 * d
+    # a masked LM computes its head (transform d² + projection dV) at the masked positions only
+    bert = preset("bert-base")
+    n_b, head = bert.n_layers * 12 * d * d, d * d + d * bert.vocab_size
+    assert flops_per_token(bert, 128, training=True, scored_fraction=0.15) == \
+        pytest.approx(3 * (2 * n_b + 2 * 0.15 * head + 4 * bert.n_layers * 128 * d), abs=3)
 
 
 def test_bert_base_matches_published_size():
