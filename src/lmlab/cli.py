@@ -108,6 +108,7 @@ COMMANDS: list[Command] = [
              arg("--top-k", type=int, default=0, help="0 = off"),
              arg("--top-p", type=float, default=1.0, help="1.0 = off"),
              arg("--repetition-penalty", type=float, default=1.0, help="1.0 = off"),
+             arg("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size; 0 = off"),
              arg("--seed", type=int, default=None),
              arg("--stop", action="append", default=None, help="stop string (repeatable)"),
              arg("--num-beams", type=int, default=1, help="> 1: beam search"),

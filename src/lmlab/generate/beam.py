@@ -4,8 +4,8 @@ Per prompt, n running beams (initially one live beam, the others at −10⁹ so 
 does not pick the same token n times). At each step (g = tokens generated so far, the
 current one included):
 
-1. scores of all n·V continuations: running score + log softmax(logits) (repetition penalty,
-   if any, applied to the log-probabilities as transformers does);
+1. scores of all n·V continuations: running score + log softmax(logits) (repetition penalty
+   and n-gram blocking, if any, applied to the log-probabilities as transformers does);
 2. the top K = max(2, 1 + #eos)·n continuations; a continuation "hits" when its token is a stop
    token or g reached max_new_tokens;
 3. the best n continuations that do not hit become the next running beams (the key/value cache
@@ -115,8 +115,7 @@ def _search(model, plan: DecodeLoop, n: int, max_new: int, config: GenerationCon
             break
         index = (origin + offset).view(-1)
         stepper.reorder(index)
-        if sampler.seen is not None:
-            sampler.seen = sampler.seen.index_select(0, index)
+        sampler.reorder(index)
         last = running[:, :, g - 1].reshape(b * n, 1)
         sampler.observe(last)
         logits = stepper.forward(last)

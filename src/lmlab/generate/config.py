@@ -10,6 +10,10 @@ the field. The semantics follow Hugging Face's ``generate`` where it has the sam
 * ``repetition_penalty`` (Keskar et al. 2019, CTRL): the logit of every token already in the
   prompt or the generated text is divided by the penalty when positive, multiplied when
   negative; 1.0 is off.
+* ``no_repeat_ngram_size`` n > 0: a token that would complete an n-gram already present in the
+  row (prompt included for a decoder; the decoder's own tokens for an encoder–decoder) is
+  forbidden, as transformers' ``no_repeat_ngram_size`` — the usual cure for a small
+  summariser's loops ("to help #Person2# to help #Person2#").
 * ``num_beams`` > 1 selects beam search (deterministic: sampling knobs must stay off) with ``length_penalty`` and ``early_stopping`` exactly
   as ``transformers`` (final score = sum of log-probabilities / generated_length^length_penalty).
 * ``stop`` strings end the text right before their first occurrence, even when a stop string
@@ -47,6 +51,7 @@ class GenerationConfig:
     top_k: int = 0  # keep the k most likely tokens; 0 = off
     top_p: float = 1.0  # nucleus: keep the smallest set of tokens with mass ≥ top_p; 1.0 = off
     repetition_penalty: float = 1.0  # CTRL penalty on tokens already seen; 1.0 = off
+    no_repeat_ngram_size: int = 0  # forbid repeating any n-gram of this size; 0 = off
     seed: int | None = None  # seeds this request's own torch.Generator; None = fresh entropy
     stop: list[str] | str = field(default_factory=list)  # stop strings (cut before, not included)
     stop_token_ids: list[int] | None = None  # None = the tokenizer's eos (if it has one)
@@ -64,6 +69,8 @@ class GenerationConfig:
         check(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be a number in (0, 1], got {self.top_p!r}")
         check(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty",
               f"must be a finite number > 0 (1.0 = off), got {self.repetition_penalty!r}")
+        check(_is_int(self.no_repeat_ngram_size) and self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
+              f"must be an integer ≥ 0 (0 = off), got {self.no_repeat_ngram_size!r}")
         check(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**63), "seed",
               f"must be an integer in [0, 2^63) or null, got {self.seed!r}")
         if isinstance(self.stop, str):  # OpenAI accepts a single string

@@ -4,6 +4,7 @@ For one row of logits z ∈ ℝ^V the processors run in Hugging Face's order:
 
 1. repetition penalty (CTRL, Keskar et al. 2019): for every token t already seen,
    z_t ← z_t / θ if z_t > 0 else z_t · θ;
+   no repeated n-gram: z_t ← −∞ for every t that would complete an n-gram the row already holds;
 2. temperature τ: z ← z / τ (τ = 0 is greedy: argmax of the penalised logits, no randomness);
 3. top-k: keep the tokens whose logit is ≥ the k-th largest (ties kept), the rest get −∞;
 4. top-p (nucleus, Holtzman et al. 2020): sort by probability, keep a token when the mass of the
@@ -26,6 +27,36 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     """logits [B, V], seen bool [B, V], penalty [B, 1] → penalised logits [B, V]."""
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalised, logits)
+
+
+class NGramBlocker:
+    """Per row, the tokens that followed each (n−1)-gram so far; `banned(i)` lists those that would
+    repeat an n-gram after row i's last n−1 tokens (transformers' NoRepeatNGramLogitsProcessor)."""
+
+    def __init__(self, sizes: list[int]):
+        self.sizes = sizes
+        self.history: list[list[int]] = [[] for _ in sizes]
+        self.follow: list[dict[tuple[int, ...], set[int]]] = [{} for _ in sizes]
+
+    def observe(self, i: int, tokens: list[int]) -> None:
+        n, hist, follow = self.sizes[i], self.history[i], self.follow[i]
+        if n <= 0:
+            return
+        for t in tokens:
+            hist.append(t)
+            if len(hist) >= n:
+                follow.setdefault(tuple(hist[len(hist) - n:-1]), set()).add(t)
+
+    def banned(self, i: int) -> list[int]:
+        n, hist = self.sizes[i], self.history[i]
+        if n <= 0 or len(hist) < n - 1:
+            return []
+        return sorted(self.follow[i].get(tuple(hist[len(hist) - n + 1:]), ()))
+
+    def reorder(self, index: list[int]) -> None:
+        """Row r takes the history of row index[r] (beam search)."""
+        self.history = [list(self.history[j]) for j in index]
+        self.follow = [{k: set(v) for k, v in self.follow[j].items()} for j in index]
 
 
 def top_k_filter(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -81,9 +112,15 @@ class Sampler:
         self.generators = [None if c.greedy else make_generator(c.seed, device) for c in configs]
         # tokens already seen per row (prompt + generated), for the repetition penalty
         self.seen = torch.zeros(b, vocab_size, dtype=torch.bool, device=device) if self.use_penalty else None
+        sizes = [c.no_repeat_ngram_size for c in configs]
+        self.ngrams = NGramBlocker(sizes) if any(sizes) else None
 
     def observe(self, ids: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """Record tokens ids [B, T] as seen; positions where `valid` [B, T] is False (padding) are not."""
+        if self.ngrams is not None:
+            rows, keep = ids.tolist(), (valid.tolist() if valid is not None else None)
+            for i, row in enumerate(rows):
+                self.ngrams.observe(i, row if keep is None else [t for t, k in zip(row, keep[i]) if k])
         if self.seen is None:
             return
         if valid is None:
@@ -98,6 +135,11 @@ class Sampler:
             logits = logits.masked_fill(self.beyond, float("-inf"))
         if self.use_penalty:
             logits = apply_repetition_penalty(logits, self.seen, self.penalty)
+        if self.ngrams is not None:
+            rows = [(i, t) for i in range(logits.size(0)) for t in self.ngrams.banned(i)]
+            if rows:
+                i, t = torch.tensor(rows, device=logits.device).T
+                logits = logits.index_put((i, t), torch.tensor(float("-inf"), device=logits.device))
         if self.all_greedy:
             return logits
         logits = logits / self.temperature
@@ -106,6 +148,13 @@ class Sampler:
         if self.use_top_p:
             logits = top_p_filter(logits, self.top_p)
         return logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Rows follow `index` [B] (beam search: each survivor takes its parent beam's state)."""
+        if self.seen is not None:
+            self.seen = self.seen.index_select(0, index)
+        if self.ngrams is not None:
+            self.ngrams.reorder(index.tolist())
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """logits [B, V] → next tokens [B] (int64)."""

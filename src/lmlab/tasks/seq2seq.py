@@ -122,7 +122,8 @@ class Seq2SeqTask(Task):
 
         bos, eos = self._special(tok)
         gen = GenerationConfig(max_new_tokens=cfg.max_target_length, temperature=0, stop_token_ids=[eos],
-                               num_beams=cfg.num_beams, length_penalty=cfg.length_penalty)
+                               num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
+                               no_repeat_ngram_size=cfg.no_repeat_ngram_size)
         # the sources are token-id lists: the decoder right-pads them (pad_id) and encodes once;
         # vocab_limit keeps ids the tokenizer cannot decode (a padded model vocabulary) out
         common = dict(decoder_start_id=bos, pad_id=pad_id_of(tok), vocab_limit=tok.vocab_size)
@@ -156,6 +157,7 @@ class Seq2SeqTask(Task):
         metrics = self.score(preds, [e.targets for e in examples], cfg)
         metrics["truncated_sources"] = sum(len(x) > cfg.max_length for x in tok.encode_batch([e.source for e in examples]))
         metrics["decoding"] = {"num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty,
+                               "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
                                "max_target_length": cfg.max_target_length}
         records = [{"source": e.source, "prediction": p, "references": e.targets} for e, p in zip(examples, preds)]
         return metrics, records

@@ -43,6 +43,7 @@ class TaskConfig:
     max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
     num_beams: int = 1  # seq2seq decoding: 1 = greedy
     length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty
+    no_repeat_ngram_size: int = 0  # seq2seq decoding: forbid repeating n-grams of this size (0 = off)
     direction: str = ""  # translation datasets: en-de, de-en (multi30k), en-zh, zh-en (tatoeba)
     lang: str = "auto"  # metric language: en, zh, or auto (from the references)
     eval_max_examples: int = 0  # examples scored at each in-training evaluation (0 = all)
@@ -60,6 +61,7 @@ class TaskConfig:
         check(self.max_target_length >= 2, "task.max_target_length", "must be >= 2")
         check(1 <= self.num_beams <= 64, "task.num_beams", "must be in [1, 64] (1 = greedy)")
         check(math.isfinite(self.length_penalty), "task.length_penalty", "must be a finite number")
+        check(self.no_repeat_ngram_size >= 0, "task.no_repeat_ngram_size", "must be >= 0 (0 = off)")
         check(self.lang in ("auto", "en", "zh"), "task.lang", "must be auto, en or zh")
         check(self.eval_max_examples >= 0, "task.eval_max_examples", "must be >= 0")
         check(self.predict_batch_size >= 1, "task.predict_batch_size", "must be >= 1")

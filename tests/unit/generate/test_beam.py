@@ -69,6 +69,42 @@ def test_beam_search_equals_transformers(family, tmp_path, figure):
     assert early_ends > 0 and len(outcomes) > 1  # the eos and the length penalty both mattered
 
 
+def ngrams(seq, n):
+    return [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "transformer"])
+def test_no_repeat_ngram_equals_transformers(family, tmp_path):
+    """no_repeat_ngram_size, greedy and with beams, against transformers on the same weights; the
+    tiny random model loops, so the blocking changes what it writes."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    from lmlab.hf.convert import export_hf
+
+    model = tiny(family, **({"tie_embeddings": True, "init_std": 0.3} if family == "transformer" else {}))
+    save_model(model, tmp_path / "lm")
+    export_hf(tmp_path / "lm", tmp_path / "hf")
+    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.MarianMTModel
+    hf = cls.from_pretrained(tmp_path / "hf", use_safetensors=True).eval()
+    eos = model.config.vocab_size - 1  # never reached: every row runs its 16 tokens
+    for beams in (1, 3):
+        free = beam_search(model, PROMPTS, GenerationConfig(num_beams=beams, max_new_tokens=16), [eos])
+        changed = 0
+        for n in (2, 3):
+            cfg = GenerationConfig(num_beams=beams, max_new_tokens=16, no_repeat_ngram_size=n)
+            ours = [h.token_ids for h in beam_search(model, PROMPTS, cfg, [eos])]
+            theirs = hf_beams(hf, family, PROMPTS, eos, max_new_tokens=16, num_beams=beams, no_repeat_ngram_size=n)
+            assert ours == theirs, (beams, n)
+            for prompt, out in zip(PROMPTS, ours):
+                row = (prompt if family == "gpt2" else [0]) + out  # a decoder's n-grams include its prompt
+                assert len(set(ngrams(row, n))) == len(ngrams(row, n))
+            changed += ours != [h.token_ids for h in free]
+        assert changed, beams  # the unblocked model repeats itself
+    loop = DecodeLoop(model, PROMPTS, GenerationConfig(temperature=0, max_new_tokens=16, no_repeat_ngram_size=2))
+    list(loop)
+    assert loop.generated == hf_beams(hf, family, PROMPTS, eos, max_new_tokens=16, num_beams=1, no_repeat_ngram_size=2)
+
+
 def test_beam_text_api(bpe):
     model = tiny("gpt2", vocab_size=bpe.vocab_size)
     c = generate(model, bpe, "我们喜欢", num_beams=3, max_new_tokens=8, temperature=0)

@@ -98,6 +98,23 @@ def test_task_beams_equal_generate_beam_search(mt_tok):
     assert greedy != want  # the beams found something else than greedy
 
 
+def test_task_passes_no_repeat_ngram_size_to_the_decoder(mt_tok):
+    tok, eos = mt_tok, mt_tok.eos_id
+    model = random_seq2seq(tok)
+    changed = 0
+    for beams in (1, 3):
+        free = MT.generate(model, tok, TaskConfig(max_target_length=12, num_beams=beams), SOURCES)
+        cfg = TaskConfig(max_target_length=12, num_beams=beams, no_repeat_ngram_size=1, predict_batch_size=3)
+        gen = GenerationConfig(num_beams=beams, max_new_tokens=12, temperature=0, no_repeat_ngram_size=1)
+        want = []
+        for text in SOURCES:
+            h = beam_search(model, [tok.encode(text)], gen, [eos], decoder_start_id=tok.bos_id, pad_id=tok.pad_id)[0]
+            want.append(tok.decode([t for t in h.token_ids if t != eos], skip_special_tokens=True).strip())
+        assert MT.generate(model, tok, cfg, SOURCES) == want
+        changed += free != want
+    assert changed  # the blocking mattered
+
+
 def test_translation_learns_and_beams(tmp_path):
     files = lambda split: f"{FIX / f'mt_{split}.en'},{FIX / f'mt_{split}.de'}"  # noqa: E731
     s = finetune("translation", files("train"), files("dev"), out=str(tmp_path / "r"),
