@@ -20,27 +20,52 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "bench-tasks"
 
-# name: (task, train, eval, pretrain recipe or None, finetune recipe, extra overrides, metric, target)
+@dataclass
+class Bench:
+    task: str
+    train: str
+    eval: str
+    recipe: str  # configs/finetune/RECIPE.yaml
+    metric: str
+    target: float | None
+    pretrain: str | None = None  # configs/pretrain/NAME.yaml, shared by the benches that name it
+    extra: tuple[str, ...] = ()  # fine-tuning overrides
+
+
 BENCHES = {
-    "sst2": ("sentiment", "sst2:train", "sst2:dev", "en-bert", "sst2", [], "accuracy", 0.86),
-    "chnsenticorp": ("sentiment", "chnsenticorp:train", "chnsenticorp:dev", "zh-bert", "chnsenticorp", [],
-                     "accuracy", 0.90),
-    "cmrc2018": ("qa", "cmrc2018:train", "cmrc2018:trial", "zh-bert", "cmrc2018", [], "f1", 55.0),
-    "squad": ("qa", "squad:dev:0-29", "squad:dev:30-37", "en-bert", "squad", [], "f1", 40.0),
-    "multi30k-en-de": ("translation", "multi30k:train", "multi30k:val", None, "multi30k",
-                       ["--task.direction=en-de"], "bleu", 28.0),
-    "multi30k-de-en": ("translation", "multi30k:train", "multi30k:val", None, "multi30k",
-                       ["--task.direction=de-en"], "bleu", 32.0),
-    "tatoeba-zh-en": ("translation", "tatoeba:train", "tatoeba:dev", None, "tatoeba",
-                      ["--task.direction=zh-en"], "bleu", None),
-    "dialogsum": ("summarization", "dialogsum:train", "dialogsum:dev", None, "dialogsum", [], "rougeL", 25.0),
-    "csl": ("summarization", "csl:dev:0-799", "csl:dev:800-999", None, "csl", [], "rougeL", None),
+    "sst2": Bench("sentiment", "sst2:train", "sst2:dev", "sst2", "accuracy", 0.86, pretrain="en-bert"),
+    "chnsenticorp": Bench("sentiment", "chnsenticorp:train", "chnsenticorp:dev", "chnsenticorp", "accuracy", 0.90),
+    "cmrc2018": Bench("qa", "cmrc2018:train", "cmrc2018:trial", "cmrc2018", "f1", 55.0, pretrain="zh-bert"),
+    "squad": Bench("qa", "squad:dev:0-29", "squad:dev:30-37", "squad", "f1", 40.0, pretrain="en-bert"),
+    "multi30k-en-de": Bench("translation", "multi30k:train", "multi30k:val", "multi30k", "bleu", 28.0,
+                            extra=("--task.direction=en-de",)),
+    "multi30k-de-en": Bench("translation", "multi30k:train", "multi30k:val", "multi30k", "bleu", 32.0,
+                            extra=("--task.direction=de-en",)),
+    "tatoeba-zh-en": Bench("translation", "tatoeba:train", "tatoeba:dev", "tatoeba", "bleu", None,
+                           extra=("--task.direction=zh-en",)),
+    "dialogsum": Bench("summarization", "dialogsum:train", "dialogsum:dev", "dialogsum", "rougeL", 25.0),
+    "csl": Bench("summarization", "csl:dev:0-799", "csl:dev:800-999", "csl", "rougeL", None),
 }
+# Pretraining recipes that start from word vectors: IMDB skip-gram vectors, 128-d (= d_model).
+PRETRAIN_VECTORS = {"en-bert": "imdb-w2v-128"}
+
+
+def imdb_vectors(name: str, threads: int) -> Path:
+    """Skip-gram vectors on the IMDB reviews (the corpus of benchmarks/bench_embeddings.py)."""
+    out = OUT / name
+    if not (out / "manifest.json").exists():
+        from bench_embeddings import prepare_imdb
+
+        text = prepare_imdb(Path(os.environ.get("LMLAB_DATA", ROOT.parent / "shared" / "data")), OUT, 0)
+        run([sys.executable, "-m", "lmlab", "embed", "train", str(text), "--out", str(out), "--dim", "128",
+             "--threads", str(threads), "--seed", "1"])
+    return out
 
 
 def run(cmd: list[str]) -> dict:
@@ -71,31 +96,33 @@ def without_train_overlap(out: Path) -> str:
 
 
 def bench(name: str, short: int, threads: int) -> dict:
-    task, train, evalset, pre, recipe, extra, metric, target = BENCHES[name]
+    b = BENCHES[name]
     cap = [f"--train.max_steps={short}"] if short else []
     common = [f"--train.threads={threads}", "--train.progress=false"]
     py = [sys.executable, "-m", "lmlab"]
-    result = {"bench": name, "task": task, "metric": metric, "target": target, "short": short or None}
+    result = {"bench": name, "task": b.task, "metric": b.metric, "target": b.target, "short": short or None}
     init = []
-    if pre:
-        pre_out = OUT / f"pretrain-{pre}{'-short' if short else ''}"
+    if b.pretrain:
+        pre_out = OUT / f"pretrain-{b.pretrain}{'-short' if short else ''}"
         if not (pre_out / "model" / "manifest.json").exists():
-            r = run(py + ["pretrain", "--config", f"configs/pretrain/{pre}.yaml", "--out", str(pre_out)] + common
-                    + ([f"--train.max_steps={short}"] if short else []))
+            vectors = PRETRAIN_VECTORS.get(b.pretrain)
+            more = [f"--init_vectors={imdb_vectors(vectors, threads)}"] if vectors else []
+            r = run(py + ["pretrain", "--config", f"configs/pretrain/{b.pretrain}.yaml", "--out", str(pre_out)]
+                    + common + more + cap)
             result["pretrain_wall_s"] = r["wall_s"]
         init = ["--init", str(pre_out / "model")]
     run_out = OUT / f"{name}{'-short' if short else ''}"
-    r = run(py + ["finetune", task, "--train", train, "--eval", evalset, *init, "--out", str(run_out),
-                  "--config", f"configs/finetune/{recipe}.yaml", *extra, *common, *cap])
+    r = run(py + ["finetune", b.task, "--train", b.train, "--eval", b.eval, *init, "--out", str(run_out),
+                  "--config", f"configs/finetune/{b.recipe}.yaml", *b.extra, *common, *cap])
     result.update(finetune_wall_s=r["wall_s"], steps=r.get("steps"), early_stopped=r.get("early_stopped"),
-                  value=(r.get("eval") or {}).get(metric))
-    if task == "translation":
-        e = run(py + ["evaluate", task, str(run_out / "model"), "--data", evalset, *extra, "--task.num_beams=5"])
+                  value=(r.get("eval") or {}).get(b.metric))
+    if b.task == "translation":
+        e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", b.eval, *b.extra, "--task.num_beams=5"])
         result.update(value_beam5=e["bleu"], signature=e["bleu_signature"])
     if name == "chnsenticorp":
-        e = run(py + ["evaluate", task, str(run_out / "model"), "--data", without_train_overlap(OUT)])
+        e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", without_train_overlap(OUT)])
         result["value_dev_minus_train"] = e["accuracy"]
-    result["reached"] = None if target is None or result["value"] is None else result["value"] >= target
+    result["reached"] = None if b.target is None or result["value"] is None else result["value"] >= b.target
     return result
 
 
@@ -107,8 +134,8 @@ def main() -> None:
     ap.add_argument("--list", action="store_true")
     a = ap.parse_args()
     if a.list:
-        for k, v in BENCHES.items():
-            print(f"{k:16} {v[0]:14} {v[1]:18} → {v[2]:16} target {v[6]} ≥ {v[7]}")
+        for k, b in BENCHES.items():
+            print(f"{k:16} {b.task:14} {b.train:18} → {b.eval:16} target {b.metric} ≥ {b.target}")
         return
     OUT.mkdir(parents=True, exist_ok=True)
     results = [bench(n, a.short, a.threads) for n in (a.names or list(BENCHES))]
