@@ -35,7 +35,7 @@ HELD_OUT = [("gpt2-small", dict(n_layers=4, d_model=512, n_heads=8, d_ff=2048), 
 
 
 def measure(name, fields, batch, seq, vocab, precision, steps=8) -> float:
-    cfg = preset(name, vocab_size=vocab, max_seq_len=seq, dropout=0.0, attn_dropout=0.0, **fields)
+    cfg = preset(name, vocab_size=vocab, max_seq_len=seq, **fields)  # dropout as the preset has it, as in training
     model = Transformer(cfg)
     opt = build_optimizer(model, OptimConfig())
     inputs = _profile_inputs(cfg, batch, seq, torch.device("cpu"))

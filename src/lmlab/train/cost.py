@@ -78,7 +78,8 @@ def _profile_inputs(cfg: TransformerConfig, batch: int, seq: int, device) -> dic
 def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precision: str,
                  reps: int = 3) -> dict | None:
     """Seconds of one training step of `cfg` on this machine, extrapolated from the model at 1 and 2
-    layers (see the module docstring); None when one sequence of the 2-layer model is too large."""
+    layers (see the module docstring); None when one sequence of the 2-layer model is too large,
+    or for an encoder–decoder whose two stacks differ in depth (one layer count cannot scale both)."""
     import dataclasses
     import statistics
     import time
@@ -90,9 +91,10 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if cfg.arch == "encoder-decoder" and cfg.decoder_layers != cfg.n_layers:
+        return None
     small = [dataclasses.replace(cfg, n_layers=k, n_decoder_layers=k if cfg.arch == "encoder-decoder" else None,
-                                 max_seq_len=max(cfg.max_seq_len, seq_len), dropout=0.0, attn_dropout=0.0)
-             for k in (1, 2)]
+                                 max_seq_len=max(cfg.max_seq_len, seq_len)) for k in (1, 2)]
     per_seq = flops_per_token(small[1], seq_len, training=True,
                               scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0) * seq_len
     if per_seq > PROFILE_FLOPS:

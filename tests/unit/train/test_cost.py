@@ -66,3 +66,10 @@ def test_measure_profiles_small_models_and_falls_back_for_wide_ones():
     assert wide["training_flops_per_token"] * 1024 > PROFILE_FLOPS
     fixed = estimate_cost("bert-tiny", tokens=1e5, batch_size=3, seq_len=7, device="measure", mfu=0.3)
     assert fixed["profile"] is None and fixed["mfu"] == 0.3  # an explicit MFU uses the formula
+
+
+def test_unequal_encoder_decoder_stacks_use_the_formula():
+    from lmlab.train.cost import profile_step
+
+    cfg = preset("transformer-tiny", vocab_size=99, d_model=32, n_heads=2, d_ff=64, n_layers=3, n_decoder_layers=1)
+    assert profile_step(cfg, 3, 7, "fp32", reps=1) is None
