@@ -7,12 +7,14 @@ Compute (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, App. B):
 Time per step, on a named device: FLOPs per step / (datasheet peak × MFU × devices), MFU an
 assumption (default 0.45). On this machine (``device="measure"``) one MFU figure does not fit:
 narrow models reach a smaller share of the GEMM peak and spend more on element-wise work, so
-the step is profiled instead — the model at 1 and at 2 layers (same width, vocabulary, head and
+the step is profiled instead — the model at 1 and at 3 layers (same width, vocabulary, head and
 precision) runs a few training steps (forward, backward, lmlab's AdamW), and
-    step(L) = fb₁ + (L−1)·(fb₂ − fb₁)  [scaled from a batch of ≤ PROFILE_FLOPS]  + opt₁ + (L−1)·(opt₂ − opt₁)
-extrapolates layer by layer; the MFU this implies is reported. A width whose single sequence is
-too large to profile in about a second falls back to the timed GEMM peak × ``CPU_MFU``; an
-explicit ``mfu`` always uses the formula.
+    step(L) = [fb₁ + (L−1)·(fb₃ − fb₁)/2] · b/b′  +  opt₁ + (L−1)·(opt₃ − opt₁)/2
+(fb: forward+backward seconds at a batch b′ ≤ b of at most PROFILE_FLOPS; opt: the AdamW step)
+extrapolates layer by layer — two layers apart, not one, because the per-layer time is a
+difference of two medians and a deep model multiplies its noise by L−1. The MFU this implies
+is reported. A width whose single sequence is too large to profile in about a second falls back
+to the timed GEMM peak × ``CPU_MFU``; an explicit ``mfu`` always uses the formula.
 Memory per device, mixed precision with AdamW (Rajbhandari et al. 2020, ZeRO §3):
     weights 4N (fp32 master) · gradients 4N · Adam moments 8N
     activations per layer ≈ T·b·d·(34 + 5·h·T/d) bytes with 16-bit activations
@@ -47,7 +49,8 @@ CPU_MFU = {"bf16": 0.55, "fp32": 0.45}
 CPU_STEP_OVERHEAD_S = 0.02
 GPU_MFU = 0.45
 MLM_SCORED = 0.15  # a masked-LM head computes logits only at the masked positions
-PROFILE_FLOPS = 6e10  # training FLOPs of one profiled step of the 2-layer model: ~0.2-0.5 s on 2 cores
+PROFILE_FLOPS = 6e10  # training FLOPs of one profiled step of the 3-layer model: ~0.2-0.5 s on 2 cores
+PROFILE_LAYERS = (1, 3)
 
 
 def _config(model: str) -> TransformerConfig:
@@ -76,9 +79,9 @@ def _profile_inputs(cfg: TransformerConfig, batch: int, seq: int, device) -> dic
 
 
 def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precision: str,
-                 reps: int = 3) -> dict | None:
-    """Seconds of one training step of `cfg` on this machine, extrapolated from the model at 1 and 2
-    layers (see the module docstring); None when one sequence of the 2-layer model is too large,
+                 reps: int = 5) -> dict | None:
+    """Seconds of one training step of `cfg` on this machine, extrapolated from the model at 1 and 3
+    layers (see the module docstring); None when one sequence of the 3-layer model is too large,
     or for an encoder–decoder whose two stacks differ in depth (one layer count cannot scale both)."""
     import dataclasses
     import statistics
@@ -94,7 +97,7 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
     if cfg.arch == "encoder-decoder" and cfg.decoder_layers != cfg.n_layers:
         return None
     small = [dataclasses.replace(cfg, n_layers=k, n_decoder_layers=k if cfg.arch == "encoder-decoder" else None,
-                                 max_seq_len=max(cfg.max_seq_len, seq_len)) for k in (1, 2)]
+                                 max_seq_len=max(cfg.max_seq_len, seq_len)) for k in PROFILE_LAYERS]
     per_seq = flops_per_token(small[1], seq_len, training=True,
                               scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0) * seq_len
     if per_seq > PROFILE_FLOPS:
@@ -107,7 +110,7 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
         optimizer = build_optimizer(model, OptimConfig())
         inputs = _profile_inputs(c, batch, seq_len, dev)
         t_fb, t_opt = [], []
-        for i in range(reps + 1):  # a warm-up step first: allocator, kernels, optimizer state
+        for i in range(reps + 2):  # two warm-up steps first: allocator, kernels, optimizer state
             sync()
             t0 = time.perf_counter()
             with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -118,7 +121,7 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             sync()
-            if i:
+            if i >= 2:
                 t_fb.append(t1 - t0)
                 t_opt.append(time.perf_counter() - t1)
         fb.append(statistics.median(t_fb))
@@ -127,11 +130,13 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
     return {**extrapolate(fb, opt, cfg.n_layers, batch_size / batch), "profiled_batch": batch, "device": dev.type}
 
 
-def extrapolate(fb: list[float], opt: list[float], layers: int, batch_scale: float) -> dict:
-    """Step seconds of `layers` layers from the forward+backward and optimizer seconds measured at 1
-    and 2 layers; the forward+backward part scales with the batch, the optimizer's does not."""
-    forward_backward = (fb[0] + (layers - 1) * max(fb[1] - fb[0], 0.0)) * batch_scale
-    optimizer_s = opt[0] + (layers - 1) * max(opt[1] - opt[0], 0.0)
+def extrapolate(fb: list[float], opt: list[float], layers: int, batch_scale: float,
+                at: tuple[int, int] = PROFILE_LAYERS) -> dict:
+    """Step seconds of `layers` layers from the forward+backward and optimizer seconds measured at
+    `at` layers; the forward+backward part scales with the batch, the optimizer's does not."""
+    span = at[1] - at[0]
+    forward_backward = (fb[0] + (layers - at[0]) * max(fb[1] - fb[0], 0.0) / span) * batch_scale
+    optimizer_s = opt[0] + (layers - at[0]) * max(opt[1] - opt[0], 0.0) / span
     return {"step_seconds": forward_backward + optimizer_s, "forward_backward_s": forward_backward,
             "optimizer_s": optimizer_s}
 
@@ -187,7 +192,7 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     if profile is not None:  # devices run their shares in parallel: the step is one device's step
         step_seconds, overhead = profile["step_seconds"], 0.0
         mfu = per_token * batch_size * t / (step_seconds * peak)
-        method = f"profiled on this {profile['device']} (the model at 1 and 2 layers, extrapolated)"
+        method = f"profiled on this {profile['device']} (the model at 1 and 3 layers, extrapolated)"
     else:
         mfu = mfu if mfu is not None else default_mfu
         step_seconds = per_token * step_tokens / (peak * mfu * devices) + overhead

@@ -38,12 +38,14 @@ def test_profiled_steps_extrapolate_layer_by_layer():
     from lmlab.train.cost import extrapolate
 
     # 1 layer: 0.3 s forward+backward, 0.05 s AdamW; each further layer adds 0.2 s and 0.01 s
-    got = extrapolate([0.3, 0.5], [0.05, 0.06], layers=6, batch_scale=2.0)
+    got = extrapolate([0.3, 0.5], [0.05, 0.06], layers=6, batch_scale=2.0, at=(1, 2))
     assert got["forward_backward_s"] == pytest.approx((0.3 + 5 * 0.2) * 2)
     assert got["optimizer_s"] == pytest.approx(0.05 + 5 * 0.01)  # the optimizer does not scale with the batch
     assert got["step_seconds"] == pytest.approx(2.6 + 0.1)
     # timing noise that makes the second layer look free never makes a deeper model cheaper
     assert extrapolate([0.3, 0.29], [0.05, 0.04], 6, 1.0)["step_seconds"] == pytest.approx(0.35)
+    # measured two layers apart (the default, 1 and 3): the difference is split over both
+    assert extrapolate([0.3, 0.7], [0.05, 0.07], 6, 1.0)["step_seconds"] == pytest.approx(1.3 + 0.1)
 
 
 def test_measure_profiles_small_models_and_falls_back_for_wide_ones():
