@@ -40,8 +40,8 @@ def hf_beams(hf, family, prompts, eos, **kw):
     return rows
 
 
-@pytest.mark.parametrize("family", ["gpt2", "transformer"])
-def test_beam_search_equals_transformers(family, tmp_path, figure):
+def exported(family, tmp_path):
+    """A tiny lmlab model and the same weights loaded by transformers (GPT2LMHeadModel or MarianMTModel)."""
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
     from lmlab.hf.convert import export_hf
@@ -51,7 +51,12 @@ def test_beam_search_equals_transformers(family, tmp_path, figure):
     save_model(model, tmp_path / "lm")
     export_hf(tmp_path / "lm", tmp_path / "hf")
     cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.MarianMTModel
-    hf = cls.from_pretrained(tmp_path / "hf", use_safetensors=True).eval()
+    return model, cls.from_pretrained(tmp_path / "hf", use_safetensors=True).eval()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "transformer"])
+def test_beam_search_equals_transformers(family, tmp_path, figure):
+    model, hf = exported(family, tmp_path)
     # an end token that the beams actually meet, so that hypotheses of different lengths compete
     probe = beam_search(model, PROMPTS, GenerationConfig(num_beams=3, max_new_tokens=12))
     eos = probe[0].token_ids[3]
@@ -77,15 +82,7 @@ def ngrams(seq, n):
 def test_no_repeat_ngram_equals_transformers(family, tmp_path):
     """no_repeat_ngram_size, greedy and with beams, against transformers on the same weights; the
     tiny random model loops, so the blocking changes what it writes."""
-    transformers = pytest.importorskip("transformers")
-    transformers.logging.set_verbosity_error()
-    from lmlab.hf.convert import export_hf
-
-    model = tiny(family, **({"tie_embeddings": True, "init_std": 0.3} if family == "transformer" else {}))
-    save_model(model, tmp_path / "lm")
-    export_hf(tmp_path / "lm", tmp_path / "hf")
-    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.MarianMTModel
-    hf = cls.from_pretrained(tmp_path / "hf", use_safetensors=True).eval()
+    model, hf = exported(family, tmp_path)
     eos = model.config.vocab_size - 1  # never reached: every row runs its 16 tokens
     for beams in (1, 3):
         free = beam_search(model, PROMPTS, GenerationConfig(num_beams=beams, max_new_tokens=16), [eos])
