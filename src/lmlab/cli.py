@@ -3,8 +3,8 @@
 Each row names the function by import path (imported only when its command runs, so that
 ``lmlab --help`` is instant), its help line and its arguments. Unrecognised
 ``--section.field=value`` (and top-level ``--field=value``) arguments are passed as config
-overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...`` with exit status 2, never as a
-traceback.
+overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``
+with exit status 2, never as a traceback.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ from lmlab.generate.stream import generate, load_for_generation, stream
 
 def generate_command(model_dir: str, prompt: str, max_new_tokens: int = 64, temperature: float = 1.0,
                      top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                     no_repeat_ngram_size: int = 0, seed: int | None = None, stop: list[str] | None = None, num_beams: int = 1,
-                     length_penalty: float = 1.0, dtype: str = "float32", echo: bool = True) -> None:
+                     no_repeat_ngram_size: int = 0, seed: int | None = None, stop: list[str] | None = None,
+                     num_beams: int = 1, length_penalty: float = 1.0, dtype: str = "float32",
+                     echo: bool = True) -> None:
     # beam search is deterministic: the CLI's sampling temperature does not apply to it
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0 if num_beams > 1 else temperature,
                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,

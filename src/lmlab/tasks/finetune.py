@@ -159,7 +159,8 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
                       run_config=run_config, eval_hook=hook,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,
                                 "train": _fingerprint(T.texts(train_ex)), "init": init,
-                                "lora": to_dict(cfg.lora), **({"vectors": cfg.task.vectors} if cfg.task.vectors else {})})
+                                "lora": to_dict(cfg.lora),
+                                **({"vectors": cfg.task.vectors} if cfg.task.vectors else {})})
     summary = trainer.fit()
     if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet
         return {**summary, "task": T.name, "resume": f"run the same command again to continue from {out_dir}"}

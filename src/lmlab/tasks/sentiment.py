@@ -15,9 +15,9 @@ evaluation data, is an error naming the row.
 Model: head "classification" — BERT pools [CLS] (tanh(W·h₀+b)), a decoder reads its last token
 — then softmax over the labels; objective: cross-entropy on the class id. Inputs are
 ``[CLS] text [SEP]`` truncated to ``task.max_length`` tokens (stated in the results as
-``truncated``), by default at the end; ``--task.truncation=middle`` keeps the first quarter and the
-last three quarters of a long text instead, ``start`` its end. Metric: accuracy, precision/recall/F1 (per class, macro, micro), confusion
-matrix (`lmlab.evaluation.classification`).
+``truncated``), by default at the end; ``--task.truncation=middle`` keeps the first quarter and
+the last three quarters of a long text instead, ``start`` its end. Metric: accuracy,
+precision/recall/F1 (per class, macro, micro), confusion matrix (`lmlab.evaluation.classification`).
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ def _config(model: str) -> TransformerConfig:
     return preset(model)
 
 
+def _training_flops_per_token(cfg: TransformerConfig, seq_len: int) -> int:
+    return flops_per_token(cfg, seq_len, training=True, scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0)
+
+
 def _profile_inputs(cfg: TransformerConfig, batch: int, seq: int, device) -> dict:
     import torch
 
@@ -98,8 +102,7 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
         return None
     small = [dataclasses.replace(cfg, n_layers=k, n_decoder_layers=k if cfg.arch == "encoder-decoder" else None,
                                  max_seq_len=max(cfg.max_seq_len, seq_len)) for k in PROFILE_LAYERS]
-    per_seq = flops_per_token(small[1], seq_len, training=True,
-                              scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0) * seq_len
+    per_seq = _training_flops_per_token(small[1], seq_len) * seq_len
     if per_seq > PROFILE_FLOPS:
         return None
     batch = max(1, min(batch_size, int(PROFILE_FLOPS // per_seq)))
@@ -166,7 +169,7 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     t = seq_len or cfg.max_seq_len
     if tokens <= 0 or batch_size < 1 or devices < 1:
         raise ConfigError("tokens, batch_size and devices must be positive")
-    per_token = flops_per_token(cfg, t, training=True, scored_fraction=MLM_SCORED if cfg.head == "mlm" else 1.0)
+    per_token = _training_flops_per_token(cfg, t)
     total_flops = per_token * tokens
     step_tokens = batch_size * t * devices
     profile = None

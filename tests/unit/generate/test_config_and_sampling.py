@@ -15,7 +15,8 @@ from lmlab.generate.sampling import Sampler, apply_repetition_penalty, top_k_fil
     ("temperature", float("nan")), ("temperature", -0.1), ("temperature", float("inf")), ("temperature", "1"),
     ("top_k", -1), ("top_k", 2.5), ("top_k", True), ("top_p", 0.0), ("top_p", 1.5), ("top_p", float("nan")),
     ("max_new_tokens", 0), ("max_new_tokens", True), ("max_new_tokens", 3.0), ("repetition_penalty", 0),
-    ("seed", -1), ("seed", "7"), ("stop", [""]), ("stop", [3]), ("stop_token_ids", [-1]), ("num_beams", 0), ("no_repeat_ngram_size", -1), ("no_repeat_ngram_size", 1.5),
+    ("seed", -1), ("seed", "7"), ("stop", [""]), ("stop", [3]), ("stop_token_ids", [-1]), ("num_beams", 0),
+    ("no_repeat_ngram_size", -1), ("no_repeat_ngram_size", 1.5),
     ("length_penalty", float("nan")), ("early_stopping", 1), ("early_stopping", "sometimes"),
 ])
 def test_bad_parameters_are_refused_by_name(field, value):
