@@ -10,7 +10,8 @@ from lmlab.model.loss import linear_cross_entropy
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_equals_cross_entropy_forward_and_grads(bias, monkeypatch, figure):
-    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", 99 * 4)  # several chunks of 4 rows
+    monkeypatch.setattr(loss_module, "ROWS_PER_SLICE", {2: 4, 4: 4, 8: 4})
+    monkeypatch.setattr(loss_module, "BLOCK_ELEMENTS", 99 * 8)  # blocks of 8 rows, slices of 4
     h = torch.randn(3, 7, 10, dtype=torch.float64, requires_grad=True)
     w = torch.randn(99, 10, dtype=torch.float64, requires_grad=True)
     b = torch.randn(99, dtype=torch.float64, requires_grad=True) if bias else None
@@ -57,3 +58,12 @@ def test_model_labels_give_the_loss_of_its_logits():
         logits = model(ids).logits
         ref = F.cross_entropy(logits.reshape(-1, 99), labels.reshape(-1), ignore_index=-100)
         assert out.logits is None and abs(out.loss.item() - ref.item()) < 1e-10
+
+
+def test_frozen_weight_gives_only_the_input_gradient():
+    h = torch.randn(3, 7, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(99, 10, dtype=torch.float64)  # frozen (e.g. a tied embedding under LoRA)
+    y = torch.randint(0, 99, (3, 7))
+    (ours,) = torch.autograd.grad(linear_cross_entropy(h, w, None, y), [h])
+    (ref,) = torch.autograd.grad(F.cross_entropy(F.linear(h, w).reshape(-1, 99), y.reshape(-1)), [h])
+    assert (ours - ref).abs().max().item() <= 1e-12
