@@ -19,7 +19,8 @@ Memory per device, mixed precision with AdamW (Rajbhandari et al. 2020, ZeRO §3
     weights 4N (fp32 master) · gradients 4N · Adam moments 8N
     activations per layer ≈ T·b·d·(34 + 5·h·T/d) bytes with 16-bit activations
     (Korthikanti et al. 2022, eq. 2; ×2 in fp32; only 2·T·b·d per layer with activation
-    checkpointing) plus the logits, 4·T·b·V (lmlab's chunked loss keeps at most one chunk).
+    checkpointing) plus the logits, 4·T·b·V: an upper bound, since lmlab's loss keeps only
+    softmax − onehot in the compute dtype, in blocks of at most 2²⁷ entries.
 Compute-optimal (Hoffmann et al. 2022, "Chinchilla"): D ≈ 20·N, so for a budget C,
 N_opt ≈ √(C/120) and D_opt ≈ 20·N_opt.
 """
