@@ -32,6 +32,7 @@ from lmlab.errors import ConfigError
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.sampling import Sampler
 from lmlab.model import KVCache, Transformer
+from lmlab.model.linear import PackedWeights
 
 
 @dataclass
@@ -46,10 +47,12 @@ class DecodeLoop:
                  configs: GenerationConfig | Sequence[GenerationConfig] | None = None,
                  stop_token_ids: Sequence[Sequence[int]] | None = None,
                  decoder_start_id: int | None = None, pad_id: int | None = None,
-                 vocab_limit: int | None = None):
+                 vocab_limit: int | None = None, pack: PackedWeights | None = None):
         """prompts: token ids per row (the source for an encoder–decoder); configs: one for all
         rows or one per row; stop_token_ids: per row, overriding ``config.stop_token_ids``;
-        vocab_limit: the tokenizer's size, when the model's vocabulary is padded beyond it."""
+        vocab_limit: the tokenizer's size, when the model's vocabulary is padded beyond it;
+        pack: packed bf16 weights to reuse (a server's, for a model whose weights never change);
+        none = packed afresh for this generation."""
         cfg = model.config
         self.vocab_limit = vocab_limit
         if cfg.head not in ("clm", "seq2seq"):
@@ -97,6 +100,7 @@ class DecodeLoop:
         self.finish_reasons: list[str | None] = [None] * len(self.prompts)
         self.generated: list[list[int]] = [[] for _ in self.prompts]
         self.stepper: Stepper | None = None
+        self.pack = pack
 
     @property
     def steps(self) -> int:
@@ -120,7 +124,7 @@ class DecodeLoop:
             sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device,
                               self.vocab_limit)
             self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
-                                             self.decoder_start_id)
+                                             self.decoder_start_id, self.pack)
             sampler.observe(stepper.first_ids, stepper.first_mask)
             logits = stepper.forward(stepper.first_ids)
         while True:
@@ -155,11 +159,12 @@ class Stepper:
     """
 
     def __init__(self, model: Transformer, prompts: list[list[int]], max_new_tokens: int, pad_id: int,
-                 decoder_start_id: int | None = None):
+                 decoder_start_id: int | None = None, pack: PackedWeights | None = None):
         p = next(model.parameters())
         device, dtype = p.device, p.dtype
         cfg = model.config
         self.model, self.steps = model, 0
+        self.pack = pack or PackedWeights()  # bf16 weights packed once, reused every step
         b, longest = len(prompts), max(len(p) for p in prompts)
         if cfg.arch == "encoder-decoder":
             src = torch.full((b, max(longest, 1)), pad_id, dtype=torch.long, device=device)
@@ -190,17 +195,20 @@ class Stepper:
 
     def _forward_seq2seq(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
-        return self.model(self.src, attention_mask=self.src_mask, decoder_input_ids=ids, memory=self.memory,
-                          cache=self.cache).logits[:, -1]
+        with self.pack:
+            return self.model(self.src, attention_mask=self.src_mask, decoder_input_ids=ids, memory=self.memory,
+                              cache=self.cache).logits[:, -1]
 
     def _forward_dense(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
-        return self.model(ids, cache=self.cache).logits[:, -1]
+        with self.pack:
+            return self.model(ids, cache=self.cache).logits[:, -1]
 
     def _forward_padded(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
         end = self.cache.length + ids.size(1)
-        out = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache, position_ids=self.positions)
+        with self.pack:
+            out = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache, position_ids=self.positions)
         self.positions = self.positions[:, -1:] + 1
         return out.logits[:, -1]
 

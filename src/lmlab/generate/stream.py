@@ -113,7 +113,7 @@ class BatchStream:
     """Iterate `Delta` events for a batch of prompts; see the module docstring."""
 
     def __init__(self, model, tokenizer, prompts: Sequence[str], configs: GenerationConfig | Sequence[GenerationConfig],
-                 add_special_tokens: bool | None = None, decoder_start_id: int | None = None):
+                 add_special_tokens: bool | None = None, decoder_start_id: int | None = None, pack=None):
         configs = [configs] * len(prompts) if isinstance(configs, GenerationConfig) else list(configs)
         for c in configs:
             if c.num_beams > 1:
@@ -123,7 +123,7 @@ class BatchStream:
         self.prompt_ids = [encode_prompt(model, tokenizer, p, add_special_tokens) for p in prompts]
         stop_ids = [_stop_ids(tokenizer, c) for c in configs]
         self.loop = DecodeLoop(model, self.prompt_ids, configs, stop_ids, decoder_start_id=decoder_start_id,
-                               pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
+                               pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size, pack=pack)
         self.stop_ids = [set(s) for s in stop_ids]
         specials = {i for i in tokenizer.special_ids.values() if i is not None}
         self.skip = [specials if c.skip_special_tokens else set() for c in configs]

@@ -13,10 +13,22 @@ torch put each block on its own core:
 The arithmetic per output is the same dot product, so results equal `F.linear` up to float32
 summation order (tested ≤ 1e-5). On the project's 2-core machine this halves the weight GEMMs
 of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
-autograd, other dtypes (bf16's kernel already uses every thread) and larger M go to `F.linear`.
+autograd and larger M go to `F.linear`.
+
+bf16 weights take another route. torch's bf16 `F.linear` on CPU reorders W into oneDNN's
+blocked layout at every call, which costs more than the product itself for a few rows. A
+`PackedWeights` reorders each weight once (``torch.ops.mkldnn._reorder_linear_weight``, what
+inductor's CPU freezing pass does) and multiplies with the packed copy; the products are
+bit-identical to `F.linear` (tested). The decode loop holds one for each generation (the
+weights cannot change during it) and activates it around its forward passes:
+
+    with pack:              # a context variable: `linear` looks the weights up in it
+        logits = model(ids, cache=cache)
 """
 
 from __future__ import annotations
+
+import contextvars
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +36,59 @@ from torch import nn
 
 FEW_ROWS = 16  # up to this many rows the product is a stack of matrix–vector products
 
+_ACTIVE_PACK: contextvars.ContextVar["PackedWeights | None"] = contextvars.ContextVar("lmlab_packed_weights",
+                                                                                       default=None)
+
+
+def _mkldnn_bf16() -> bool:
+    try:
+        return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+                and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class PackedWeights:
+    """bf16 weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
+
+    Holds a reference to every weight it packed (so an id cannot be reused) and its packed
+    copy: the memory of the bf16 weights once more, for the lifetime of the object.
+    """
+
+    available = _mkldnn_bf16()
+
+    def __init__(self):
+        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> "PackedWeights":
+        self._tokens.append(_ACTIVE_PACK.set(self))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _ACTIVE_PACK.reset(self._tokens.pop())
+
+    def applies(self, x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
+        return (self.available and x.dtype == weight.dtype == torch.bfloat16 and x.device.type == "cpu"
+                and 0 < rows <= FEW_ROWS and not torch.is_grad_enabled())
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        entry = self._packed.get(id(weight))
+        if entry is None or entry[0] is not weight:
+            entry = self._packed[id(weight)] = (weight, torch.ops.mkldnn._reorder_linear_weight(weight, 1))
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        return torch.ops.mkldnn._linear_pointwise(x, entry[1], bias, "none", [], "")
+
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., I], weight [O, I], bias [O] → [..., O]."""
     n = torch.get_num_threads()
     out_features, in_features = weight.shape
     rows = x.numel() // in_features if in_features else 0
+    pack = _ACTIVE_PACK.get()
+    if pack is not None and pack.applies(x, weight, rows):
+        return pack.linear(x, weight, bias)
     if (n < 2 or rows == 0 or rows > FEW_ROWS or out_features % n or x.dtype != torch.float32
             or x.device.type != "cpu" or torch.is_grad_enabled() or not weight.is_contiguous()
             or weight.dtype != x.dtype):

@@ -193,7 +193,8 @@ class Batcher:
         self.batches += 1
         bs = None
         try:
-            bs = stream_batch(entry.model, entry.tokenizer, [r.prompt for r in live], [r.config for r in live])
+            bs = stream_batch(entry.model, entry.tokenizer, [r.prompt for r in live], [r.config for r in live],
+                              pack=entry.pack)
             self.current = bs
             for d in bs:
                 row = live[d.index]

@@ -10,11 +10,12 @@ connection, so a broken directory fails the start, not a request.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmlab.errors import ConfigError
+from lmlab.model.linear import PackedWeights
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -25,6 +26,8 @@ class ModelEntry:
     path: Path
     model: Any  # Transformer, eval mode
     tokenizer: Any
+    # bf16 weights packed once for all requests: a served model's weights never change.
+    pack: PackedWeights = field(default_factory=PackedWeights)
 
     @property
     def can_generate(self) -> bool:

@@ -7,6 +7,7 @@ import torch
 from lmlab.errors import ConfigError
 from lmlab.generate import DecodeLoop, GenerationConfig
 from lmlab.generate.decode import Stepper
+from lmlab.model.linear import PackedWeights
 
 from .conftest import V, tiny
 
@@ -178,3 +179,26 @@ def test_inference_mode_does_not_leak_into_the_consumer():
     for _ in loop:
         assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
     assert not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.skipif(not PackedWeights.available, reason="no native bf16 oneDNN on this CPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_packed_weights_give_the_same_steps(family, monkeypatch):
+    """A bf16 model decodes through packed weights; the logits equal the unpacked route's bit for bit."""
+    model = tiny(family).to(torch.bfloat16)
+    prompts = [[5, 17, 3, 44, 8], [9, 2]]
+
+    def run():
+        stepper = Stepper(model, prompts, 6, pad_id=0, decoder_start_id=model.config.pad_token_id)
+        with torch.inference_mode():
+            out = [stepper.forward(stepper.first_ids)]
+            for _ in range(5):
+                out.append(stepper.forward(out[-1].argmax(-1, keepdim=True)))
+        return torch.stack(out), stepper.pack
+
+    packed, pack = run()
+    assert pack._packed  # the weights did go through the packed kernel
+    monkeypatch.setattr(PackedWeights, "available", False)
+    plain, pack = run()
+    assert not pack._packed
+    assert torch.equal(packed, plain)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.model.linear import FEW_ROWS, Linear, linear
+from lmlab.model.linear import FEW_ROWS, Linear, PackedWeights, linear
 
 
 @pytest.fixture
@@ -47,3 +47,42 @@ def test_module_keeps_nn_linear_state_dict():
     m = Linear(36, 98)
     assert isinstance(m, torch.nn.Linear)
     assert set(m.state_dict()) == {"weight", "bias"}
+
+
+needs_bf16_kernel = pytest.mark.skipif(not PackedWeights.available, reason="no native bf16 oneDNN on this CPU")
+
+
+@needs_bf16_kernel
+@pytest.mark.parametrize("shape", [(1, 1, 36), (3, 1, 36), (7, 36)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_bf16_is_bit_identical_to_f_linear(shape, bias):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(99, 36, generator=g).bfloat16()
+    b = torch.randn(99, generator=g).bfloat16() if bias else None
+    x = torch.randn(*shape, generator=g).bfloat16()
+    pack = PackedWeights()
+    with torch.no_grad(), pack:
+        got = linear(x, w, b)
+        again = linear(x, w, b)  # the second call reuses the packed copy
+    assert len(pack._packed) == 1
+    want = F.linear(x, w, b)
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    assert torch.equal(got, want) and torch.equal(again, want)
+
+
+@needs_bf16_kernel
+def test_pack_is_active_only_inside_its_block_and_not_for_training():
+    w, x = torch.randn(98, 36).bfloat16(), torch.randn(3, 36).bfloat16()
+    pack = PackedWeights()
+    with torch.no_grad():
+        linear(x, w)
+        assert not pack._packed  # not active
+        with pack:
+            linear(x.float(), w.float())  # float32: not packed
+            assert not pack._packed
+            linear(torch.randn(FEW_ROWS + 1, 36).bfloat16(), w)  # many rows: F.linear's own route
+            assert not pack._packed
+    with pack:
+        x.requires_grad_(True)
+        linear(x, w).float().sum().backward()  # autograd: the plain path
+        assert not pack._packed and x.grad is not None
