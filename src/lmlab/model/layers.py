@@ -82,9 +82,9 @@ class TransformerLayer(nn.Module):
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pre_norm:  # x + Sublayer(Norm(x))
             out, weights = fn(norm(x))
-            return x + self.dropout(out), weights
+            return x + (self.dropout(out) if self.training else out), weights
         out, weights = fn(x)  # Norm(x + Sublayer(x))
-        return norm(x + self.dropout(out)), weights
+        return norm(x + (self.dropout(out) if self.training else out)), weights
 
     def forward(
         self,

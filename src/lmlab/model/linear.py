@@ -40,12 +40,15 @@ _ACTIVE_PACK: contextvars.ContextVar["PackedWeights | None"] = contextvars.Conte
                                                                                        default=None)
 
 
-def _mkldnn_bf16() -> bool:
+def _packable_dtypes() -> frozenset[torch.dtype]:
+    """float32 wherever torch has oneDNN's packed linear; bf16 only where the CPU has native bf16."""
     try:
-        return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-                and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            return frozenset()
+        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        return False
+        return frozenset()
+    return frozenset({torch.float32, torch.bfloat16} if bf16 else {torch.float32})
 
 
 class PackedWeights:
@@ -55,7 +58,7 @@ class PackedWeights:
     copy: the memory of the bf16 weights once more, for the lifetime of the object.
     """
 
-    available = _mkldnn_bf16()
+    dtypes = _packable_dtypes()
 
     def __init__(self):
         self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -68,27 +71,28 @@ class PackedWeights:
     def __exit__(self, *exc) -> None:
         _ACTIVE_PACK.reset(self._tokens.pop())
 
-    def applies(self, x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
-        return (self.available and x.dtype == weight.dtype == torch.bfloat16 and x.device.type == "cpu"
-                and 0 < rows <= FEW_ROWS and not torch.is_grad_enabled())
-
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        """x·Wᵀ + b through the packed copy of W, or None where packing does not apply."""
+        if (x.dtype not in self.dtypes or weight.dtype != x.dtype or x.device.type != "cpu"
+                or not 0 < x.numel() <= FEW_ROWS * x.size(-1) or torch.is_grad_enabled()
+                or (bias is not None and bias.dtype != x.dtype)):
+            return None
         entry = self._packed.get(id(weight))
         if entry is None or entry[0] is not weight:
-            entry = self._packed[id(weight)] = (weight, torch.ops.mkldnn._reorder_linear_weight(weight, 1))
-        if bias is not None and bias.dtype != x.dtype:
-            bias = bias.to(x.dtype)
-        return torch.ops.mkldnn._linear_pointwise(x, entry[1], bias, "none", [], "")
+            entry = self._packed[id(weight)] = (weight, torch.ops.mkldnn._reorder_linear_weight(weight))
+        return torch.ops.mkldnn._linear_pointwise.default(x, entry[1], bias, "none", [], "")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., I], weight [O, I], bias [O] → [..., O]."""
+    pack = _ACTIVE_PACK.get()
+    if pack is not None:
+        y = pack.linear(x, weight, bias)
+        if y is not None:
+            return y
     n = torch.get_num_threads()
     out_features, in_features = weight.shape
     rows = x.numel() // in_features if in_features else 0
-    pack = _ACTIVE_PACK.get()
-    if pack is not None and pack.applies(x, weight, rows):
-        return pack.linear(x, weight, bias)
     if (n < 2 or rows == 0 or rows > FEW_ROWS or out_features % n or x.dtype != torch.float32
             or x.device.type != "cpu" or torch.is_grad_enabled() or not weight.is_contiguous()
             or weight.dtype != x.dtype):

@@ -62,7 +62,7 @@ class Embeddings(nn.Module):
             x = x + self.segments(torch.zeros_like(ids) if token_type_ids is None else token_type_ids)
         if self.norm is not None:
             x = self.norm(x)
-        return self.dropout(x)
+        return self.dropout(x) if self.training else x
 
 
 class Stack(nn.Module):
@@ -125,9 +125,12 @@ class Transformer(nn.Module):
         if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"{name} must be integer token ids of shape [batch, length], "
                              f"got {ids.dtype} {tuple(ids.shape)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
+        if not ids.numel():
+            return
+        low, high = (int(v) for v in ids.aminmax())
+        if low < 0 or high >= self.config.vocab_size:
             raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
-                             f"min {int(ids.min())}, max {int(ids.max())}; does the tokenizer match the model?")
+                             f"min {low}, max {high}; does the tokenizer match the model?")
 
     # -- the two halves ------------------------------------------------------------------------
 
@@ -215,7 +218,8 @@ class Transformer(nn.Module):
             if output_attentions:
                 attentions = (enc_attn or []) + attentions
         logits, loss = self._head(h, pooled, attention_mask, head_positions, labels)
-        return ModelOutput(hidden_states=h, logits=logits, loss=loss, pooled=pooled, memory=memory if cfg.arch == "encoder-decoder" else None,
+        return ModelOutput(hidden_states=h, logits=logits, loss=loss, pooled=pooled,
+                           memory=memory if cfg.arch == "encoder-decoder" else None,
                            attentions=attentions, cache=cache)
 
     def _head(self, h, pooled, attention_mask, head_positions, labels):

@@ -49,7 +49,9 @@ def test_module_keeps_nn_linear_state_dict():
     assert set(m.state_dict()) == {"weight", "bias"}
 
 
-needs_bf16_kernel = pytest.mark.skipif(not PackedWeights.available, reason="no native bf16 oneDNN on this CPU")
+needs_bf16_kernel = pytest.mark.skipif(torch.bfloat16 not in PackedWeights.dtypes,
+                                       reason="no native bf16 oneDNN on this CPU")
+needs_packing = pytest.mark.skipif(not PackedWeights.dtypes, reason="this torch has no oneDNN packed linear")
 
 
 @needs_bf16_kernel
@@ -70,6 +72,20 @@ def test_packed_bf16_is_bit_identical_to_f_linear(shape, bias):
     assert torch.equal(got, want) and torch.equal(again, want)
 
 
+@needs_packing
+@pytest.mark.parametrize("shape", [(1, 1, 36), (3, 1, 36), (7, 36)])
+def test_packed_float32_equals_f_linear(shape, figure):
+    g = torch.Generator().manual_seed(0)
+    w, b, x = torch.randn(99, 36, generator=g), torch.randn(99, generator=g), torch.randn(*shape, generator=g)
+    pack = PackedWeights()
+    with torch.no_grad(), pack:
+        got = linear(x, w, b)
+    assert len(pack._packed) == 1
+    diff = (got - F.linear(x, w, b)).abs().max().item()
+    figure(max_diff=diff)
+    assert got.shape == (*shape[:-1], 99) and diff <= 1e-5
+
+
 @needs_bf16_kernel
 def test_pack_is_active_only_inside_its_block_and_not_for_training():
     w, x = torch.randn(98, 36).bfloat16(), torch.randn(3, 36).bfloat16()
@@ -78,8 +94,6 @@ def test_pack_is_active_only_inside_its_block_and_not_for_training():
         linear(x, w)
         assert not pack._packed  # not active
         with pack:
-            linear(x.float(), w.float())  # float32: not packed
-            assert not pack._packed
             linear(torch.randn(FEW_ROWS + 1, 36).bfloat16(), w)  # many rows: F.linear's own route
             assert not pack._packed
     with pack:
