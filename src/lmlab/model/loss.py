@@ -60,7 +60,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 # max(p) ≥ 1/V. In bf16 that rounding (≤ 2⁻⁹ relative) is below the bf16
                 # rounding of the logits themselves; without a G, p is float32.
                 gs = g[s0:s0 + j - i] if g is not None else None
-                if gs is not None and logits.dtype == dtype:
+                into_g = gs is not None and logits.dtype == dtype
+                if into_g:
                     p = torch.softmax(logits, dim=-1, out=gs)
                 else:
                     p = torch.softmax(logits, dim=-1, dtype=acc)
@@ -76,8 +77,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 gs[r, y] = ((x_y - lse).exp() - 1.0).to(dtype)  # − onehot(y), from float32
                 if not bool(ok.all()):
                     gs[~ok] = 0  # ignored rows contribute nothing
-                if grad_b is not None:
-                    grad_b += gs.sum(0, dtype=acc)
+                if grad_b is not None and into_g:  # G is float32 or wider here
+                    grad_b += gs.sum(0)
+                elif grad_b is not None:  # from the float32 softmax, not from G rounded to bf16
+                    grad_b += p[ok].sum(0)
+                    grad_b.index_add_(0, y[ok], torch.full_like(x_y[ok], -1.0))
             if need_h:
                 grad_h[b0:b0 + rows] = g @ w_c
             if need_w:

@@ -67,3 +67,17 @@ def test_frozen_weight_gives_only_the_input_gradient():
     (ours,) = torch.autograd.grad(linear_cross_entropy(h, w, None, y), [h])
     (ref,) = torch.autograd.grad(F.cross_entropy(F.linear(h, w).reshape(-1, 99), y.reshape(-1)), [h])
     assert (ours - ref).abs().max().item() <= 1e-12
+
+
+def test_bf16_bias_gradient_keeps_float32_precision():
+    """The bias gradient sums the float32 softmax, not its bf16-rounded copy (BERT's decoder bias)."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(300, 16, generator=g, requires_grad=True)
+    w = (torch.randn(999, 16, generator=g) * 0.1).requires_grad_()
+    b = (torch.randn(999, generator=g) * 0.1).requires_grad_()
+    y = torch.randint(0, 999, (300,), generator=g)
+    y[::5] = -100
+    (ref,) = torch.autograd.grad(F.cross_entropy(F.linear(h, w, b), y, ignore_index=-100), [b])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (ours,) = torch.autograd.grad(linear_cross_entropy(h, w, b, y), [b])
+    assert ((ours - ref).norm() / ref.norm()).item() < 3e-4  # ~8e-5; summing the bf16-rounded G gives ~1.1e-3
