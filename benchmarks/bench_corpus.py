@@ -100,7 +100,8 @@ def main() -> None:
             make_input(base, folder, mb * 10**6)
         cmd = [sys.executable, __file__, "--child", str(folder), str(tmp / f"out-{mb}"), "--workers", str(args.workers)]
         cmd += ["--near"] if args.near else []
-        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        child = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        res = json.loads(child.stdout.strip().splitlines()[-1])
         print(json.dumps(res), flush=True)
         results.append(res)
         shutil.rmtree(tmp / f"out-{mb}", ignore_errors=True)

@@ -184,7 +184,8 @@ def bench_stanford_glove(binary: Path, corpus: Path, work: Path, threads: int, e
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=os.environ.get("LMLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--data",
+                    default=os.environ.get("LMLAB_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--max-words", type=int, default=0, help="cut the corpus after N words (0: all ~11 M)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--w2v-epochs", type=int, default=5)

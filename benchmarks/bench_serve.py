@@ -119,8 +119,8 @@ def load(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
     return {"requests": len(lat), "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
             "requests_per_s": len(lat) / wall, "tokens_per_s": tokens[0] / wall,
-            "p50_ms": 1000 * pct(0.50), "p99_ms": 1000 * pct(0.99), "mean_ms": 1000 * statistics.fmean(lat) if lat else None,
-            "wall_s": wall}
+            "p50_ms": 1000 * pct(0.50), "p99_ms": 1000 * pct(0.99),
+            "mean_ms": 1000 * statistics.fmean(lat) if lat else None, "wall_s": wall}
 
 
 def main() -> None:
@@ -134,7 +134,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = build(Path(tmp))
-        for name, batch in [("no batching (max_batch_size 1)", 1), (f"dynamic batching (max_batch_size {a.batch})", a.batch)]:
+        for name, batch in [("no batching (max_batch_size 1)", 1),
+                            (f"dynamic batching (max_batch_size {a.batch})", a.batch)]:
             proc, url = start_server(model, batch)
             try:
                 load(url, 4, 2, a.max_tokens)  # warm-up
@@ -144,10 +145,12 @@ def main() -> None:
                 proc.wait(10)
             r = results[name]
             print(f"{name:40s} {r['requests_per_s']:7.2f} req/s  {r['tokens_per_s']:7.1f} tok/s  "
-                  f"p50 {r['p50_ms']:7.0f} ms  p99 {r['p99_ms']:7.0f} ms  errors {r['errors']}  ({r['requests']} requests)",
+                  f"p50 {r['p50_ms']:7.0f} ms  p99 {r['p99_ms']:7.0f} ms  errors {r['errors']}  "
+                  f"({r['requests']} requests)",
                   flush=True)
     names = list(results)
-    print(f"batching speed-up (requests/s): {results[names[1]]['requests_per_s'] / results[names[0]]['requests_per_s']:.2f}x")
+    speedup = results[names[1]]["requests_per_s"] / results[names[0]]["requests_per_s"]
+    print(f"batching speed-up (requests/s): {speedup:.2f}x")
     print(json.dumps({"config": vars(a), "cpu_count": os.cpu_count(), "results": results}, indent=1))
 
 

@@ -82,15 +82,18 @@ def main() -> None:
         best_ref = min(best_ref, time.perf_counter() - t0)
         out = tmp / "shards"
         t0 = time.perf_counter()
-        summary = shard_corpus(corpus, tok, out, overrides=[f"--shard.batch_documents={args.batch}", "--shard.separator=false"],
+        summary = shard_corpus(corpus, tok, out,
+                               overrides=[f"--shard.batch_documents={args.batch}", "--shard.separator=false"],
                                overwrite=True)
         best_ours = min(best_ours, time.perf_counter() - t0)
         tokens = sum(s["tokens"] for s in summary["splits"].values())
         assert tokens == ref_tokens, (tokens, ref_tokens)  # same work
         shutil.rmtree(out)
-        print(f"repeat {r}: reference {ref_tokens / best_ref:,.0f} tok/s, lmlab {tokens / best_ours:,.0f} tok/s", file=sys.stderr)
-    print(json.dumps({"kind": args.kind, "vocab_size": args.vocab_size, "corpus_mb": round(corpus_mb, 1), "tokens": tokens,
-                      "reference_tokens_per_s": round(tokens / best_ref), "lmlab_tokens_per_s": round(tokens / best_ours),
+        print(f"repeat {r}: reference {ref_tokens / best_ref:,.0f} tok/s, lmlab {tokens / best_ours:,.0f} tok/s",
+              file=sys.stderr)
+    print(json.dumps({"kind": args.kind, "vocab_size": args.vocab_size, "corpus_mb": round(corpus_mb, 1),
+                      "tokens": tokens, "reference_tokens_per_s": round(tokens / best_ref),
+                      "lmlab_tokens_per_s": round(tokens / best_ours),
                       "reference_s": round(best_ref, 2), "lmlab_s": round(best_ours, 2),
                       "ratio": round(best_ref / best_ours, 3)}, indent=2))
 

@@ -45,7 +45,8 @@ def stdlib_docstrings(out: Path, labelled: Path, max_chars: int = 3_000_000) -> 
 
     root = Path(sysconfig.get_paths()["stdlib"])
     docs, chars = 0, 0
-    splits = {s: open(labelled.with_name(f"{labelled.stem}-{s}.jsonl"), "w", encoding="utf-8") for s in ("train", "dev")}
+    splits = {s: open(labelled.with_name(f"{labelled.stem}-{s}.jsonl"), "w", encoding="utf-8")
+              for s in ("train", "dev")}
     with open(out, "w", encoding="utf-8") as f:
         for path in sorted(root.rglob("*.py")):
             if SKIP_DIRS & set(path.relative_to(root).parts) or chars >= max_chars:
@@ -254,7 +255,8 @@ def render(report: dict, out_dir: Path) -> str:
                             if k not in ("seconds", "sample", "families"))
         lines.append(f"| {name} | {entry.get('seconds')} | {figures} |")
     if "gpt" in st:
-        lines += ["", "Sample from the GPT (top-k 20, temperature 0.8):", "", "> " + st["gpt"]["sample"].replace("\n", " ")]
+        lines += ["", "Sample from the GPT (top-k 20, temperature 0.8):", "",
+                  "> " + st["gpt"]["sample"].replace("\n", " ")]
     lines += ["", "| family | parameters | formula vs fused | Hugging Face reload |", "|---|---|---|---|"]
     for r in st.get("model families", {}).get("families", []):
         hf = f"{r['hf_class']}: max abs diff {r['hf_max_abs_diff']:.1e}" if "hf_class" in r else r["hf_reload"]

@@ -178,7 +178,8 @@ def test_bert_tokenizer_and_model_load_from_an_exported_directory(tmp_path):
     tok_dir = tmp_path / "tok"
     tok_dir.mkdir()
     (tok_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (tok_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    (tok_dir / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
     model = Transformer(preset("bert-tiny", vocab_size=len(vocab), d_model=36, n_heads=3, n_layers=2, d_ff=44,
                                max_seq_len=32, head="none")).eval()
     save_model(model, tmp_path / "lm", tokenizer_dir=tok_dir)

@@ -2,7 +2,8 @@
 
 Exact: a 64-bit BLAKE2b key of the normalised text. Near: MinHash signatures (Broder 1997) of
 the set of character n-gram shingles (n = `shingle`, which works for Chinese without word
-segmentation), computed by one-permutation hashing (see `MinHasher`), bucketed by locality-sensitive hashing with b bands of r rows (Leskovec,
+segmentation), computed by one-permutation hashing (see `MinHasher`), bucketed by
+locality-sensitive hashing with b bands of r rows (Leskovec,
 Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3.4); b and r are chosen for the Jaccard
 `threshold` by minimising the integrated false-positive and false-negative probabilities, as
 datasketch does. A candidate pair is confirmed only if the signatures agree on at least
@@ -78,7 +79,8 @@ class MinHasher:
         self.num_perm, self.shingle = num_perm, shingle
         self.salt = np.uint64(np.random.default_rng(seed).integers(1, 2**63))
         # probe sequences for densification: probe[t, j] = bin tried by empty bin j at attempt t
-        probes = np.arange(64, dtype=np.uint64)[:, None] * np.uint64(num_perm) + np.arange(num_perm, dtype=np.uint64)[None]
+        probes = (np.arange(64, dtype=np.uint64)[:, None] * np.uint64(num_perm)
+                  + np.arange(num_perm, dtype=np.uint64)[None])
         self.probe = (_mix64(probes ^ self.salt) % np.uint64(num_perm)).astype(np.intp)
 
     def shingles(self, text: str) -> np.ndarray:
@@ -223,7 +225,8 @@ class Deduplicator:
         self.exact = U64Index()
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
         rng = np.random.default_rng(cfg.seed + 7919)
-        self.band_mult = rng.integers(1, 2**63, size=(self.bands, self.rows), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self.band_mult = (rng.integers(1, 2**63, size=(self.bands, self.rows), dtype=np.uint64) * np.uint64(2)
+                          + np.uint64(1))
         self.band_salt = rng.integers(0, 2**63, size=self.bands, dtype=np.uint64)
         self.buckets = U64Index()
         self.kept = _KeptStore(workdir, cfg.num_perm)

@@ -106,7 +106,8 @@ def traditional_to_simplified(text: str) -> str:
             import opencc
         except ImportError:
             raise ConfigError(
-                "normalize.t2s: needs the OpenCC library; install it with `pip install lmlab[zh]` (or `pip install opencc`)"
+                "normalize.t2s: needs the OpenCC library; install it with `pip install lmlab[zh]` "
+                "(or `pip install opencc`)"
             ) from None
         conv = _OPENCC["t2s"] = opencc.OpenCC("t2s")
     return conv.convert(text)  # type: ignore[attr-defined]

@@ -224,7 +224,8 @@ def corpus_files(corpus: str | Path, split: str = "train") -> list[Path]:
     """The JSONL shards of one split of a cleaned corpus directory (manifest checked)."""
     corpus = Path(corpus)
     manifest = read_manifest(corpus, KIND)
-    files = sorted(corpus / name for name in manifest["files"] if name.startswith(f"{split}-") and name.endswith(".jsonl"))
+    files = sorted(corpus / name for name in manifest["files"]
+                   if name.startswith(f"{split}-") and name.endswith(".jsonl"))
     if not files:
         raise ArtifactError(f"{corpus}: has no {split!r} split (splits are chosen by --split.valid/--split.test)")
     return files
@@ -264,7 +265,8 @@ def corpus_stats(corpus: str | Path) -> str:
             ("input characters", s["input"]["characters"]), ("input bytes", s["input"]["bytes"]),
             ("output documents", s["output"]["documents"]), ("output characters", s["output"]["characters"])]
     for name, sp in s["output"]["splits"].items():
-        rows.append((f"  {name}", f"{sp['documents']} documents, {sp['characters']} characters, {len(sp['shards'])} shard(s)"))
+        rows.append((f"  {name}",
+                     f"{sp['documents']} documents, {sp['characters']} characters, {len(sp['shards'])} shard(s)"))
     rows.append(("dropped by filters", sum(s["dropped"].values())))
     rows += [(f"  {k}", v) for k, v in s["dropped"].items()]
     d = s["duplicates"]

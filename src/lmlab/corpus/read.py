@@ -315,7 +315,8 @@ def _stream_items(stream: IO[bytes], source: str, mode: str, encoding: str, cfg:
             return
 
 
-def _read_header(stream: IO[bytes], source: str, mode: str, encoding: str, cfg: ReadConfig) -> tuple[list[str] | None, int]:
+def _read_header(stream: IO[bytes], source: str, mode: str, encoding: str,
+                 cfg: ReadConfig) -> tuple[list[str] | None, int]:
     if mode not in ("csv", "tsv") or not cfg.header:
         return None, 0
     first = stream.readline(cfg.max_record_bytes)
@@ -426,7 +427,8 @@ def _archive_items(path: Path, cfg: ReadConfig, counters: Counters) -> Iterator[
                     yield from _file_items(stream, f"{name}!{info.filename}", cfg, counters)
         return
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=_open_decompressed(io.BufferedReader(raw), name), mode="r|") as tf:
+        with (open(path, "rb") as raw,
+              tarfile.open(fileobj=_open_decompressed(io.BufferedReader(raw), name), mode="r|") as tf):
             for member in tf:  # stream order; tar has no random access when compressed
                 if not member.isfile():
                     continue

@@ -146,8 +146,10 @@ class MaskedSequenceSampler:
         """{"input_ids", "attention_mask"}: [B, L] int64, L = longest sequence in the batch."""
         seqs = []
         for i in indices:
-            ids = np.asarray(self.shards.shards[self.seq_shard[i]][self.seq_start[i]:self.seq_start[i] + self.seq_len[i]], dtype=np.int64)
-            parts = ([[self.cls_id]] if self.cls_id is not None else []) + [ids] + ([[self.sep_id]] if self.sep_id is not None else [])
+            start = self.seq_start[i]
+            ids = np.asarray(self.shards.shards[self.seq_shard[i]][start:start + self.seq_len[i]], dtype=np.int64)
+            parts = (([[self.cls_id]] if self.cls_id is not None else []) + [ids]
+                     + ([[self.sep_id]] if self.sep_id is not None else []))
             seqs.append(np.concatenate(parts))
         L = max(len(s) for s in seqs)
         input_ids = np.full((len(seqs), L), self.pad_id, dtype=np.int64)

@@ -63,7 +63,8 @@ class ShardConfig:
 
 
 def choose_dtype(vocab_size: int, requested: str = "auto") -> np.dtype:
-    """uint16 when every id fits (vocab_size ≤ 65,536), else uint32; a forced uint16 that cannot hold the ids is refused."""
+    """uint16 when every id fits (vocab_size ≤ 65,536), else uint32; a forced uint16 that cannot hold
+    the ids is refused."""
     if requested == "uint16" and vocab_size > 2**16:
         raise ConfigError(f"shard.dtype: uint16 cannot hold ids of a {vocab_size:,}-token vocabulary "
                           "(max 65,536); use auto or uint32")
@@ -157,7 +158,8 @@ def shard_corpus(corpus: str | Path | list[str], tokenizer: str | Path, out: str
     cfg = config if isinstance(config, ShardConfig) else load_config(ShardConfig, config, over)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(f"{out}: already exists and is not empty; choose another output directory or pass --overwrite")
+        raise ArtifactError(f"{out}: already exists and is not empty; "
+                            "choose another output directory or pass --overwrite")
     tok = Tokenizer.load(tokenizer)
     dtype = choose_dtype(tok.vocab_size, cfg.dtype)
     sep = tok.document_separator_id if cfg.separator else None
@@ -208,7 +210,8 @@ def shard_corpus(corpus: str | Path | list[str], tokenizer: str | Path, out: str
         for split, name in layout:
             (w.path / split).mkdir(exist_ok=True)
             for suffix in (".bin", ".idx"):
-                os.link(partial / f"{name}{suffix}", w.path / f"{name}{suffix}")  # hard link: partial stays valid until commit
+                # hard link: partial stays valid until commit
+                os.link(partial / f"{name}{suffix}", w.path / f"{name}{suffix}")
         (w.path / "tokenizer").mkdir()
         for fname in TOKENIZER_FILES + ("config.yaml",):
             if (Path(tokenizer) / fname).exists():
@@ -245,12 +248,14 @@ class TokenShards:
             tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
             if tok.fingerprint != m["tokenizer_fingerprint"]:
                 raise ArtifactError(f"{self.directory}: these shards were made with a different tokenizer "
-                                    f"(vocab {self.vocab_size}, {m['tokenizer_kind']}) than {getattr(tok, 'directory', 'the one given')} "
-                                    f"(vocab {tok.vocab_size}, {tok.kind}); re-shard or use the tokenizer in {self.directory / 'tokenizer'}")
+                                    f"(vocab {self.vocab_size}, {m['tokenizer_kind']}) than "
+                                    f"{getattr(tok, 'directory', 'the one given')} "
+                                    f"(vocab {tok.vocab_size}, {tok.kind}); re-shard or use the tokenizer in "
+                                    f"{self.directory / 'tokenizer'}")
         names = sorted(n[: -len(".bin")] for n in m["files"] if n.startswith(f"{split}/") and n.endswith(".bin"))
         if not names:
-            raise ArtifactError(f"{self.directory}: no {split!r} split; splits: "
-                                f"{', '.join(sorted({n.split('/')[0] for n in m['files'] if '/' in n and not n.startswith('tokenizer/')}))}")
+            splits = sorted({n.split("/")[0] for n in m["files"] if "/" in n and not n.startswith("tokenizer/")})
+            raise ArtifactError(f"{self.directory}: no {split!r} split; splits: {', '.join(splits)}")
         self.names = names
         self.shards: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
@@ -265,8 +270,8 @@ class TokenShards:
             actual = bin_path.stat().st_size if bin_path.exists() else -1
             if actual != expected or actual % self.dtype.itemsize:
                 raise ArtifactCorrupt(f"{bin_path}: {actual} bytes, the manifest says {expected} "
-                                      f"({expected // self.dtype.itemsize} {self.dtype.name} ids); the shard is truncated or "
-                                      "modified — re-run `lmlab data shard`")
+                                      f"({expected // self.dtype.itemsize} {self.dtype.name} ids); "
+                                      "the shard is truncated or modified — re-run `lmlab data shard`")
             try:
                 offs = np.load(idx_path, allow_pickle=False)
             except (OSError, ValueError) as e:

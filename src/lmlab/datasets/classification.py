@@ -45,4 +45,5 @@ def sst2(split: str = "train", data_root: str | Path | None = None) -> list[Labe
 
 def chnsenticorp(split: str = "train", data_root: str | Path | None = None) -> list[LabeledText]:
     """ChnSentiCorp reviews, label 0/1. Note: ~338 dev texts also occur in train."""
-    return _read_tsv(dataset_path("chnsenticorp", f"{_check(split, ('train', 'dev'))}.tsv", data_root), "text_a", "label")
+    return _read_tsv(dataset_path("chnsenticorp", f"{_check(split, ('train', 'dev'))}.tsv", data_root),
+                     "text_a", "label")

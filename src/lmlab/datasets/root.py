@@ -9,9 +9,12 @@ from lmlab.errors import DataError
 
 # How to obtain each dataset (the folder layout is that of the project's shared data README).
 SOURCES = {
-    "tinyshakespeare": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt → input.txt",
-    "imdb": "https://ai.stanford.edu/~amaas/data/sentiment/ (aclImdb_v1.tar.gz; repack train/unsup as aclImdb_unsup.tar.gz)",
-    "wikitext-2": "https://huggingface.co/datasets/Salesforce/wikitext (wikitext-2-raw-v1, validation split → valid.txt)",
+    "tinyshakespeare": ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+                        " → input.txt"),
+    "imdb": ("https://ai.stanford.edu/~amaas/data/sentiment/ "
+             "(aclImdb_v1.tar.gz; repack train/unsup as aclImdb_unsup.tar.gz)"),
+    "wikitext-2": ("https://huggingface.co/datasets/Salesforce/wikitext "
+                   "(wikitext-2-raw-v1, validation split → valid.txt)"),
     "chinese-poetry": "https://github.com/chinese-poetry/chinese-poetry (folders quantangshi/, songci/, …)",
     "sidamingzhu": "public-domain texts of 三国演义, 水浒传, 西游记, 红楼梦 as UTF-8 .txt",
     "sst2": "https://gluebenchmark.com/tasks (SST-2: train.tsv, dev.tsv)",

@@ -74,7 +74,8 @@ class Novel:
 
 def sidamingzhu(data_root: str | Path | None = None) -> list[Novel]:
     folder = dataset_path("sidamingzhu", "", data_root)
-    novels = [Novel(f.stem, f.read_text(encoding="utf-8-sig").replace("\r\n", "\n")) for f in sorted(folder.glob("*.txt"))]
+    novels = [Novel(f.stem, f.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+              for f in sorted(folder.glob("*.txt"))]
     if not novels:
         raise DataError(f"{folder}: holds no .txt novels")
     return novels

@@ -14,7 +14,8 @@ the field. The semantics follow Hugging Face's ``generate`` where it has the sam
   row (prompt included for a decoder; the decoder's own tokens for an encoder–decoder) is
   forbidden, as transformers' ``no_repeat_ngram_size`` — the usual cure for a small
   summariser's loops ("to help #Person2# to help #Person2#").
-* ``num_beams`` > 1 selects beam search (deterministic: sampling knobs must stay off) with ``length_penalty`` and ``early_stopping`` exactly
+* ``num_beams`` > 1 selects beam search (deterministic: sampling knobs must stay off) with
+  ``length_penalty`` and ``early_stopping`` exactly
   as ``transformers`` (final score = sum of log-probabilities / generated_length^length_penalty).
 * ``stop`` strings end the text right before their first occurrence, even when a stop string
   spans several tokens; ``stop_token_ids`` (default: the tokenizer's end-of-sequence token) end
@@ -66,7 +67,8 @@ class GenerationConfig:
         check(_is_number(self.temperature) and self.temperature >= 0, "temperature",
               f"must be a finite number ≥ 0 (0 = greedy), got {self.temperature!r}")
         check(_is_int(self.top_k) and self.top_k >= 0, "top_k", f"must be an integer ≥ 0 (0 = off), got {self.top_k!r}")
-        check(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be a number in (0, 1], got {self.top_p!r}")
+        check(_is_number(self.top_p) and 0 < self.top_p <= 1, "top_p",
+              f"must be a number in (0, 1], got {self.top_p!r}")
         check(_is_number(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty",
               f"must be a finite number > 0 (1.0 = off), got {self.repetition_penalty!r}")
         check(_is_int(self.no_repeat_ngram_size) and self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
@@ -77,15 +79,18 @@ class GenerationConfig:
             self.stop = [self.stop]
         check(isinstance(self.stop, (list, tuple)) and all(isinstance(s, str) and s for s in self.stop),
               "stop", f"must be a list of non-empty strings, got {self.stop!r}")
-        check(len(self.stop) <= MAX_STOP_STRINGS, "stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
+        check(len(self.stop) <= MAX_STOP_STRINGS, "stop",
+              f"at most {MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
         self.stop = list(self.stop)
         if self.stop_token_ids is not None:
-            check(isinstance(self.stop_token_ids, (list, tuple)) and all(_is_int(i) and i >= 0 for i in self.stop_token_ids),
+            check(isinstance(self.stop_token_ids, (list, tuple))
+                  and all(_is_int(i) and i >= 0 for i in self.stop_token_ids),
                   "stop_token_ids", f"must be a list of token ids ≥ 0, got {self.stop_token_ids!r}")
             self.stop_token_ids = list(self.stop_token_ids)
         check(_is_int(self.num_beams) and 1 <= self.num_beams <= 64, "num_beams",
               f"must be an integer in [1, 64], got {self.num_beams!r}")
-        check(_is_number(self.length_penalty), "length_penalty", f"must be a finite number, got {self.length_penalty!r}")
+        check(_is_number(self.length_penalty), "length_penalty",
+              f"must be a finite number, got {self.length_penalty!r}")
         check(self.early_stopping is True or self.early_stopping is False or self.early_stopping == "never",
               "early_stopping",
               f"must be true, false or \"never\", got {self.early_stopping!r}")

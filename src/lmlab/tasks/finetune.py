@@ -100,7 +100,8 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
             raise ConfigError(f"task.max_length: needs {task.max_positions(cfg.task)} positions but the model "
                               f"has max_seq_len={model.config.max_seq_len}; lower --task.max_length")
         if tok.vocab_size > model.config.vocab_size:
-            raise ArtifactError(f"--init {init}: tokenizer has {tok.vocab_size} tokens, model {model.config.vocab_size}")
+            raise ArtifactError(f"--init {init}: tokenizer has {tok.vocab_size} tokens, "
+                                f"model {model.config.vocab_size}")
         return model, tok, init_dir / "tokenizer", {"init": str(init_dir), "new_tensors": fresh}
     tok_dir = work / "tokenizer"
     tok = (load_task_tokenizer(tok_dir) if (tok_dir / "manifest.json").exists()

@@ -221,7 +221,8 @@ class QuestionAnswering(Task):
 
         examples = []
         for i, x in enumerate(inputs):
-            if not isinstance(x, dict) or not str(x.get("question", "")).strip() or not str(x.get("context", "")).strip():
+            if (not isinstance(x, dict) or not str(x.get("question", "")).strip()
+                    or not str(x.get("context", "")).strip()):
                 raise DataError(f"input {i + 1}: QA needs a non-empty 'question' and 'context'")
             examples.append(QAExample(str(i), "", str(x["context"]), str(x["question"])))
         return [{k: v for k, v in a.items() if k != "logit"} for a in self._answer(model, tok, cfg, examples)]

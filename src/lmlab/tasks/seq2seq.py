@@ -155,7 +155,8 @@ class Seq2SeqTask(Task):
             raise DataError("no examples to evaluate")
         preds = self.generate(model, tok, cfg, [e.source for e in examples])
         metrics = self.score(preds, [e.targets for e in examples], cfg)
-        metrics["truncated_sources"] = sum(len(x) > cfg.max_length for x in tok.encode_batch([e.source for e in examples]))
+        metrics["truncated_sources"] = sum(len(x) > cfg.max_length
+                                           for x in tok.encode_batch([e.source for e in examples]))
         metrics["decoding"] = {"num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty,
                                "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
                                "max_target_length": cfg.max_target_length}

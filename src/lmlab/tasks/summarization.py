@@ -49,9 +49,11 @@ class Summarization(Seq2SeqTask):
         name, split = named
         split, _, rng = split.partition(":")
         if name == "dialogsum":
-            pairs = [Pair(r.dialogue, [r.summary], f"{spec}:{i + 1}") for i, r in enumerate(datasets.dialogsum(split, data_root))]
+            pairs = [Pair(r.dialogue, [r.summary], f"{spec}:{i + 1}")
+                     for i, r in enumerate(datasets.dialogsum(split, data_root))]
         elif name in ("csl", "csl_ts", "csl-ts"):
-            pairs = [Pair(r.abstract, [r.title], f"{spec}:{i + 1}") for i, r in enumerate(datasets.csl_ts(split, data_root))]
+            pairs = [Pair(r.abstract, [r.title], f"{spec}:{i + 1}")
+                     for i, r in enumerate(datasets.csl_ts(split, data_root))]
         else:
             raise DataError(f"{spec}: unknown summarisation dataset; use dialogsum:train|dev, csl:dev[:A-B] or a file")
         return row_range(pairs, spec, rng) if rng else pairs

@@ -35,7 +35,8 @@ TRUNCATIONS = ("end", "start", "middle")
 @dataclass
 class TaskConfig:
     epochs: float = 0.0  # passes over the training data; > 0 sets train.max_steps
-    max_length: int = 128  # tokens per input (the source of a seq2seq task); longer inputs are truncated, QA contexts windowed
+    # tokens per input (the source of a seq2seq task); longer inputs are truncated, QA contexts windowed
+    max_length: int = 128
     text_column: str = ""  # generic files: column of the text / source (default: found by name)
     label_column: str = ""  # generic files: column of the label / target (default: found by name)
     stride: int = 48  # QA: tokens shared by consecutive windows of a long context
@@ -299,7 +300,8 @@ def model_from_init(init_dir: Path, fields: dict[str, Any]):
     weights = load_tensors(init_dir / "model.safetensors")
     keep_head = base.head == cfg.head and base.n_labels == cfg.n_labels
     state = {k: v for k, v in weights.items() if keep_head or not k.startswith("head.")}
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
     unused = sorted(k for k in state if k not in own)
     if bad or unused:
         raise CheckpointMismatch(f"{init_dir}: weights do not fit ({'; '.join(bad + unused)[:400]})")

@@ -33,7 +33,8 @@ class Translation(Seq2SeqTask):
 
         named = dataset_spec(spec)
         if not named:
-            return read_pairs(spec, cfg, ("source", "src", "en", "english"), ("target", "tgt", "de", "zh", "german", "chinese"))
+            return read_pairs(spec, cfg, ("source", "src", "en", "english"),
+                              ("target", "tgt", "de", "zh", "german", "chinese"))
         name, split = named
         if name not in DATASETS:
             raise DataError(f"{spec}: unknown translation dataset; use multi30k:train|val, tatoeba:train|dev or files")
@@ -43,7 +44,8 @@ class Translation(Seq2SeqTask):
             raise DataError(f"task.direction={direction!r} does not fit {name} ({a}-{b} or {b}-{a})")
         rows = getattr(datasets, name)(split, data_root)
         flip = direction == f"{b}-{a}"
-        return [Pair(r.tgt if flip else r.src, [r.src if flip else r.tgt], f"{spec}:{i + 1}") for i, r in enumerate(rows)]
+        return [Pair(r.tgt if flip else r.src, [r.src if flip else r.tgt], f"{spec}:{i + 1}")
+                for i, r in enumerate(rows)]
 
     def score(self, predictions, references, cfg):
         return bleu(predictions, references, cfg.lang)

@@ -26,7 +26,8 @@ def evaluate_tokenizer(tokenizer: str | Path | Tokenizer, heldout: str | Path, s
 
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
     norm = tok.backend.normalizer
-    n = {"documents": 0, "bytes": 0, "characters": 0, "words": 0, "tokens": 0, "unknown": 0, "exact": 0, "normalized": 0}
+    n = {"documents": 0, "bytes": 0, "characters": 0, "words": 0, "tokens": 0, "unknown": 0,
+         "exact": 0, "normalized": 0}
     texts: list[str] = []
 
     def run(texts: list[str]) -> None:

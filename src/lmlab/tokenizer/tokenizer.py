@@ -26,7 +26,8 @@ from lmlab.artifacts import ArtifactWriter, read_json, verify
 from lmlab.errors import ArtifactCorrupt, ArtifactError
 
 KIND = "lmlab-tokenizer"
-FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lmlab_tokenizer.json", "vocab.txt", "stats.json")
+FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lmlab_tokenizer.json", "vocab.txt",
+         "stats.json")
 
 
 class Tokenizer:

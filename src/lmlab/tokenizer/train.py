@@ -66,7 +66,8 @@ HF_ROLES = ("bos", "eos", "unk", "pad", "cls", "sep", "mask")
 class TokenizerConfig:
     kind: Kind = "bpe"
     vocab_size: int = 8000  # including special tokens
-    min_frequency: int = 2  # bpe/wordpiece: merges or words seen fewer times are not learned; char: rarer characters are unknown
+    # bpe/wordpiece: merges or words seen fewer times are not learned; char: rarer characters are unknown
+    min_frequency: int = 2
     special_tokens: dict[str, str] = field(default_factory=dict)  # role → token; empty: the kind's defaults
     lowercase: bool = False  # wordpiece only (also strips accents, as BERT uncased)
     limit_alphabet: int = 0  # wordpiece: most frequent characters kept (0: vocab_size // 4); rarer ones are [UNK]
@@ -108,7 +109,8 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Any, Any]:
                                       special_tokens=specials, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     elif cfg.kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token=sp["unk"], continuing_subword_prefix="##", max_input_chars_per_word=100))
+        tok = Tokenizer(models.WordPiece(unk_token=sp["unk"], continuing_subword_prefix="##",
+                                         max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                     strip_accents=None, lowercase=cfg.lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -189,10 +191,13 @@ def write_hf_files(tok: Any, cfg: TokenizerConfig, directory: Path) -> None:
         if [i for _, i in by_id] != list(range(len(by_id))):
             raise DataError("wordpiece vocabulary ids are not contiguous; cannot write vocab.txt")
         (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
-    (directory / "tokenizer_config.json").write_text(json.dumps(tk_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps(tk_config, indent=2, ensure_ascii=False) + "\n",
+                                                     encoding="utf-8")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
     meta = {"kind": cfg.kind, "special_tokens": sp, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size()}
-    (directory / "lmlab_tokenizer.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (directory / "lmlab_tokenizer.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
 
 
 def _texts(corpus: str | Path | list[str], cfg: TokenizerConfig, stats: dict[str, int]) -> Iterator[str]:
@@ -254,6 +259,6 @@ def train_tokenizer(corpus: str | Path | list[str], out: str | Path, kind: str |
         summary = {"kind": cfg.kind, "vocab_size": tok.get_vocab_size(), "requested_vocab_size": cfg.vocab_size,
                    "documents": stats["documents"], "characters": stats["characters"],
                    "seconds": round(seconds, 2)}
-        (w.path / "stats.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "seconds"}, indent=2) + "\n",
-                                           encoding="utf-8")
+        stats_json = json.dumps({k: v for k, v in summary.items() if k != "seconds"}, indent=2)
+        (w.path / "stats.json").write_text(stats_json + "\n", encoding="utf-8")
     return {"out": str(out), **summary}

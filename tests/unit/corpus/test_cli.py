@@ -36,5 +36,6 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     capsys.readouterr()
     assert main(["tokenizer", "decode", str(tmp_path / "t"), "1 99999"]) == 2
     assert "outside the vocabulary" in capsys.readouterr().err
-    assert main(["data", "shard", str(FIXTURE), "--tokenizer", str(tmp_path / "nope"), "--out", str(tmp_path / "s")]) == 2
+    assert main(["data", "shard", str(FIXTURE), "--tokenizer", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "s")]) == 2
     assert "nope: no such directory" in capsys.readouterr().err

@@ -36,7 +36,10 @@ def test_signatures_are_stable_across_instances():
 def test_lsh_params_put_the_s_curve_at_the_threshold(threshold):
     b, r = lsh_params(threshold, 128)
     assert b * r <= 128
-    p = lambda s: 1 - (1 - s**r) ** b
+
+    def p(s):
+        return 1 - (1 - s**r) ** b
+
     assert p(threshold - 0.2) < 0.35 and p(min(1.0, threshold + 0.1)) > 0.6
 
 
@@ -59,7 +62,8 @@ def test_deduplicator_exact_and_near(tmp_path):
     d = Deduplicator(cfg, tmp_path)
     mh = MinHasher(cfg.num_perm, cfg.shingle, cfg.seed)
     rng = random.Random(5)
-    base = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) + str(rng.randint(0, 99)) for _ in range(300))
+    base = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) + str(rng.randint(0, 99))
+                    for _ in range(300))
     near = base[:-20] + " and a new ending"
     other = " ".join(str(rng.random()) for _ in range(100))
     texts = [base, other, base, near]

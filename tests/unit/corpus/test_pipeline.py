@@ -20,7 +20,8 @@ def make_inputs(root: Path) -> list[Path]:
     (root / "a.txt").write_text("\n".join(lines[:60]) + "\n" + lines[0] + "\n", encoding="utf-8")  # one exact dup
     (root / "b.txt.gz").write_bytes(gzip.compress(("\n".join(lines[60:]) + "\n").encode("utf-8")))
     (root / "c.txt").write_bytes("繁體中文的句子。\n".encode("gb18030") + b"bad \xff byte line\n")
-    (root / "d.jsonl").write_text(json.dumps({"text": "Ａ <b>tagged</b> &amp; full-width line"}) + "\n{broken\n", encoding="utf-8")
+    (root / "d.jsonl").write_text(json.dumps({"text": "Ａ <b>tagged</b> &amp; full-width line"}) + "\n{broken\n",
+                                  encoding="utf-8")
     return [root / n for n in ("a.txt", "b.txt.gz", "c.txt", "d.jsonl")]
 
 
@@ -67,8 +68,9 @@ def test_near_duplicates_are_reported(tmp_path):
     edited = " ".join(words[:100] + ["changed"] + words[101:])
     (tmp_path / "r.txt").write_text(base + "\n" + edited + "\nSomething else entirely.\n")
     clean_corpus([tmp_path / "r.txt"], tmp_path / "c", overrides=["--dedup.near=true", "--split.valid=0"])
-    report = [json.loads(l) for l in (tmp_path / "c" / "duplicates.jsonl").read_text().splitlines()]
-    assert [(r["kind"], r["removed"].endswith(":2"), r["kept"].endswith(":1")) for r in report] == [("near", True, True)]
+    report = [json.loads(line) for line in (tmp_path / "c" / "duplicates.jsonl").read_text().splitlines()]
+    assert ([(r["kind"], r["removed"].endswith(":2"), r["kept"].endswith(":1")) for r in report]
+            == [("near", True, True)])
     assert json.loads((tmp_path / "c" / "stats.json").read_text())["duplicates"]["near_clusters"] == 1
 
 
@@ -85,7 +87,8 @@ def test_split_is_a_function_of_text_only():
 def test_strict_failure_leaves_no_output(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"good\nbad \xff\n")
     with pytest.raises(DataError, match=r"bad.txt:2"):
-        clean_corpus([tmp_path / "bad.txt"], tmp_path / "out", overrides=["--read.errors=strict", "--read.encoding=utf-8"])
+        clean_corpus([tmp_path / "bad.txt"], tmp_path / "out",
+                     overrides=["--read.errors=strict", "--read.encoding=utf-8"])
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 

@@ -21,7 +21,8 @@ LINES = ["第一行 first line", "second line, 中文", "三 third"]
 def read(paths, **kw):
     cfg = ReadConfig(**kw)
     counters = Counters()
-    docs = [d for chunk in iter_chunks([str(p) for p in paths], cfg, counters) for d in decode_chunk(chunk, cfg, counters)]
+    docs = [d for chunk in iter_chunks([str(p) for p in paths], cfg, counters)
+            for d in decode_chunk(chunk, cfg, counters)]
     return docs, counters
 
 
@@ -129,7 +130,8 @@ def test_tsv_and_missing_column(tmp_path):
 
 def test_json_array_with_list_field(tmp_path):
     p = tmp_path / "poems.json"
-    p.write_text(json.dumps([{"title": "t", "paragraphs": ["床前明月光，", "疑是地上霜。"]}, {"title": "u"}]), encoding="utf-8")
+    p.write_text(json.dumps([{"title": "t", "paragraphs": ["床前明月光，", "疑是地上霜。"]}, {"title": "u"}]),
+                 encoding="utf-8")
     docs, c = read([p], field="paragraphs")
     assert docs == [("床前明月光，\n疑是地上霜。", f"{p}[0]")] and c.counts["bad_rows"] == 1
 

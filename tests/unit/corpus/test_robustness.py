@@ -62,5 +62,6 @@ assert c.counts["skipped_records_too_long"] == 1
 # VmHWM, not ru_maxrss: the latter survives exec and so includes the forking parent (pytest)
 print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024)
 """
-    peak_mb = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip())
+    child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    peak_mb = int(child.stdout.strip())
     assert peak_mb < 256, peak_mb

@@ -38,7 +38,8 @@ def test_round_trip_documents_and_separators(corpus_and_tok, tmp_path):
     tok = Tokenizer.load(root / "bpe")
     train = TokenShards(tmp_path / "s", "train", tokenizer=tok)
     assert train.dtype == np.uint16 and len(train.shards) >= 2
-    docs = [json.loads(l)["text"] for f in sorted((root / "corpus").glob("train-*.jsonl")) for l in f.read_text().splitlines()]
+    docs = [json.loads(line)["text"] for f in sorted((root / "corpus").glob("train-*.jsonl"))
+            for line in f.read_text().splitlines()]
     assert train.num_documents == len(docs) == summary["splits"]["train"]["documents"]
     for i in (0, len(docs) // 2, len(docs) - 1):
         ids = train.document(i)

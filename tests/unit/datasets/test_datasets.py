@@ -74,7 +74,8 @@ def test_shared_datasets_have_documented_sizes():
     assert len(D.multi30k("val", r)) == 1014
     assert len(D.ca8(r)) == 953 and len(D.zh_wordsim(r)) == 240
     rows = D.squad("dev", r)
-    assert len(rows) == 8582 and all(x.context[a.start:a.start + len(a.text)] == a.text for x in rows for a in x.answers)
+    assert len(rows) == 8582 and all(x.context[a.start:a.start + len(a.text)] == a.text
+                                     for x in rows for a in x.answers)
     text = D.tinyshakespeare("all", r)
     assert len(text) == 1115394 and D.tinyshakespeare("train", r) + D.tinyshakespeare("valid", r) == text
     novels = D.sidamingzhu(r)

@@ -115,8 +115,8 @@ def test_update_equals_autograd_gradient_of_the_weighted_least_squares_loss():
     assert cost == pytest.approx(loss.item(), rel=1e-5)
     for n, leaf in leaves.items():
         np.testing.assert_allclose(getattr(p, n) - before[n], -eta * leaf.grad.numpy(), rtol=1e-4, atol=1e-6)
-    # AdaGrad accumulators gained the squared step
-    np.testing.assert_allclose(p.gW[rows] - 1, (eta * leaves["W"].grad.numpy()[rows]) ** 2, rtol=1e-3, atol=2e-7)  # float32 sums near 1
+    # AdaGrad accumulators gained the squared step (atol: float32 sums near 1)
+    np.testing.assert_allclose(p.gW[rows] - 1, (eta * leaves["W"].grad.numpy()[rows]) ** 2, rtol=1e-3, atol=2e-7)
 
 
 def test_gradient_clip_bounds_each_component():

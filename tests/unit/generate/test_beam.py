@@ -106,7 +106,8 @@ def test_beam_text_api(bpe):
     model = tiny("gpt2", vocab_size=bpe.vocab_size)
     c = generate(model, bpe, "我们喜欢", num_beams=3, max_new_tokens=8, temperature=0)
     assert c.finish_reason in ("stop", "length") and len(c.token_ids) <= 8
-    assert c.text == bpe.decode(c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids, skip_special_tokens=True)
+    assert c.text == bpe.decode(c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids,
+                                skip_special_tokens=True)
     with pytest.raises(ConfigError, match="cannot stream"):
         stream(model, bpe, "x", num_beams=2, temperature=0)
 

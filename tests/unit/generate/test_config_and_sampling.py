@@ -73,7 +73,8 @@ def test_processors_equal_transformers():
     for k in (1, 5, 52):
         assert torch.equal(top_k_filter(z, torch.full((4, 1), k)), tr.TopKLogitsWarper(k)(ids, z.clone()))
     for p in (0.1, 0.5, 0.9):
-        assert torch.equal(top_p_filter(z, torch.full((4, 1), p)).isinf(), tr.TopPLogitsWarper(p)(ids, z.clone()).isinf())
+        assert torch.equal(top_p_filter(z, torch.full((4, 1), p)).isinf(),
+                           tr.TopPLogitsWarper(p)(ids, z.clone()).isinf())
 
 
 def test_rows_keep_their_own_parameters():

@@ -106,9 +106,11 @@ def test_bad_parameters_are_4xx(server, field, value):
     assert r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[" * 200_000, b'{"a":' * 100_000, b"[1,2]", b'{"model": "tiny"', b"\xff\xfe", b"null",
+@pytest.mark.parametrize("body", [b"", b"not json", b"[" * 200_000, b'{"a":' * 100_000, b"[1,2]", b'{"model": "tiny"',
+                                  b"\xff\xfe", b"null",
                                   json.dumps({"model": "tiny", "messages": []}).encode(),
-                                  json.dumps({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}).encode(),
+                                  json.dumps({"model": "tiny",
+                                              "messages": [{"role": "robot", "content": "x"}]}).encode(),
                                   json.dumps({"model": "tiny", "messages": [{"role": "user", "content": 3}]}).encode()])
 def test_malformed_bodies_are_400(server, body):
     url, _ = server

@@ -6,7 +6,8 @@ import pytest
 
 from lmlab.tokenizer.tokenizer import Tokenizer
 
-POOLS = ["abc xyz", "中文字符测试", "👨\u200d👩\u200d👧🏽", "e\u0301a\u0308", "שלום مرحبا", "\t\n\r\x00\x1b", "ＡＢＣ，。"]
+POOLS = ["abc xyz", "中文字符测试", "👨\u200d👩\u200d👧🏽", "e\u0301a\u0308", "שלום مرحبا", "\t\n\r\x00\x1b",
+         "ＡＢＣ，。"]
 
 
 @pytest.mark.slow
@@ -18,7 +19,8 @@ def test_fifty_thousand_fuzz_strings(trained):
     bad_bpe = bad_char = 0
     for _ in range(50_000):
         n = rng.randint(0, 40)
-        s = "".join(rng.choice(rng.choice(POOLS)) if rng.random() < 0.7 else chr(rng.randint(0x20, 0x2FFFF)) for _ in range(n))
+        s = "".join(rng.choice(rng.choice(POOLS)) if rng.random() < 0.7 else chr(rng.randint(0x20, 0x2FFFF))
+                    for _ in range(n))
         s = s.encode("utf-8", "replace").decode("utf-8", "replace") if any(0xD800 <= ord(c) <= 0xDFFF for c in s) else s
         bad_bpe += bpe.decode(bpe.encode(s)) != s
         t = "".join(rng.choice(alphabet) for _ in range(n))

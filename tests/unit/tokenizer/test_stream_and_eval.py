@@ -8,7 +8,8 @@ from lmlab.corpus.filters import word_count
 from lmlab.tokenizer.evaluate import evaluate_tokenizer
 from lmlab.tokenizer.tokenizer import Tokenizer
 
-TEXTS = ["中文和 emoji 👨‍👩‍👧 mixed", "naïve café e\u0301", "שלום עולם", "plain ascii words here", "长长的一句中文，没有空格也没有标点"]
+TEXTS = ["中文和 emoji 👨‍👩‍👧 mixed", "naïve café e\u0301", "שלום עולם", "plain ascii words here",
+         "长长的一句中文，没有空格也没有标点"]
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram", "char"])

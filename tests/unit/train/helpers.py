@@ -32,7 +32,10 @@ def make_trainer(out, model=None, **train_kw) -> Trainer:
     cfg = TrainConfig(**{"max_steps": 12, "batch_size": B, "precision": "fp32", "eval_every_steps": 1000,
                          "save_every_steps": 4, "log_every_steps": 1, "progress": False, "threads": 1,
                          "peak_flops": 1e9, **train_kw})
-    evals = (lambda: [RandomTokens().batch_at(10_000 + i) for i in range(2)])
+
+    def evals():
+        return [RandomTokens().batch_at(10_000 + i) for i in range(2)]
+
     return Trainer(model or tiny_model(), CausalLM(), RandomTokens(), cfg, OptimConfig(lr=3e-3, warmup_steps=2),
                    out, eval_batches=evals, run_config={"test": True})
 

@@ -17,7 +17,8 @@ def test_gpt2_base_on_an_a100():
     assert sheet["hours"] == pytest.approx(sheet["total_flops"] / (312e12 * 0.5) / 3600)
     assert sheet["cost"] == pytest.approx(sheet["hours"] * 2.0)
     assert sheet["chinchilla"]["tokens_per_parameter"] == pytest.approx(10e9 / n)
-    assert sheet["chinchilla"]["compute_optimal_tokens"] == pytest.approx(20 * sheet["chinchilla"]["compute_optimal_parameters"], rel=1e-6)
+    assert sheet["chinchilla"]["compute_optimal_tokens"] == pytest.approx(
+        20 * sheet["chinchilla"]["compute_optimal_parameters"], rel=1e-6)
 
 
 def test_memory_is_16_bytes_per_parameter_plus_activations():
