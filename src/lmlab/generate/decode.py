@@ -51,7 +51,7 @@ class DecodeLoop:
         """prompts: token ids per row (the source for an encoder–decoder); configs: one for all
         rows or one per row; stop_token_ids: per row, overriding ``config.stop_token_ids``;
         vocab_limit: the tokenizer's size, when the model's vocabulary is padded beyond it;
-        pack: packed bf16 weights to reuse (a server's, for a model whose weights never change);
+        pack: packed weights to reuse (a server's, for a model whose weights never change);
         none = packed afresh for this generation."""
         cfg = model.config
         self.vocab_limit = vocab_limit
@@ -164,7 +164,7 @@ class Stepper:
         device, dtype = p.device, p.dtype
         cfg = model.config
         self.model, self.steps = model, 0
-        self.pack = pack or PackedWeights()  # bf16 weights packed once, reused every step
+        self.pack = pack or PackedWeights()  # weights packed once, reused every step
         b, longest = len(prompts), max(len(p) for p in prompts)
         if cfg.arch == "encoder-decoder":
             src = torch.full((b, max(longest, 1)), pad_id, dtype=torch.long, device=device)

@@ -26,7 +26,7 @@ class ModelEntry:
     path: Path
     model: Any  # Transformer, eval mode
     tokenizer: Any
-    # bf16 weights packed once for all requests: a served model's weights never change.
+    # Weights packed once for all requests (a served model's weights never change): one more copy in memory.
     pack: PackedWeights = field(default_factory=PackedWeights)
 
     @property
