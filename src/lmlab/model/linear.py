@@ -81,7 +81,13 @@ class PackedWeights:
             return None
         entry = self._packed.get(id(weight))
         if entry is None or entry[0] is not weight:
-            entry = self._packed[id(weight)] = (weight, torch.ops.mkldnn._reorder_linear_weight(weight))
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+            except RuntimeError:  # a layout or CPU oneDNN refuses: this weight keeps F.linear
+                packed = None
+            entry = self._packed[id(weight)] = (weight, packed)
+        if entry[1] is None:
+            return None
         return torch.ops.mkldnn._linear_pointwise.default(x, entry[1], bias, "none", [], "")
 
 

@@ -100,3 +100,18 @@ def test_pack_is_active_only_inside_its_block_and_not_for_training():
         x.requires_grad_(True)
         linear(x, w).float().sum().backward()  # autograd: the plain path
         assert not pack._packed and x.grad is not None
+
+
+@needs_packing
+def test_a_weight_onednn_refuses_keeps_f_linear(monkeypatch):
+    def refuse(weight, *args):
+        raise RuntimeError("oneDNN: unsupported")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse)
+    w, x = torch.randn(99, 36), torch.randn(3, 36)
+    pack = PackedWeights()
+    with torch.no_grad(), pack:
+        got = linear(x, w)
+        again = linear(x, w)  # remembered as unpackable: not retried
+    assert torch.allclose(got, F.linear(x, w), atol=1e-5) and torch.equal(got, again)
+    assert pack._packed[id(w)][1] is None
