@@ -81,3 +81,26 @@ def test_bf16_bias_gradient_keeps_float32_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         (ours,) = torch.autograd.grad(linear_cross_entropy(h, w, b, y), [b])
     assert ((ours - ref).norm() / ref.norm()).item() < 3e-4  # ~8e-5; summing the bf16-rounded G gives ~1.1e-3
+
+
+def test_bf16_blocks_accumulate_like_one_block(monkeypatch):
+    """Several blocks (∂W summed across them in float32) give what one block gives, under autocast."""
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(3, 7, 16, generator=g)
+    w = torch.randn(99, 16, generator=g) * 0.3
+    y = torch.randint(0, 99, (3, 7), generator=g)
+
+    def grads():
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = linear_cross_entropy(hh, ww, None, y)
+        loss.backward()
+        return loss.detach(), hh.grad, ww.grad
+
+    one = grads()
+    monkeypatch.setattr(loss_module, "ROWS_PER_SLICE", {2: 4, 4: 4, 8: 4})
+    monkeypatch.setattr(loss_module, "BLOCK_ELEMENTS", 99 * 8)  # 3 blocks of ≤ 8 rows
+    many = grads()
+    assert many[2].dtype == torch.float32
+    for a, b in zip(one, many):
+        assert torch.allclose(a, b, rtol=2e-2, atol=1e-4)
