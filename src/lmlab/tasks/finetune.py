@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmlab.artifacts import load_tensors, write_json
 from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
@@ -126,7 +128,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
              out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
              data_root: str | None = None) -> dict:
     """Fine-tune (or train from scratch) a task model; see the module docstring."""
-    from lmlab.tasks.lora import apply_lora, lora_state, merge_lora
+    from lmlab.tasks.lora import apply_lora, export_best, lora_state, merge_lora
     from lmlab.tasks.task import EpochSource, in_batches, save_task_model
     from lmlab.train.loop import Trainer
     from lmlab.train.metrics import plot_losses
@@ -157,7 +159,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     run_config = {**to_dict(cfg), "stage": f"finetune {T.name}", "train_data": train, "eval_data": eval,
                   "init": init, "meta": meta}
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
-                      run_config=run_config, eval_hook=hook,
+                      run_config=run_config, eval_hook=hook, export=export_best if cfg.lora.rank else None,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,
                                 "train": _fingerprint(T.texts(train_ex)), "init": init,
                                 "lora": to_dict(cfg.lora),
@@ -166,8 +168,14 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet
         return {**summary, "task": T.name, "resume": f"run the same command again to continue from {out_dir}"}
     model = trainer.model.cpu()
-    if trainer.best is not None and (out_dir / "best" / "model.safetensors").exists():
-        model.load_state_dict(load_tensors(out_dir / "best" / "model.safetensors"), strict=True)  # same modules
+    best = out_dir / "best"
+    if trainer.best is not None and cfg.lora.rank and (best / "adapter.safetensors").exists():
+        own = dict(model.named_parameters())  # the base is frozen: the adapter is all that moved
+        with torch.no_grad():
+            for name, tensor in load_tensors(best / "adapter.safetensors").items():
+                own[name].copy_(tensor)
+    elif trainer.best is not None and (best / "model.safetensors").exists():
+        model.load_state_dict(load_tensors(best / "model.safetensors"), strict=True)  # same modules
     extra, info = {}, {}
     if cfg.lora.rank:
         extra["adapter.safetensors"] = lora_state(model)

@@ -127,6 +127,29 @@ def attach_adapter(model: nn.Module, adapter: dict[str, torch.Tensor], cfg: LoRA
     return model
 
 
+def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict `merge_lora(model)` would have, without changing `model`."""
+    wrapped = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    state = {}
+    for key, value in model.state_dict().items():
+        owner = key.rpartition(".")[0]
+        while owner and owner not in wrapped:  # "…q.base.weight" / "…q.lora_a" belong to "…q"
+            owner = owner.rpartition(".")[0]
+        if not owner:
+            state[key] = value
+            continue
+        m = wrapped[owner]
+        state[f"{owner}.weight"] = m.weight.detach()  # W₀ + (α/r)·B·A
+        if m.base.bias is not None:
+            state[f"{owner}.bias"] = m.base.bias.detach()
+    return state
+
+
+def export_best(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """What OUT/best holds for a LoRA run: the merged model (loadable on its own) and the adapter."""
+    return merged_state(model), {"adapter.safetensors": lora_state(model)}
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace every LoRALinear by the equivalent nn.Linear (W₀ + ΔW); returns the model."""
     for module in list(model.modules()):

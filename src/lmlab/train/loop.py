@@ -117,9 +117,12 @@ class Trainer:
                  eval_batches: Callable[[], Iterable[Any]] | None = None, run_config: Any = None,
                  bytes_per_token: float | None = None, flops_per_token: float | None = None,
                  identity: dict[str, Any] | None = None,
-                 eval_hook: Callable[[], dict[str, float]] | None = None):
+                 eval_hook: Callable[[], dict[str, float]] | None = None,
+                 export: Callable[[torch.nn.Module], tuple[dict, dict]] | None = None):
         """identity: what a checkpoint must agree with to be resumed here (data, tokenizer, objective).
-        eval_hook: called at each evaluation (model in eval mode, no grad); its metrics join val_loss."""
+        eval_hook: called at each evaluation (model in eval mode, no grad); its metrics join val_loss.
+        export: model → (state dict of a plain model, {file name: tensors}) for OUT/best, when the
+        training model is not one itself (LoRA-wrapped layers: the merged weights + the adapter)."""
         self.cfg, self.optim_cfg, self.out = cfg, optim, Path(out)
         self.ctx = D.setup(cfg.device)
         if cfg.threads:
@@ -129,6 +132,7 @@ class Trainer:
         self.run_config, self.bytes_per_token, self.flops_per_token = run_config, bytes_per_token, flops_per_token
         self.identity = identity or {}
         self.eval_hook = eval_hook
+        self.export = export
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step", "bad_evals"}
         self._early_stop = False
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
@@ -250,11 +254,17 @@ class Trainer:
         from lmlab.model.pretrained import MODEL_KIND
 
         model_state = full_model_state(self.model)  # collective under FSDP; no optimizer state needed
+        extra: dict = {}
+        if self.export is not None:
+            model_state, extra = self.export(self.model)
         if self.ctx.is_main:
             with ArtifactWriter(self.out / "best", kind=MODEL_KIND, config=self.run_config, overwrite=True) as w:
                 write_json(w.path / "model.json", to_dict(self.model.config))
                 save_tensors({k: v.detach().cpu() for k, v in model_state.items()}, w.path / "model.safetensors",
                              metadata={"format": "pt"})
+                for name, tensors in extra.items():
+                    save_tensors({k: v.detach().cpu() for k, v in tensors.items()}, w.path / name,
+                                 metadata={"format": "pt"})
                 write_json(w.path / "best.json", self.best)
         D.barrier(self.ctx)
 

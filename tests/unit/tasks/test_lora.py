@@ -125,3 +125,21 @@ def test_adapter_on_its_base_equals_the_merged_model(tmp_path):
     merged = merge_lora(rebuilt).eval()
     ids = torch.randint(5, 150, (3, 11))
     assert torch.allclose(merged(ids).logits, load_model(out / "model")(ids).logits, atol=1e-5)
+
+
+def test_lora_best_is_a_plain_model_with_its_adapter(tmp_path):
+    """OUT/best of a LoRA run loads on its own (merged weights) and carries the adapter."""
+    from lmlab.model import load_model
+
+    out = tmp_path / "r"
+    finetune("sentiment", str(FIX / "sentiment_train.csv"), str(FIX / "sentiment_dev.csv"), out=str(out),
+             overrides=tiny("--train.max_steps=8", "--train.eval_every_steps=4", "--lora.rank=4",
+                            "--optim.lr=1e-2"))
+    model = load_model(out / "best")
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert not any("lora_" in k or ".base." in k for k in model.state_dict())
+    adapter = load_tensors(out / "best" / "adapter.safetensors")
+    assert any("lora_b" in k for k in adapter)
+    final = load_tensors(out / "model" / "model.safetensors")  # the final model is the best one, merged
+    mine = model.state_dict()
+    assert set(final) == set(mine) and all(torch.allclose(mine[k], final[k], atol=1e-6) for k in final)
