@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lmlab.artifacts import load_tensors, write_json
 from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
@@ -128,7 +126,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
              out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
              data_root: str | None = None) -> dict:
     """Fine-tune (or train from scratch) a task model; see the module docstring."""
-    from lmlab.tasks.lora import apply_lora, export_best, lora_state, merge_lora
+    from lmlab.tasks.lora import apply_lora, export_best, load_adapter, lora_state, merge_lora
     from lmlab.tasks.task import EpochSource, in_batches, save_task_model
     from lmlab.train.loop import Trainer
     from lmlab.train.metrics import plot_losses
@@ -170,10 +168,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     model = trainer.model.cpu()
     best = out_dir / "best"
     if trainer.best is not None and cfg.lora.rank and (best / "adapter.safetensors").exists():
-        own = dict(model.named_parameters())  # the base is frozen: the adapter is all that moved
-        with torch.no_grad():
-            for name, tensor in load_tensors(best / "adapter.safetensors").items():
-                own[name].copy_(tensor)
+        load_adapter(model, load_tensors(best / "adapter.safetensors"))  # the base is frozen: only it moved
     elif trainer.best is not None and (best / "model.safetensors").exists():
         model.load_state_dict(load_tensors(best / "model.safetensors"), strict=True)  # same modules
     extra, info = {}, {}

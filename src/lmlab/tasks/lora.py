@@ -115,6 +115,11 @@ def attach_adapter(model: nn.Module, adapter: dict[str, torch.Tensor], cfg: LoRA
     """The inverse of saving: wrap `model` (the base, with the task head) as in training and load
     the adapter's tensors; `merge_lora` then gives the fine-tuned model."""
     apply_lora(model, cfg)
+    return load_adapter(model, adapter)
+
+
+def load_adapter(model: nn.Module, adapter: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy the adapter's tensors into a model already wrapped by `apply_lora` (names and shapes checked)."""
     own = dict(model.named_parameters())
     missing = sorted(set(adapter) - set(own))
     if missing:

@@ -253,10 +253,8 @@ class Trainer:
         from lmlab.config import to_dict
         from lmlab.model.pretrained import MODEL_KIND
 
-        model_state = full_model_state(self.model)  # collective under FSDP; no optimizer state needed
-        extra: dict = {}
-        if self.export is not None:
-            model_state, extra = self.export(self.model)
+        # full_model_state is collective under FSDP; no optimizer state is needed here.
+        model_state, extra = self.export(self.model) if self.export else (full_model_state(self.model), {})
         if self.ctx.is_main:
             with ArtifactWriter(self.out / "best", kind=MODEL_KIND, config=self.run_config, overwrite=True) as w:
                 write_json(w.path / "model.json", to_dict(self.model.config))
