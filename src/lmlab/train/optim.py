@@ -1,9 +1,16 @@
-"""AdamW with decoupled weight decay on matrices only, and learning-rate schedules.
+"""The optimizers (AdamW; Muon on the hidden matrices with AdamW on the rest) and learning-rate schedules.
 
 AdamW (Loshchilov & Hutter 2019): decay applies to the weight matrices of linear layers;
 biases, norm gains and embeddings are not decayed (as in GPT-2/BERT practice and nanoGPT,
 which decays all ≥2-D tensors; lmlab also exempts embeddings, whose rows are updated
 sparsely). The optimizer itself is `torch.optim.AdamW`, tested equal to a hand-built one.
+
+Muon (Jordan et al. 2024; `optim.name: muon`) replaces each hidden weight matrix's update by the
+orthogonalised momentum, msign(M) ≈ UVᵀ for M = USVᵀ (Newton–Schulz iterations), scaled by
+0.2·√max(out, in) so that its RMS matches AdamW's and one learning rate serves both (Liu et al.
+2025, "Muon is scalable"). Embeddings, biases, norm gains and output heads keep AdamW. The update
+is `torch.optim.Muon`'s; `MuonAdamW` only presents the two as one optimizer, so that the schedule,
+gradient clipping, the grad scaler and checkpoints see one set of parameter groups and one state.
 
 Schedules, for step s (0-based) with warmup W, total S, peak η, floor η_min:
     warmup:  η·(s+1)/(W+1) for s < W  (never exactly zero)
@@ -26,6 +33,7 @@ from lmlab.config import check
 
 @dataclass
 class OptimConfig:
+    name: Literal["adamw", "muon"] = "adamw"  # muon: Muon on the hidden matrices, AdamW on the rest
     lr: float = 1e-3  # peak learning rate
     min_lr: float = 1e-4  # floor of the decay
     schedule: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
@@ -37,6 +45,8 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     fused: bool = True  # torch's one-kernel AdamW (same update up to float rounding; ~3x faster on CPU)
+    muon_momentum: float = 0.95  # Nesterov momentum of the Muon update
+    muon_ns_steps: int = 5  # Newton–Schulz iterations per update
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "optim.lr", "must be positive")
@@ -46,27 +56,82 @@ class OptimConfig:
         check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1", "betas must be in [0, 1)")
         check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+        check(0 <= self.muon_momentum < 1, "optim.muon_momentum", "must be in [0, 1)")
+        check(1 <= self.muon_ns_steps <= 20, "optim.muon_ns_steps", "must be in [1, 20]")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    """A weight matrix inside the encoder/decoder layers: what Muon updates (not embeddings, heads
+    or LoRA factors, whose shapes are not those of a hidden linear map)."""
+    return p.dim() == 2 and ".layers." in f".{name}" and "lora_" not in name
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, muon: bool = False) -> list[dict]:
+    decay, no_decay, hidden = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.dim() >= 2 and not name.startswith("embed."):
+        if muon and is_hidden_matrix(name, p):
+            hidden.append(p)
+        elif p.dim() >= 2 and not name.startswith("embed."):
             decay.append(p)
         else:
             no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if muon:
+        groups.append({"params": hidden, "weight_decay": weight_decay, "muon": True})
+    return groups
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+class MuonAdamW(torch.optim.Optimizer):
+    """`torch.optim.Muon` on the groups marked "muon", `torch.optim.AdamW` on the others, as one
+    optimizer: both hold the very group dicts and the state of this one."""
+
+    def __init__(self, groups: list[dict], *, lr: float, betas: tuple[float, float], eps: float,
+                 momentum: float, ns_steps: int, fused: bool | None):
+        groups = [g for g in groups if g["params"]]
+        for g in groups:
+            g.setdefault("muon", False)
+        super().__init__(groups, {"lr": lr})
+        placeholder = [{"params": [torch.zeros(1, 1)]}]  # a part with no groups is built on this, then emptied by _link
+        self._muon = torch.optim.Muon([g for g in self.param_groups if g["muon"]] or placeholder, lr=lr,
+                                      momentum=momentum, nesterov=True, ns_steps=ns_steps,
+                                      adjust_lr_fn="match_rms_adamw")
+        self._adamw = torch.optim.AdamW([g for g in self.param_groups if not g["muon"]] or placeholder,
+                                        lr=lr, betas=betas, eps=eps, fused=fused)
+        self._link()
+
+    def _link(self) -> None:
+        """Point both parts at this optimizer's groups and state (again after load_state_dict,
+        which replaces them)."""
+        self._muon.param_groups = [g for g in self.param_groups if g["muon"]]
+        self._adamw.param_groups = [g for g in self.param_groups if not g["muon"]]
+        self._muon.state = self._adamw.state = self.state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._link()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        self._muon.step()
+        self._adamw.step()
+        return loss
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     # The fused kernel takes plain CPU/CUDA tensors; sharded (FSDP DTensor) or other parameters
     # keep the multi-tensor ("foreach") implementation.
-    fused = cfg.fused and all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda")
-                              for p in model.parameters())
+    plain = all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
+    fused = (cfg.fused and plain) or None
+    if cfg.name == "muon":
+        # Muon orthogonalises a whole matrix; an FSDP shard is a slice of one.
+        check(plain, "optim.name", "muon needs whole (unsharded) parameters: use train.parallel=ddp, or adamw")
+        return MuonAdamW(param_groups(model, cfg.weight_decay, muon=True), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                         eps=cfg.eps, momentum=cfg.muon_momentum, ns_steps=cfg.muon_ns_steps, fused=fused)
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
+                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused)
 
 
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:

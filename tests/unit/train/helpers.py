@@ -28,7 +28,7 @@ def tiny_model(dropout: float = 0.1, seed: int = 0) -> Transformer:
                               max_seq_len=16, dropout=dropout, attn_dropout=0.0))
 
 
-def make_trainer(out, model=None, **train_kw) -> Trainer:
+def make_trainer(out, model=None, optim: dict | None = None, **train_kw) -> Trainer:
     cfg = TrainConfig(**{"max_steps": 12, "batch_size": B, "precision": "fp32", "eval_every_steps": 1000,
                          "save_every_steps": 4, "log_every_steps": 1, "progress": False, "threads": 1,
                          "peak_flops": 1e9, **train_kw})
@@ -36,7 +36,7 @@ def make_trainer(out, model=None, **train_kw) -> Trainer:
     def evals():
         return [RandomTokens().batch_at(10_000 + i) for i in range(2)]
 
-    return Trainer(model or tiny_model(), CausalLM(), RandomTokens(), cfg, OptimConfig(lr=3e-3, warmup_steps=2),
+    return Trainer(model or tiny_model(), CausalLM(), RandomTokens(), cfg, OptimConfig(**{"lr": 3e-3, "warmup_steps": 2, **(optim or {})}),
                    out, eval_batches=evals, run_config={"test": True})
 
 

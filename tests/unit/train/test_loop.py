@@ -62,6 +62,30 @@ def test_resume_is_bitwise_exact_with_dropout(tmp_path, stop_after, figure):
                for i in a)
 
 
+def test_resume_with_muon_is_bitwise_exact(tmp_path):
+    """The two-part optimizer's state (Muon momenta, AdamW moments) survives a checkpoint whole."""
+    muon = {"name": "muon"}
+    ref = make_trainer(tmp_path / "ref", optim=muon)
+    ref.fit()
+    first = make_trainer(tmp_path / "run", optim=muon)
+    original = first.train_step
+
+    def step_then_stop():
+        out = original()
+        if first.step + 1 == 6:
+            first._stop_requested = True
+        return out
+    first.train_step = step_then_stop
+    assert first.fit()["steps"] == 6
+    second = make_trainer(tmp_path / "run", model=tiny_model(seed=123), optim=muon)
+    second.fit()
+    assert losses(tmp_path / "run") == losses(tmp_path / "ref")
+    assert all(torch.equal(a, b) for a, b in zip(params(ref.model).values(), params(second.model).values()))
+    a, b = ref.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys() and any("momentum_buffer" in s for s in a.values())
+    assert all(torch.equal(a[i][k], b[i][k]) for i in a for k in a[i])
+
+
 def test_grad_accumulation_is_token_weighted(tmp_path, figure):
     """Two micro-batches of 3 (with unequal target counts) give the gradient of one batch of 6."""
     class Half(RandomTokens):

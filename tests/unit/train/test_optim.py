@@ -67,3 +67,48 @@ def test_schedules(schedule):
 def test_bad_optim_values():
     with pytest.raises(ConfigError, match="optim.min_lr"):
         OptimConfig(lr=1e-3, min_lr=1e-2)
+
+
+def test_muon_adamw_equals_torch_muon_and_adamw_side_by_side(figure):
+    """optim.name=muon: torch's Muon on the layers' weight matrices, torch's AdamW on the rest,
+    step for step, with the schedule writing one lr into both."""
+    model, ref = tiny_model(0.0), tiny_model(0.0)
+    ours = build_optimizer(model, OptimConfig(name="muon", lr=1e-2, weight_decay=0.3, muon_momentum=0.9))
+    names = {id(p): n for n, p in model.named_parameters()}
+    hidden = [names[id(p)] for g in ours.param_groups if g["muon"] for p in g["params"]]
+    assert hidden and all(".layers." in n and n.endswith("weight") for n in hidden)
+    assert not any(n.startswith("embed.") or "norm" in n for n in hidden)
+    r = dict(ref.named_parameters())
+    muon = torch.optim.Muon([r[n] for n in hidden], lr=1e-2, weight_decay=0.3, momentum=0.9,
+                            adjust_lr_fn="match_rms_adamw")
+    rest = [n for n in r if n not in hidden]
+    adamw = torch.optim.AdamW(
+        [{"params": [r[n] for n in rest if r[n].dim() >= 2 and not n.startswith("embed.")], "weight_decay": 0.3},
+         {"params": [r[n] for n in rest if r[n].dim() < 2 or n.startswith("embed.")], "weight_decay": 0.0}],
+        lr=1e-2, betas=(0.9, 0.99), fused=True)
+    x = torch.randint(0, 37, (3, 11))
+    for step in range(12):
+        lr = 1e-2 * (step + 1) / 12
+        for group in [*ours.param_groups, *muon.param_groups, *adamw.param_groups]:
+            group["lr"] = lr
+        for m, opts in ((model, [ours]), (ref, [muon, adamw])):
+            m.zero_grad()
+            m(x, labels=x).loss.backward()
+            for opt in opts:
+                opt.step()
+    diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), ref.parameters()))
+    figure(max_param_diff=diff)
+    assert diff == 0.0
+    assert len(ours.state) == sum(1 for p in model.parameters())  # one state holds both parts'
+
+
+def test_muon_leaves_lora_factors_and_frozen_weights_to_adamw():
+    from lmlab.tasks.lora import LoRAConfig, apply_lora
+
+    model = tiny_model(0.0)
+    apply_lora(model, LoRAConfig(rank=2))
+    opt = build_optimizer(model, OptimConfig(name="muon"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_muon = {names[id(p)] for g in opt.param_groups if g["muon"] for p in g["params"]}
+    assert not in_muon  # the base weights are frozen; A and B are low-rank factors, not hidden maps
+    assert any("lora_" in names[id(p)] for g in opt.param_groups for p in g["params"])
