@@ -126,11 +126,9 @@ class DecodeLoop:
             self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
                                              self.decoder_start_id, self.pack)
             sampler.observe(stepper.first_ids, stepper.first_mask)
-            logits = stepper.forward(stepper.first_ids)
+            tokens = sampler(stepper.forward(stepper.first_ids))  # [B]
+            chosen = tokens.tolist()
         while True:
-            with torch.inference_mode():
-                tokens = sampler(logits)  # [B]
-                chosen = tokens.tolist()
             events = []
             for i, t in enumerate(chosen):
                 if self.finish_reasons[i] is not None:
@@ -146,7 +144,8 @@ class DecodeLoop:
                 return
             with torch.inference_mode():
                 sampler.observe(tokens[:, None])
-                logits = stepper.forward(tokens.view(b, 1))
+                tokens = sampler(stepper.forward(tokens.view(b, 1)))
+                chosen = tokens.tolist()
 
 
 class Stepper:

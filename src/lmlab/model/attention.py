@@ -89,9 +89,12 @@ class KVCache:
         end = self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # [B, K, S, D]
+        keys, values = self.k[layer], self.v[layer]
+        # narrow + copy_ rather than slice assignment: the same copy, without Python's indexing
+        # machinery (a decode step writes 2 entries per layer)
+        keys.narrow(2, self.length, k.size(2)).copy_(k)
+        values.narrow(2, self.length, v.size(2)).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)  # [B, K, S, D]
 
     def advance(self, t: int) -> None:
         self.length += t

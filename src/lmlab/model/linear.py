@@ -53,6 +53,10 @@ def _packable_dtypes() -> frozenset[torch.dtype]:
     return frozenset({torch.float32, torch.bfloat16} if bf16 else {torch.float32})
 
 
+_PACKABLE = _packable_dtypes()
+_LINEAR_POINTWISE = torch.ops.mkldnn._linear_pointwise.default if _PACKABLE else None
+
+
 class PackedWeights:
     """Weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
 
@@ -60,7 +64,7 @@ class PackedWeights:
     copy: the memory of the weights once more, for the lifetime of the object.
     """
 
-    dtypes = _packable_dtypes()
+    dtypes = _PACKABLE
 
     def __init__(self):
         self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -75,20 +79,24 @@ class PackedWeights:
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
         """x·Wᵀ + b through the packed copy of W, or None where packing does not apply."""
-        if (x.dtype not in self.dtypes or weight.dtype != x.dtype or x.device.type != "cpu"
-                or not 0 < x.numel() <= FEW_ROWS * x.size(-1) or torch.is_grad_enabled()
-                or (bias is not None and bias.dtype != x.dtype)):
+        # Called 25 times per decode step of a 6-layer model: what depends on W alone is
+        # checked once, when W is packed.
+        if torch.is_grad_enabled() or not 0 < x.numel() <= FEW_ROWS * x.size(-1):
             return None
         entry = self._packed.get(id(weight))
         if entry is None or entry[0] is not weight:
-            try:
-                packed = torch.ops.mkldnn._reorder_linear_weight(weight)
-            except RuntimeError:  # a layout or CPU oneDNN refuses: this weight keeps F.linear
-                packed = None
-            entry = self._packed[id(weight)] = (weight, packed)
-        if entry[1] is None:
+            entry = self._packed[id(weight)] = (weight, self._pack(weight))
+        if entry[1] is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
-        return torch.ops.mkldnn._linear_pointwise.default(x, entry[1], bias, "none", [], "")
+        return _LINEAR_POINTWISE(x, entry[1], bias, "none", [], "")
+
+    def _pack(self, weight: torch.Tensor) -> torch.Tensor | None:
+        if weight.dtype not in self.dtypes or weight.device.type != "cpu":
+            return None
+        try:
+            return torch.ops.mkldnn._reorder_linear_weight(weight)
+        except RuntimeError:  # a layout or CPU oneDNN refuses: this weight keeps F.linear
+            return None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -197,8 +197,8 @@ def test_bf16_packed_weights_give_the_same_steps(family, monkeypatch):
         return torch.stack(out), stepper.pack
 
     packed, pack = run()
-    assert pack._packed  # the weights did go through the packed kernel
+    assert any(p is not None for _, p in pack._packed.values())  # the weights did go through the packed kernel
     monkeypatch.setattr(PackedWeights, "dtypes", frozenset())
     plain, pack = run()
-    assert not pack._packed
+    assert all(p is None for _, p in pack._packed.values())
     assert torch.equal(packed, plain)
