@@ -84,7 +84,7 @@ def _profile_inputs(cfg: TransformerConfig, batch: int, seq: int, device) -> dic
 
 
 def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precision: str,
-                 reps: int = 5) -> dict | None:
+                 reps: int = 5, optimizer: str = "adamw") -> dict | None:
     """Seconds of one training step of `cfg` on this machine, extrapolated from the model at 1 and 3
     layers (see the module docstring); None when one sequence of the 3-layer model is too large,
     or for an encoder–decoder whose two stacks differ in depth (one layer count cannot scale both)."""
@@ -111,7 +111,7 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
     fb, opt = [], []
     for c in small:
         model = Transformer(c).to(dev)
-        optimizer = build_optimizer(model, OptimConfig())
+        opt_step = build_optimizer(model, OptimConfig(name=optimizer))
         inputs = _profile_inputs(c, batch, seq_len, dev)
         t_fb, t_opt = [], []
         for i in range(reps + 2):  # two warm-up steps first: allocator, kernels, optimizer state
@@ -122,15 +122,15 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
             loss.backward()
             sync()
             t1 = time.perf_counter()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            opt_step.step()
+            opt_step.zero_grad(set_to_none=True)
             sync()
             if i >= 2:
                 t_fb.append(t1 - t0)
                 t_opt.append(time.perf_counter() - t1)
         fb.append(statistics.median(t_fb))
         opt.append(statistics.median(t_opt))
-        del model, optimizer
+        del model, opt_step
     return {**extrapolate(fb, opt, cfg.n_layers, batch_size / batch), "profiled_batch": batch, "device": dev.type}
 
 
@@ -146,8 +146,9 @@ def extrapolate(fb: list[float], opt: list[float], layers: int, batch_scale: flo
 
 
 def memory_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, precision: str,
-                 activation_checkpointing: bool = False) -> dict[str, int]:
-    n = count_parameters(cfg)["parameters"]
+                 activation_checkpointing: bool = False, optimizer: str = "adamw") -> dict[str, int]:
+    params = count_parameters(cfg)
+    n = params["parameters"]
     layers = cfg.n_layers + (cfg.decoder_layers if cfg.arch == "encoder-decoder" else 0)
     t, b, d, h = seq_len, batch_size, cfg.d_model, cfg.n_heads
     if activation_checkpointing:
@@ -156,7 +157,10 @@ def memory_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
         per_layer = t * b * d * (34 + 5 * h * t / d)
     act_scale = 2 if precision == "fp32" else 1
     logits = 4 * t * b * cfg.vocab_size if cfg.head in ("clm", "mlm", "seq2seq") else 0
-    mem = {"weights": 4 * n, "gradients": 4 * n, "optimizer": 8 * n,
+    # AdamW keeps two fp32 moments per parameter; Muon one momentum per hidden-matrix entry
+    # (≈ the non-embedding parameters) and AdamW's two for the rest.
+    hidden = params["non_embedding_parameters"] if optimizer == "muon" else 0
+    mem = {"weights": 4 * n, "gradients": 4 * n, "optimizer": 8 * (n - hidden) + 4 * hidden,
            "activations": int(layers * per_layer * act_scale + logits)}
     mem["total"] = sum(mem.values())
     return mem
@@ -164,9 +168,13 @@ def memory_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
 
 def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: int = 8, seq_len: int | None = None,
                   device: str = "measure", precision: str = "bf16", mfu: float | None = None, devices: int = 1,
-                  price_per_hour: float = 0.0, activation_checkpointing: bool = False) -> dict:
-    """A cost sheet for training `model` (preset or model directory) on `tokens` tokens."""
+                  price_per_hour: float = 0.0, activation_checkpointing: bool = False,
+                  optimizer: str = "adamw") -> dict:
+    """A cost sheet for training `model` (preset or model directory) on `tokens` tokens with
+    `optimizer` (adamw, or muon: the training's optim.name)."""
     cfg = _config(model)
+    if optimizer not in ("adamw", "muon"):
+        raise ConfigError(f"optimizer: unknown {optimizer!r}; use adamw or muon")
     t = seq_len or cfg.max_seq_len
     if tokens <= 0 or batch_size < 1 or devices < 1:
         raise ConfigError("tokens, batch_size and devices must be positive")
@@ -186,7 +194,7 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
         overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S
         device_name = f"measured {dev.type} GEMM"
         if mfu is None:
-            profile = profile_step(cfg, batch_size, t, precision)
+            profile = profile_step(cfg, batch_size, t, precision, optimizer=optimizer)
     else:
         if device not in DEVICES:
             raise ConfigError(f"unknown device {device!r}; use one of {', '.join(sorted(DEVICES))} or 'measure'")
@@ -207,7 +215,8 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     c_budget = 6 * n * tokens
     n_opt = math.sqrt(c_budget / 120)
     return {
-        "model": model, "parameters": n, "non_embedding_parameters": params["non_embedding_parameters"],
+        "model": model, "optimizer": optimizer, "parameters": n,
+        "non_embedding_parameters": params["non_embedding_parameters"],
         "tokens": tokens, "seq_len": t, "training_flops_per_token": per_token, "total_flops": total_flops,
         "device": device_name, "precision": precision, "peak_flops_per_s": peak,
         "mfu": mfu,  # assumed by the formula, or implied by a profiled step
@@ -215,7 +224,8 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
         "hours": seconds / 3600, "step_seconds": step_seconds, "step_overhead_s": overhead,
         "cost": seconds / 3600 * price_per_hour * devices if price_per_hour else None,
         "memory_gib_per_device": {k: round(v / 2**30, 3) for k, v in
-                                  memory_bytes(cfg, batch_size, t, precision, activation_checkpointing).items()},
+                                  memory_bytes(cfg, batch_size, t, precision, activation_checkpointing,
+                                               optimizer).items()},
         "chinchilla": {"tokens_per_parameter": tokens / n, "compute_optimal_parameters": int(n_opt),
                        "compute_optimal_tokens": int(20 * n_opt)},
     }

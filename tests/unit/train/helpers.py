@@ -36,8 +36,9 @@ def make_trainer(out, model=None, optim: dict | None = None, **train_kw) -> Trai
     def evals():
         return [RandomTokens().batch_at(10_000 + i) for i in range(2)]
 
-    return Trainer(model or tiny_model(), CausalLM(), RandomTokens(), cfg, OptimConfig(**{"lr": 3e-3, "warmup_steps": 2, **(optim or {})}),
-                   out, eval_batches=evals, run_config={"test": True})
+    optim_cfg = OptimConfig(**{"lr": 3e-3, "warmup_steps": 2, **(optim or {})})
+    return Trainer(model or tiny_model(), CausalLM(), RandomTokens(), cfg, optim_cfg, out, eval_batches=evals,
+                   run_config={"test": True})
 
 
 def losses(out) -> list[float]:

@@ -30,6 +30,31 @@ def test_memory_is_16_bytes_per_parameter_plus_activations():
     assert ckpt["activations"] < mem["activations"]
 
 
+def test_muon_keeps_one_momentum_per_hidden_matrix_entry():
+    from lmlab.model.summary import count_parameters
+
+    cfg = preset("gpt2-small")
+    adamw, muon = memory_bytes(cfg, 8, 256, "bf16"), memory_bytes(cfg, 8, 256, "bf16", optimizer="muon")
+    p = count_parameters(cfg)
+    assert adamw["optimizer"] - muon["optimizer"] == 4 * p["non_embedding_parameters"]
+    sheet = estimate_cost("gpt2-tiny", device="a100", optimizer="muon")
+    assert sheet["optimizer"] == "muon"
+    with pytest.raises(ConfigError, match="optimizer: unknown 'sgd'"):
+        estimate_cost("gpt2-tiny", device="a100", optimizer="sgd")
+
+
+def test_profile_times_the_optimizer_the_training_uses(monkeypatch):
+    import lmlab.train.optim as optim
+    from lmlab.train.cost import profile_step
+
+    built = []
+    real = optim.build_optimizer
+    monkeypatch.setattr(optim, "build_optimizer", lambda model, cfg: built.append(real(model, cfg)) or built[-1])
+    cfg = preset("gpt2-tiny", vocab_size=99, d_model=32, n_heads=2, d_ff=64, max_seq_len=16)
+    got = profile_step(cfg, 3, 7, "fp32", reps=1, optimizer="muon")
+    assert got["optimizer_s"] > 0 and built and all(isinstance(o, optim.MuonAdamW) for o in built)
+
+
 def test_unknown_device_is_named():
     with pytest.raises(ConfigError, match="unknown device 'tpu9'"):
         estimate_cost("gpt2-tiny", device="tpu9")
