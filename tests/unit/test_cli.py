@@ -41,3 +41,10 @@ def test_top_level_fields_are_overrides_too(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a command without a config: argparse's own error
         main(["model", "info", "gpt2-tiny", "--bogus=1"])
     assert "unrecognized arguments: --bogus=1" in capsys.readouterr().err
+
+
+def test_cost_takes_the_optimizer(capsys):
+    import json
+
+    assert main(["cost", "gpt2-tiny", "--device", "a100", "--optimizer", "muon"]) == 0
+    assert json.loads(capsys.readouterr().out)["optimizer"] == "muon"
