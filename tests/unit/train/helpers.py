@@ -45,3 +45,16 @@ def losses(out) -> list[float]:
     import json
 
     return [json.loads(line)["train_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def stop_after(trainer: Trainer, steps: int) -> Trainer:
+    """Make `trainer` stop after `steps` optimizer steps, as SIGTERM would: checkpoint, then exit."""
+    original = trainer.train_step
+
+    def step_then_maybe_stop():
+        out = original()
+        if trainer.step + 1 == steps:
+            trainer._stop_requested = True
+        return out
+    trainer.train_step = step_then_maybe_stop
+    return trainer

@@ -7,7 +7,7 @@ import torch
 from lmlab.errors import ArtifactError, CheckpointMismatch
 from lmlab.train.guard import TrainingDiverged
 
-from .helpers import RandomTokens, losses, make_trainer, tiny_model
+from .helpers import RandomTokens, losses, make_trainer, stop_after, tiny_model
 
 
 def params(model):
@@ -34,22 +34,13 @@ def test_loss_goes_down(tmp_path):
     assert sum(ls[-5:]) / 5 < sum(ls[:5]) / 5 - 0.3
 
 
-@pytest.mark.parametrize("stop_after", [1, 5, 8])
-def test_resume_is_bitwise_exact_with_dropout(tmp_path, stop_after, figure):
+@pytest.mark.parametrize("steps", [1, 5, 8])
+def test_resume_is_bitwise_exact_with_dropout(tmp_path, steps, figure):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref = make_trainer(ref_dir)
     ref.fit()
-    first = make_trainer(run_dir)
-    original = first.train_step
-
-    def step_then_maybe_stop():
-        out = original()
-        if first.step + 1 == stop_after:
-            first._stop_requested = True  # as SIGTERM would: checkpoint after this step, exit
-        return out
-    first.train_step = step_then_maybe_stop
-    summary = first.fit()
-    assert summary["preempted"] and summary["steps"] == stop_after
+    summary = stop_after(make_trainer(run_dir), steps).fit()
+    assert summary["preempted"] and summary["steps"] == steps
     second = make_trainer(run_dir, model=tiny_model(seed=123))  # different init: must be overwritten
     second.fit()
     assert losses(run_dir) == losses(ref_dir)
@@ -67,16 +58,7 @@ def test_resume_with_muon_is_bitwise_exact(tmp_path):
     muon = {"name": "muon"}
     ref = make_trainer(tmp_path / "ref", optim=muon)
     ref.fit()
-    first = make_trainer(tmp_path / "run", optim=muon)
-    original = first.train_step
-
-    def step_then_stop():
-        out = original()
-        if first.step + 1 == 6:
-            first._stop_requested = True
-        return out
-    first.train_step = step_then_stop
-    assert first.fit()["steps"] == 6
+    assert stop_after(make_trainer(tmp_path / "run", optim=muon), 6).fit()["steps"] == 6
     second = make_trainer(tmp_path / "run", model=tiny_model(seed=123), optim=muon)
     second.fit()
     assert losses(tmp_path / "run") == losses(tmp_path / "ref")

@@ -11,7 +11,7 @@ from lmlab.errors import ConfigError
 from lmlab.model import load_model
 from lmlab.train.loop import TrainConfig
 
-from .helpers import make_trainer
+from .helpers import make_trainer, stop_after
 
 SCORES = {2: 1.0, 4: 3.0, 6: 2.0, 8: 2.5, 10: 9.0}  # step → task metric; best at 4, then 2 worse
 
@@ -47,16 +47,7 @@ def test_min_mode_and_no_patience_runs_to_the_end(tmp_path):
 
 
 def test_resume_keeps_the_selection_state(tmp_path):
-    first = _trainer(tmp_path)
-    original = first.train_step
-
-    def stop_at_6():
-        out = original()
-        if first.step + 1 == 6:
-            first._stop_requested = True
-        return out
-    first.train_step = stop_at_6
-    assert first.fit()["steps"] == 6
+    assert stop_after(_trainer(tmp_path), 6).fit()["steps"] == 6
     s = _trainer(tmp_path).fit()
     assert s["early_stopped"] and s["steps"] == 8 and s["best"]["step"] == 4
 
