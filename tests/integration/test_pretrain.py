@@ -94,3 +94,40 @@ def test_init_vectors_fill_the_embeddings_before_training(tmp_path):
     emb = load_tensors(tmp_path / "run" / "model" / "model.safetensors")["embed.tokens.weight"]
     for w, v in zip(words[:3], vecs):
         assert torch.cosine_similarity(emb[tok.token_to_id(w)], torch.from_numpy(v), 0) > 0.999, w
+
+
+def test_init_continues_a_model_on_new_text_with_its_tokenizer(tmp_path):
+    """`init`: task-adaptive pretraining starts from the init model's weights and tokenizer (one
+    step at a negligible learning rate leaves the weights where they were) on another text."""
+    from lmlab.artifacts import load_tensors
+    from lmlab.errors import ConfigError
+
+    base = ["--objective=mlm", "--data.dataset=null", "--data.block_size=24", "--train.max_steps=1",
+            *[o for o in TINY if not o.startswith("--model.")]]
+    pretrain(None, str(tmp_path / "a"), [*base, "--model.preset=bert-tiny", "--model.d_model=32",
+                                          "--model.n_heads=2", "--model.n_layers=2", "--model.d_ff=64",
+                                          f"--data.inputs=[{FIXTURE}]", "--data.tokenizer_kind=wordpiece",
+                                          "--data.vocab_size=120", "--train.max_steps=10"])
+    task_text = tmp_path / "reviews.tsv"
+    task_text.write_text("label\ttext_a\n" + "".join(f"{i % 2}\tthe film was {w} and the cast {w}\n"
+                                                     for i, w in enumerate(["good", "bad", "dull", "fine"] * 30)))
+    summary = pretrain(None, str(tmp_path / "b"), [*base, f"--init={tmp_path / 'a' / 'model'}",
+                                                   f"--data.inputs=[{task_text}]", "--data.text_field=text_a",
+                                                   "--optim.lr=1e-9", "--optim.min_lr=0"])
+    assert summary["init"] == str(tmp_path / "a" / "model") and summary["new_tensors"] == []
+    corpus = (tmp_path / "b" / "data" / "corpus").glob("train-*.jsonl")
+    assert any("the film was" in p.read_text() for p in corpus)  # the text column, not the labels
+    a_tok = (tmp_path / "a" / "model" / "tokenizer" / "tokenizer.json").read_text()
+    assert (tmp_path / "b" / "model" / "tokenizer" / "tokenizer.json").read_text() == a_tok
+    a, b = (load_tensors(tmp_path / r / "model" / "model.safetensors") for r in ("a", "b"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert load_model(tmp_path / "b" / "model").config.d_model == 32
+
+    with pytest.raises(ConfigError, match="model.*init continues"):
+        pretrain(None, str(tmp_path / "c"), [*base, f"--init={tmp_path / 'a' / 'model'}", "--model.d_model=64",
+                                             f"--data.inputs=[{task_text}]"])
+    with pytest.raises(ConfigError, match="max_seq_len=.* < data.block_size=512"):
+        pretrain(None, str(tmp_path / "d"), [*base, f"--init={tmp_path / 'a' / 'model'}",
+                                             f"--data.inputs=[{task_text}]", "--data.text_field=text_a",
+                                             "--data.block_size=512"])

@@ -80,15 +80,18 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def save_checkpoint(root: Path, step: int, model_config: TransformerConfig, model_state: dict[str, torch.Tensor],
                     optimizer_state: dict[str, Any], scaler: Any, trainer_state: dict[str, Any],
-                    run_config: Any) -> Path:
-    """Commit ``root/step-XXXXXXXX`` from full (unsharded) states. Call on rank 0 only."""
+                    run_config: Any, extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Commit ``root/step-XXXXXXXX`` from full (unsharded) states. Call on rank 0 only.
+    extra_tensors (the weight average) go into optimizer.safetensors under ``extra::``."""
     opt_tensors, opt_meta = _flatten_optimizer(optimizer_state)
     rng_meta, rng_tensors = rng.capture()
     target = step_dir(root, step)
     with ArtifactWriter(target, kind=KIND, config=run_config, overwrite=True) as w:
         write_json(w.path / "model.json", to_dict(model_config))
         save_tensors({k: v.detach().cpu() for k, v in model_state.items()}, w.path / "model.safetensors")
-        save_tensors({**{k: v.cpu() for k, v in opt_tensors.items()}, **rng_tensors}, w.path / "optimizer.safetensors")
+        extra = {f"extra::{k}": v.detach().cpu() for k, v in (extra_tensors or {}).items()}
+        save_tensors({**{k: v.cpu() for k, v in opt_tensors.items()}, **rng_tensors, **extra},
+                     w.path / "optimizer.safetensors")
         write_json(w.path / "state.json", {
             "step": step, "optimizer": opt_meta, "rng": rng_meta, "trainer": trainer_state,
             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
@@ -161,7 +164,8 @@ def identity_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: Any = None, model_config: TransformerConfig | None = None) -> dict[str, Any]:
     """Restore model, optimizer, scaler and RNG states in place (every rank; FSDP-sharded
-    models take their shard of the full state); return state.json."""
+    models take their shard of the full state); return state.json, with the checkpoint's extra
+    tensors under "extra_tensors"."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     verify(path, kind=KIND)
@@ -177,6 +181,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     rng.restore(state["rng"], tensors)
+    state["extra_tensors"] = {k[len("extra::"):]: v for k, v in tensors.items() if k.startswith("extra::")}
     return state
 
 

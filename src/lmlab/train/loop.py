@@ -9,11 +9,13 @@ One optimizer step:
                                                  ×W undoes DDP's average over ranks
     3. all-reduce the loss; clip the global gradient norm
     4. guard: a non-finite loss or norm skips the step or stops the run
-    5. AdamW step; log; evaluate every `eval_every_steps`; checkpoint every `save_every_steps`
+    5. optimizer step (and the weight average, `ema_decay`); log; evaluate every
+       `eval_every_steps`; checkpoint every `save_every_steps`
 Evaluation is the validation loss plus, for fine-tuning, whatever an `eval_hook` returns (task
 metrics such as val_accuracy). With `select_metric` set, the best weights by that metric are
 kept in ``OUT/best`` (an lmlab model directory) and `patience` evaluations without improvement
-stop the run early (after a checkpoint, so a resumed run stops at the same place).
+stop the run early (after a checkpoint, so a resumed run stops at the same place). With
+`ema_decay`, evaluation, selection and the final model use the moving average of the weights.
 Exact resume: the batch at index g is a pure function of (seed, g), and checkpoints restore
 model, optimizer, scaler and RNG states, so a resumed run reproduces the uninterrupted one
 bit for bit on CPU.
@@ -36,6 +38,7 @@ from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
 from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, identity_changes,
                                     latest_checkpoint, load_checkpoint, read_identity, save_checkpoint)
+from lmlab.train.ema import WeightEMA
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
 from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
@@ -69,6 +72,7 @@ class TrainConfig:
     select_metric: str = ""  # an evaluation metric (e.g. val_accuracy, val_loss): best weights → OUT/best
     select_mode: Literal["max", "min"] = "max"  # whether larger or smaller select_metric is better
     patience: int = 0  # evaluations without improvement of select_metric before stopping; 0 = never
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): evaluate, select and write a moving average of the weights
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every_steps", "eval_batches",
@@ -76,6 +80,7 @@ class TrainConfig:
             check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
         check(self.keep_last >= 0, "train.keep_last", "must be >= 0")
         check(self.patience >= 0, "train.patience", "must be >= 0")
+        check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1): 0 is off, 0.999 a typical value")
         check(not self.patience or bool(self.select_metric), "train.patience",
               "early stopping needs train.select_metric (e.g. val_loss or a task metric)")
 
@@ -145,6 +150,10 @@ class Trainer:
                     layer.forward = _checkpointed(layer.forward)
         self.runner = D.wrap(self.model, self.ctx, cfg.parallel)
         self.optimizer = build_optimizer(self.model, optim)  # after sharding: FSDP replaces parameters
+        if cfg.ema_decay and self.ctx.distributed and cfg.parallel == "fsdp":
+            raise ConfigError("train.ema_decay: not with train.parallel=fsdp (a shard is not the whole weight); "
+                              "use ddp, or no weight average")
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         if cfg.compile:
             self.runner = torch.compile(self.runner)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.ctx.is_main)
@@ -198,6 +207,8 @@ class Trainer:
         grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
         if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
             self.scaler.step(self.optimizer)
+            if self.ema is not None:
+                self.ema.update()
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens_seen += int(sum(p.inputs["input_ids"].numel() for p in prepared)) * ctx.world_size
@@ -229,7 +240,12 @@ class Trainer:
         return out
 
     def _evaluate_and_select(self) -> dict[str, float]:
-        """Evaluate; keep the best weights by `select_metric`; count evaluations without progress."""
+        """Evaluate; keep the best weights by `select_metric`; count evaluations without progress.
+        With train.ema_decay, the averaged weights are the ones evaluated and kept."""
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            return self._evaluate_and_select_current()
+
+    def _evaluate_and_select_current(self) -> dict[str, float]:
         metrics = self.evaluate()
         name = self.cfg.select_metric
         if not name or not metrics:
@@ -271,9 +287,12 @@ class Trainer:
         D.barrier(self.ctx)
         if self.ctx.is_main:
             trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
-                             "guard": self.guard.state_dict(), "identity": self.identity, "best": self.best}
+                             "guard": self.guard.state_dict(), "identity": self.identity, "best": self.best,
+                             **({"ema_updates": self.ema.updates} if self.ema is not None else {})}
             path = save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state,
-                                   optim_state, self.scaler, trainer_state, self.run_config)
+                                   optim_state, self.scaler, trainer_state, self.run_config,
+                                   extra_tensors={f"ema::{k}": v for k, v in self.ema.tensors().items()}
+                                   if self.ema is not None else None)
             apply_retention(self.out / "checkpoints", self.cfg.keep_last)
             self.last_checkpoint = str(path)
         D.barrier(self.ctx)
@@ -303,6 +322,9 @@ class Trainer:
         trainer = state["trainer"]
         self.elapsed, self.tokens_seen = trainer["elapsed_s"], trainer["tokens_seen"]
         self.guard.load_state_dict(trainer["guard"])
+        if self.ema is not None:
+            self.ema.load({k[len("ema::"):]: v for k, v in state["extra_tensors"].items() if k.startswith("ema::")},
+                          trainer.get("ema_updates", 0))
         self.best = trainer.get("best")
         if self.best and self.cfg.patience:
             self._early_stop = self.best["bad_evals"] >= self.cfg.patience
@@ -372,6 +394,8 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+        if self.ema is not None:
+            self.ema.copy_to_model()  # what the caller writes as the model is the average
         return {"steps": self.step, "elapsed_s": round(self.elapsed, 2), "tokens": self.tokens_seen,
                 "precision": self.precision, "skipped_steps": self.guard.skipped_steps,
                 "last_checkpoint": self.last_checkpoint, "preempted": self._stop_requested,

@@ -10,7 +10,9 @@ The data section names where tokens come from, and the missing stages run into
     data.corpus   a cleaned corpus directory
     → tokenizer (data.tokenizer, or trained: data.tokenizer_kind, data.vocab_size)
     → token shards (data.shards, or `lmlab data shard`)
-Then the model is built from ``model.preset`` plus any TransformerConfig field, trained by
+Then the model is built from ``model.preset`` plus any TransformerConfig field (or, with
+``init: MODEL_DIR`` or ``hf:HF_DIR``, continued from that model with its tokenizer: domain- or
+task-adaptive pretraining), trained by
 the one loop (`lmlab.train.loop`) and written to ``OUT/model`` (an lmlab model directory with
 its tokenizer) with ``OUT/metrics.jsonl``, ``OUT/loss.png`` and ``OUT/summary.json``.
 """
@@ -33,6 +35,7 @@ from lmlab.train.optim import OptimConfig
 class DataConfig:
     dataset: str | None = None  # tinyshakespeare
     inputs: list[str] = field(default_factory=list)  # raw text files/globs to clean
+    text_field: str = "text"  # the text's key or column in JSONL/CSV/TSV inputs (ChnSentiCorp: text_a)
     corpus: str | None = None  # a cleaned corpus directory
     valid_fraction: float = 0.01  # documents held out when cleaning `inputs`
     tokenizer: str | None = None  # a trained tokenizer directory; else one is trained
@@ -52,7 +55,8 @@ class DataConfig:
 @dataclass
 class PretrainConfig:
     objective: Literal["clm", "mlm", "denoise"] = "clm"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "gpt2-tiny"})  # preset + overrides
+    model: dict[str, Any] = field(default_factory=dict)  # preset (default gpt2-tiny) + overrides
+    init: str = ""  # continue pretraining this model (MODEL_DIR or hf:HF_DIR), tokenizer included
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="tinyshakespeare"))
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -61,7 +65,12 @@ class PretrainConfig:
     init_vectors: str = ""  # word-vectors directory (`lmlab embed train`) initialising the token embeddings
 
     def __post_init__(self) -> None:
-        self.model = {"preset": "gpt2-tiny", **self.model}
+        if self.init:
+            check(not self.model, "model", "init continues the model of its directory; drop the model section")
+            check(not self.data.tokenizer, "data.tokenizer", "init brings its model's tokenizer; drop data.tokenizer")
+            check(not self.init_vectors, "init_vectors", "init brings its own embeddings; drop one of the two")
+        else:
+            self.model = {"preset": "gpt2-tiny", **self.model}
         check(0 < self.mlm_probability < 1, "mlm_probability", "must be in (0, 1)")
 
 
@@ -91,8 +100,9 @@ def dataset_corpus(name: str, out: Path) -> Path:
     return out
 
 
-def prepare_data(cfg: PretrainConfig, out: Path) -> tuple[Path, Path]:
-    """→ (token shards directory, tokenizer directory), building what is missing."""
+def prepare_data(cfg: PretrainConfig, out: Path, tokenizer: Path | None = None) -> tuple[Path, Path]:
+    """→ (token shards directory, tokenizer directory), building what is missing; `tokenizer`
+    (an init model's) replaces data.tokenizer."""
     from lmlab.corpus.pipeline import KIND as CORPUS_KIND
     from lmlab.corpus.pipeline import clean_corpus
     from lmlab.data.shards import KIND as SHARDS_KIND
@@ -111,11 +121,13 @@ def prepare_data(cfg: PretrainConfig, out: Path) -> tuple[Path, Path]:
             root = data_root() if any(not Path(p).is_absolute() and not Path(p).exists() for p in d.inputs) else None
             inputs = [p if Path(p).is_absolute() or Path(p).exists() or root is None else str(root / p)
                       for p in d.inputs]
-            clean_corpus(inputs, corpus, overrides=[f"--split.valid={d.valid_fraction}"], overwrite=True)
+            over = [f"--split.valid={d.valid_fraction}", f"--read.field={d.text_field}"]
+            clean_corpus(inputs, corpus, overrides=over, overwrite=True)
     else:
         corpus = Path(d.corpus)
-    tokenizer = Path(d.tokenizer) if d.tokenizer else work / "tokenizer"
-    if not d.tokenizer and not _complete(tokenizer, "lmlab-tokenizer"):
+    given = tokenizer or (Path(d.tokenizer) if d.tokenizer else None)
+    tokenizer = given or work / "tokenizer"
+    if given is None and not _complete(tokenizer, "lmlab-tokenizer"):
         over = [f"--max_documents={d.max_documents}"]
         if d.tokenizer_kind == "char":
             over.append("--min_frequency=1")
@@ -175,12 +187,15 @@ def _bytes_per_token(valid, tok, limit: int = 200_000) -> float | None:
     return len(text.encode("utf-8")) / max(1, len(ids))
 
 
+_HEADS = {"clm": "clm", "mlm": "mlm", "denoise": "seq2seq"}
+
+
 def build_model_config(cfg: PretrainConfig, vocab_size: int, pad_id: int | None):
     from lmlab.model.config import preset
 
     fields = dict(cfg.model)
     name = fields.pop("preset")
-    head = {"clm": "clm", "mlm": "mlm", "denoise": "seq2seq"}[cfg.objective]
+    head = _HEADS[cfg.objective]
     fields.setdefault("vocab_size", vocab_size)
     fields.setdefault("pad_token_id", pad_id)
     fields.setdefault("head", head)
@@ -189,11 +204,25 @@ def build_model_config(cfg: PretrainConfig, vocab_size: int, pad_id: int | None)
         model_cfg = preset(name, **fields)
     except ConfigError as e:
         raise ConfigError(f"model: {e}") from None
-    if model_cfg.vocab_size < vocab_size:
-        raise ConfigError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size}")
-    if model_cfg.max_seq_len < cfg.data.block_size:
-        raise ConfigError(f"model.max_seq_len={model_cfg.max_seq_len} < data.block_size={cfg.data.block_size}")
+    _check_fits(model_cfg, cfg, vocab_size, "model")
     return model_cfg
+
+
+def _check_fits(model_cfg, cfg: PretrainConfig, vocab_size: int, where: str) -> None:
+    if model_cfg.vocab_size < vocab_size:
+        raise ConfigError(f"{where}: vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's {vocab_size}")
+    if model_cfg.max_seq_len < cfg.data.block_size:
+        raise ConfigError(f"{where}: max_seq_len={model_cfg.max_seq_len} < data.block_size={cfg.data.block_size}; "
+                          "lower data.block_size")
+
+
+def continued_model(cfg: PretrainConfig, init_dir: Path, tok):
+    """The init model with the objective's head (kept when it already has it)."""
+    from lmlab.tasks.task import model_from_init
+
+    model, fresh = model_from_init(init_dir, {"head": _HEADS[cfg.objective]})
+    _check_fits(model.config, cfg, tok.vocab_size, f"init {cfg.init}")
+    return model, fresh
 
 
 def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: list[str] = ()) -> dict:
@@ -205,15 +234,22 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     from lmlab.train.distributed import teardown
     from lmlab.train.rng import seed_everything
 
+    from lmlab.tasks.task import resolve_init
+
     cfg = load_config(PretrainConfig, config, overrides)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards, tok_dir = prepare_data(cfg, out_dir)
+    init_dir = resolve_init(cfg.init, out_dir)
+    shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
     tok = Tokenizer.load(tok_dir)
-    model_cfg = build_model_config(cfg, tok.vocab_size, tok.pad_id)
-    objective, source, evals, valid = _objective_and_data(cfg, shards, tok, model_cfg)
     seed_everything(cfg.train.seed)
-    model = Transformer(model_cfg)
+    if init_dir is not None:
+        model, fresh = continued_model(cfg, init_dir, tok)
+        model_cfg = model.config
+    else:
+        model_cfg = build_model_config(cfg, tok.vocab_size, tok.pad_id)
+        model, fresh = Transformer(model_cfg), None
+    objective, source, evals, valid = _objective_and_data(cfg, shards, tok, model_cfg)
     vectors = None
     if cfg.init_vectors:  # before the Trainer: a resumed run then overwrites these rows with its checkpoint
         from lmlab.embeddings.initialize import init_model_embeddings
@@ -228,15 +264,17 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
                       identity={"tokenizer": tok.fingerprint, "objective": cfg.objective,
                                 "block_size": cfg.data.block_size, "seed": cfg.train.seed,
                                 "train_tokens": source.shards.num_tokens,
-                                **({"init_vectors": cfg.init_vectors} if cfg.init_vectors else {})})
+                                **({"init_vectors": cfg.init_vectors} if cfg.init_vectors else {}),
+                                **({"init": str(init_dir)} if init_dir else {})})
     summary = trainer.fit()
     if trainer.ctx.is_main:
         save_model(model.cpu(), out_dir / "model", tokenizer_dir=tok_dir, overwrite=True,
                    stage_config=run_config)
         plot = plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png",
-                           f"{cfg.model['preset']} · {cfg.objective}")
+                           f"{cfg.model.get('preset', init_dir)} · {cfg.objective}")
         summary.update(model=str(out_dir / "model"), parameters=sum(p.numel() for p in model.parameters()),
-                       loss_plot=str(plot) if plot else None, **({"vectors": vectors} if vectors else {}))
+                       loss_plot=str(plot) if plot else None, **({"vectors": vectors} if vectors else {}),
+                       **({"init": str(init_dir), "new_tensors": fresh} if init_dir else {}))
         write_json(out_dir / "summary.json", summary)
     teardown(trainer.ctx)
     return summary
