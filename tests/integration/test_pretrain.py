@@ -131,3 +131,13 @@ def test_init_continues_a_model_on_new_text_with_its_tokenizer(tmp_path):
         pretrain(None, str(tmp_path / "d"), [*base, f"--init={tmp_path / 'a' / 'model'}",
                                              f"--data.inputs=[{task_text}]", "--data.text_field=text_a",
                                              "--data.block_size=512"])
+    pretrain(None, str(tmp_path / "char"), [*base, "--model.preset=bert-tiny", "--model.d_model=32",
+                                             "--model.n_heads=2", "--model.n_layers=2", "--model.d_ff=64",
+                                             f"--data.inputs=[{FIXTURE}]", "--data.tokenizer_kind=wordpiece",
+                                             "--data.vocab_size=90"])
+    shards = tmp_path / "a" / "data" / "shards"  # the init model's own shards train on as they are
+    assert pretrain(None, str(tmp_path / "f"), [*base, f"--init={tmp_path / 'a' / 'model'}", "--data.inputs=[]",
+                                                f"--data.shards={shards}"])["steps"] == 1
+    with pytest.raises(ConfigError, match="data.shards.*another tokenizer"):
+        pretrain(None, str(tmp_path / "e"), [*base, f"--init={tmp_path / 'a' / 'model'}", "--data.inputs=[]",
+                                             f"--data.shards={tmp_path / 'char' / 'data' / 'shards'}"])

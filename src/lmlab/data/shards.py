@@ -213,7 +213,7 @@ def shard_corpus(corpus: str | Path | list[str], tokenizer: str | Path, out: str
                 # hard link: partial stays valid until commit
                 os.link(partial / f"{name}{suffix}", w.path / f"{name}{suffix}")
         (w.path / "tokenizer").mkdir()
-        for fname in TOKENIZER_FILES + ("config.yaml",):
+        for fname in TOKENIZER_FILES + ("config.yaml", "manifest.json"):  # a loadable tokenizer artifact
             if (Path(tokenizer) / fname).exists():
                 shutil.copy2(Path(tokenizer) / fname, w.path / "tokenizer" / fname)
         (w.path / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

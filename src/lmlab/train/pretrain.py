@@ -233,7 +233,6 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     from lmlab.train.metrics import plot_losses
     from lmlab.train.distributed import teardown
     from lmlab.train.rng import seed_everything
-
     from lmlab.tasks.task import resolve_init
 
     cfg = load_config(PretrainConfig, config, overrides)
@@ -242,6 +241,9 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     init_dir = resolve_init(cfg.init, out_dir)
     shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
     tok = Tokenizer.load(tok_dir)
+    if init_dir is not None and tok.fingerprint != Tokenizer.load(init_dir / "tokenizer").fingerprint:
+        raise ConfigError(f"data.shards: {cfg.data.shards} were tokenized with another tokenizer than init "
+                          f"{cfg.init}'s; shard the corpus with the init model's tokenizer, or give data.inputs")
     seed_everything(cfg.train.seed)
     if init_dir is not None:
         model, fresh = continued_model(cfg, init_dir, tok)
