@@ -16,6 +16,8 @@ from typing import Iterator
 
 import torch
 
+from lmlab.errors import CheckpointMismatch
+
 
 class WeightEMA:
     def __init__(self, model: torch.nn.Module, decay: float):
@@ -57,8 +59,6 @@ class WeightEMA:
     def load(self, tensors: dict[str, torch.Tensor], updates: int) -> None:
         missing = [n for n in self.names if n not in tensors]
         if missing:
-            from lmlab.errors import CheckpointMismatch
-
             raise CheckpointMismatch(f"the checkpoint has no weight average for {missing[:4]}; it was written "
                                      "without train.ema_decay: resume with the same setting")
         torch._foreach_copy_(self.shadow, [tensors[n].to(s.device, s.dtype) for n, s in zip(self.names, self.shadow)])

@@ -108,10 +108,17 @@ def prepare_data(cfg: PretrainConfig, out: Path, tokenizer: Path | None = None) 
     from lmlab.data.shards import KIND as SHARDS_KIND
     from lmlab.data.shards import shard_corpus
     from lmlab.datasets import data_root
+    from lmlab.tokenizer.tokenizer import Tokenizer
     from lmlab.tokenizer.train import train_tokenizer
 
     d, work = cfg.data, out / "data"
     if d.shards:
+        if tokenizer is not None:
+            made_with = read_manifest(Path(d.shards), SHARDS_KIND)["tokenizer_fingerprint"]
+            if made_with != Tokenizer.load(tokenizer).fingerprint:
+                raise ConfigError(f"data.shards: {d.shards} were tokenized with another tokenizer than init "
+                                  f"{cfg.init}'s; shard the corpus with the init model's tokenizer, or give "
+                                  "data.inputs")
         return Path(d.shards), Path(d.shards) / "tokenizer"
     if d.dataset:
         corpus = dataset_corpus(d.dataset, work / "corpus")
@@ -241,9 +248,6 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     init_dir = resolve_init(cfg.init, out_dir)
     shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
     tok = Tokenizer.load(tok_dir)
-    if init_dir is not None and tok.fingerprint != Tokenizer.load(init_dir / "tokenizer").fingerprint:
-        raise ConfigError(f"data.shards: {cfg.data.shards} were tokenized with another tokenizer than init "
-                          f"{cfg.init}'s; shard the corpus with the init model's tokenizer, or give data.inputs")
     seed_everything(cfg.train.seed)
     if init_dir is not None:
         model, fresh = continued_model(cfg, init_dir, tok)
