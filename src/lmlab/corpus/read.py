@@ -49,7 +49,10 @@ Format = Literal["auto", "text", "jsonl", "json", "csv", "tsv", "parquet"]
 class ReadConfig:
     format: Format = "auto"  # auto: from the extension (.jsonl .json .csv .tsv .parquet, else text)
     doc_per: Literal["line", "block", "file"] = "line"  # text: a document per line / blank-line block / file
-    field: str = "text"  # JSONL/JSON/Parquet key, or CSV/TSV column name (or 0-based index)
+    # JSONL/JSON/Parquet key, or CSV/TSV column name (or 0-based index); in a JSON file also a
+    # dotted path where * walks a list and A-B a part of one: data.*.paragraphs.*.context (the
+    # contexts of a SQuAD-format file), data.0-29.paragraphs.*.context (those of articles 0-29)
+    field: str = "text"
     join_lists: str = "\n"  # joins a field holding a list of strings (chinese-poetry "paragraphs")
     header: bool = True  # CSV/TSV: the first row names the columns
     encoding: Literal["auto", "utf-8", "gb18030", "utf-16"] = "auto"  # auto: BOM, then UTF-8, then GB18030
@@ -363,6 +366,25 @@ def _field_text(value: Any, cfg: ReadConfig) -> str | None:
     return None
 
 
+def _walk(value: Any, path: list[str], where: str) -> Iterator[tuple[str, Any]]:
+    """(position, value) at the end of a dotted `path` in parsed JSON; * takes every list element,
+    A-B the elements A to B (inclusive).
+    A step that does not exist ends in (position, None), counted as a bad row."""
+    if not path:
+        yield where.lstrip("."), value
+        return
+    key, rest = path[0], path[1:]
+    span = re.fullmatch(r"(\d+)-(\d+)", key)
+    if (key == "*" or span) and isinstance(value, list):
+        lo, hi = (int(span.group(1)), int(span.group(2))) if span else (0, len(value) - 1)
+        for i, v in enumerate(value[lo:hi + 1], lo):
+            yield from _walk(v, rest, f"{where}.{i}")
+    elif key != "*" and isinstance(value, dict) and key in value:
+        yield from _walk(value[key], rest, f"{where}.{key}")
+    else:
+        yield f"{where}.{key}".lstrip("."), None
+
+
 def _json_items(stream: IO[bytes], source: str, encoding: str, cfg: ReadConfig, counters: Counters) -> Iterator[Item]:
     data = stream.read(cfg.max_json_bytes + 1)
     if len(data) > cfg.max_json_bytes:
@@ -372,10 +394,11 @@ def _json_items(stream: IO[bytes], source: str, encoding: str, cfg: ReadConfig, 
         obj = json.loads(data.decode(encoding, errors=cfg.errors if cfg.errors != "skip" else "replace"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{source}: not valid JSON ({e})") from None
-    rows = obj if isinstance(obj, list) else [obj]
+    path = cfg.field.split(".") if "." in cfg.field and not (isinstance(obj, dict) and cfg.field in obj) else None
+    rows = list(_walk(obj, path, "")) if path else enumerate(obj if isinstance(obj, list) else [obj])
     batch: list[tuple[str, str]] = []
-    for i, row in enumerate(rows):
-        text = _field_text(row.get(cfg.field) if isinstance(row, dict) else row, cfg)
+    for i, row in rows:
+        text = _field_text(row if path else row.get(cfg.field) if isinstance(row, dict) else row, cfg)
         if text is None:
             if cfg.bad_rows == "fail":
                 raise DataError(f"{source}: element {i} has no string field {cfg.field!r}; "

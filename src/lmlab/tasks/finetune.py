@@ -86,7 +86,7 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
     from lmlab.tasks.task import load_task_tokenizer, model_from_init, resolve_init, train_task_tokenizer
 
     init_dir = resolve_init(init, work)
-    fields = task.model_fields(meta)
+    fields = task.model_fields(meta, cfg.task)
     if init_dir is not None and cfg.task.vectors:
         raise ConfigError(f"task.vectors: word vectors initialise a model trained from scratch; --init {init} "
                           "brings its own embeddings (drop one of the two)")

@@ -9,11 +9,17 @@ or any SQuAD-format JSON file. An answer whose text is not found at its ``answer
 dropped, counted and its question id reported (``data_report`` in the results); a question
 left without answers is dropped.
 
-Features: ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1). A context longer than
+Features: ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1). With
+``task.question_match`` a context token whose word (lowercased; a character in Chinese) also
+occurs in the question gets segment 2 instead of 1: DrQA's exact-match feature (Chen et al.
+2017), which hands a small encoder the question-context alignment it would otherwise have to
+learn from a few thousand questions; the model's segment table grows to 3 rows, the new row
+starting as a copy of the context row, so the init model is unchanged at step 0. A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window that does not hold
-the whole answer points at [CLS] (position 0).
+the whole answer points at [CLS] (position 0); ``task.negative_windows`` < 1 keeps only that
+fraction of them (a fixed choice per question and window), for a shorter epoch over long contexts.
 
 Model: head "span" — start and end logits per token; loss = mean of the two cross-entropies.
 Prediction: over all windows of a question, the best (start, end) with start ≤ end, length ≤
@@ -26,6 +32,7 @@ within its window. Metric: SQuAD EM/F1 (English) or the CMRC2018 character-level
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +81,22 @@ def _article_range(examples, spec: str, rng: str):
     return [e for e in examples if e.title in keep]
 
 
+def _kept(key: str, fraction: float) -> bool:
+    """A fixed pseudo-random `fraction` of keys (the same on every run and process)."""
+    return fraction >= 1 or zlib.crc32(key.encode()) < fraction * 2**32
+
+
+def _words(enc, text: str) -> list[str]:
+    """The lowercased word each token of `enc` belongs to (its pre-tokenizer word: a whole word in
+    English, one character in Chinese)."""
+    spans: dict[int, list[int]] = {}
+    for w, (s, e) in zip(enc.word_ids, enc.offsets):
+        if w is not None:
+            span = spans.setdefault(w, [s, e])
+            span[0], span[1] = min(span[0], s), max(span[1], e)
+    return [text[spans[w][0]:spans[w][1]].lower() if w is not None else "" for w in enc.word_ids]
+
+
 class QuestionAnswering(Task):
     name = "qa"
     head = "span"
@@ -120,10 +143,17 @@ class QuestionAnswering(Task):
                 yield e.context
             yield e.question
 
+    def model_fields(self, meta, cfg):
+        return {"head": self.head, **({"type_vocab_size": 3} if cfg.question_match else {})}
+
     def _windows(self, example, tok, cfg: TaskConfig, training: bool) -> list[dict]:
         q_ids = tok.encode(example.question)[:MAX_QUESTION_TOKENS]
         enc = tok.backend.encode(example.context, add_special_tokens=False)
         ids, offsets = enc.ids, enc.offsets
+        segment = [1] * len(ids)
+        if cfg.question_match:
+            asked = set(_words(tok.backend.encode(example.question, add_special_tokens=False), example.question))
+            segment = [2 if w in asked else 1 for w in _words(enc, example.context)]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
@@ -145,7 +175,7 @@ class QuestionAnswering(Task):
         while True:
             end = min(begin + room, len(ids))
             f = {"input_ids": head + ids[begin:end] + [sep],
-                 "token_type_ids": [0] * len(head) + [1] * (end - begin + 1),
+                 "token_type_ids": [0] * len(head) + segment[begin:end] + [1],
                  "offset": len(head), "begin": begin, "stop": end}  # context tokens [begin, stop)
             if training:
                 inside_window = begin <= span[0] and span[1] < end
@@ -162,7 +192,8 @@ class QuestionAnswering(Task):
             windows = self._windows(e, tok, cfg, training=True)
             if not windows:
                 unaligned.append(e.id)
-            out.extend(windows)
+            out.extend(w for k, w in enumerate(windows)
+                       if w["start"] or _kept(f"{e.id}:{k}", cfg.negative_windows))
         if isinstance(examples, Examples):
             examples.report.update(unaligned_answers=len(unaligned), unaligned_ids=unaligned[:50])
         return out

@@ -105,7 +105,7 @@ class Sentiment(Task):
             raise DataError(f"the training data has a single label {labels}; classification needs at least 2")
         return {"labels": labels}
 
-    def model_fields(self, meta):
+    def model_fields(self, meta, cfg):
         return {"head": "classification", "n_labels": len(meta["labels"])}
 
     def label_ids(self, examples: list[LabeledExample], meta: dict) -> list[int]:

@@ -41,6 +41,8 @@ class TaskConfig:
     label_column: str = ""  # generic files: column of the label / target (default: found by name)
     stride: int = 48  # QA: tokens shared by consecutive windows of a long context
     max_answer_length: int = 30  # QA: longest answer span, tokens
+    negative_windows: float = 1.0  # QA training: fraction kept of the windows that lack the answer
+    question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa.py)
     max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
     num_beams: int = 1  # seq2seq decoding: 1 = greedy
     length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty
@@ -58,6 +60,7 @@ class TaskConfig:
         check(self.epochs >= 0, "task.epochs", "must be >= 0")
         check(self.max_length >= 8, "task.max_length", "must be >= 8")
         check(self.stride >= 0, "task.stride", "must be >= 0")
+        check(0 < self.negative_windows <= 1, "task.negative_windows", "must be in (0, 1]")
         check(self.max_answer_length >= 1, "task.max_answer_length", "must be >= 1")
         check(self.max_target_length >= 2, "task.max_target_length", "must be >= 2")
         check(1 <= self.num_beams <= 64, "task.num_beams", "must be in [1, 64] (1 = greedy)")
@@ -97,7 +100,7 @@ class Task:
     def objective(self, tok, meta: dict, cfg: TaskConfig):
         raise NotImplementedError
 
-    def model_fields(self, meta: dict) -> dict[str, Any]:
+    def model_fields(self, meta: dict, cfg: TaskConfig) -> dict[str, Any]:
         return {"head": self.head}
 
     def recipe(self, pretrained: bool) -> dict[str, Any]:
@@ -300,6 +303,12 @@ def model_from_init(init_dir: Path, fields: dict[str, Any]):
     weights = load_tensors(init_dir / "model.safetensors")
     keep_head = base.head == cfg.head and base.n_labels == cfg.n_labels
     state = {k: v for k, v in weights.items() if keep_head or not k.startswith("head.")}
+    segments = state.get("embed.segments.weight")
+    if segments is not None and 0 < segments.shape[0] < cfg.type_vocab_size:
+        # a task that adds segment types (qa's question_match): new rows copy the last one, the
+        # model's output is unchanged until they train apart
+        extra = segments[-1:].expand(cfg.type_vocab_size - segments.shape[0], -1)
+        state["embed.segments.weight"] = torch.cat([segments, extra])
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
            for k, v in state.items() if k in own and own[k].shape != v.shape]
     unused = sorted(k for k in state if k not in own)

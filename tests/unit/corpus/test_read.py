@@ -136,6 +136,26 @@ def test_json_array_with_list_field(tmp_path):
     assert docs == [("床前明月光，\n疑是地上霜。", f"{p}[0]")] and c.counts["bad_rows"] == 1
 
 
+def test_json_path_reaches_nested_texts(tmp_path):
+    """A SQuAD-format file: data.*.paragraphs.*.context picks every context, data.1-2.… the
+    contexts of articles 1 to 2; a step that does not exist is a counted bad row (or, with
+    bad_rows=fail, an error naming where)."""
+    p = tmp_path / "squad.json"
+    articles = [{"title": f"a{i}", "paragraphs": [{"context": f"c{i}{j}", "qas": []} for j in range(2)]}
+                for i in range(4)]
+    articles[3]["paragraphs"].append({"qas": []})
+    p.write_text(json.dumps({"version": "1.1", "data": articles}), encoding="utf-8")
+    docs, c = read([p], field="data.*.paragraphs.*.context")
+    assert [t for t, _ in docs] == ["c00", "c01", "c10", "c11", "c20", "c21", "c30", "c31"]
+    assert docs[3][1] == f"{p}[data.1.paragraphs.1.context]" and c.counts["bad_rows"] == 1
+    assert texts([p], field="data.1-2.paragraphs.*.context") == ["c10", "c11", "c20", "c21"]
+    with pytest.raises(DataError, match=r"data\.3\.paragraphs\.2\.context"):
+        read([p], field="data.*.paragraphs.*.context", bad_rows="fail")
+    dotted = tmp_path / "dotted.json"  # a key that holds a dot is a key, not a path
+    dotted.write_text(json.dumps({"a.b": "kept"}), encoding="utf-8")
+    assert texts([dotted], field="a.b") == ["kept"]
+
+
 def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

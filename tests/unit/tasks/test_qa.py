@@ -3,8 +3,10 @@
 model learns the fixture."""
 
 import json
+import re
 
 import pytest
+import torch
 
 import lmlab
 from lmlab.errors import ConfigError, DataError
@@ -87,3 +89,80 @@ def test_chinese_qa_end_to_end(tmp_path):
     assert context[out["start"]:out["end"]] == out["answer"] and 0 < out["score"] <= 1
     with pytest.raises(DataError, match="question"):
         qa({"question": "", "context": context})
+
+
+def _asked_words(text: str) -> list[tuple[int, int]]:
+    """Word spans as BERT's pre-tokenizer cuts them: a CJK character, a run of other word
+    characters, or one punctuation mark (written independently of the tokenizer)."""
+    return [m.span() for m in re.finditer(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]", text)]
+
+
+def test_question_match_marks_context_tokens_whose_word_is_in_the_question(data):
+    examples, tok = data
+    plain, matched = TaskConfig(max_length=24, stride=6), TaskConfig(max_length=24, stride=6, question_match=True)
+    assert TASK.model_fields({}, plain) == {"head": "span"}
+    assert TASK.model_fields({}, matched) == {"head": "span", "type_vocab_size": 3}
+    n_matched = 0
+    for e in examples:
+        enc = tok.backend.encode(e.context, add_special_tokens=False)
+        asked = {e.question[s:t].lower() for s, t in _asked_words(e.question)}
+        words = _asked_words(e.context)
+        for a, b in zip(TASK._windows(e, tok, plain, True), TASK._windows(e, tok, matched, True), strict=True):
+            assert a["input_ids"] == b["input_ids"] and (a["start"], a["end"]) == (b["start"], b["end"])
+            assert set(a["token_type_ids"][a["offset"]:]) == {1}
+            assert b["token_type_ids"][:b["offset"]] == [0] * b["offset"] and b["token_type_ids"][-1] == 1
+            for t, segment in zip(range(b["begin"], b["stop"]), b["token_type_ids"][b["offset"]:-1]):
+                s, t_end = enc.offsets[t]
+                word = next(e.context[ws:we] for ws, we in words if ws <= s < we)
+                assert segment == (2 if word.lower() in asked else 1), (e.id, word)
+                n_matched += segment == 2
+    assert n_matched > 0
+
+
+def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
+    from lmlab.model import Transformer, load_model
+    from lmlab.model.config import preset
+    from lmlab.model.pretrained import save_model
+    from lmlab.tasks.task import model_from_init
+
+    torch.manual_seed(0)
+    base = Transformer(preset("bert-tiny", vocab_size=99, d_model=32, n_heads=2, n_layers=2, d_ff=64,
+                              max_seq_len=16, head="span", pooler=False))
+    save_model(base, tmp_path / "m")
+    grown, fresh = model_from_init(tmp_path / "m", {"head": "span", "type_vocab_size": 3})
+    assert grown.config.type_vocab_size == 3 and fresh == []
+    base, grown = load_model(tmp_path / "m").eval(), grown.eval()
+    ids = torch.randint(5, 99, (3, 7))
+    types = torch.tensor([[0, 0, 1, 1, 1, 1, 1]] * 3)
+    as_matched = types.masked_fill(torch.rand(3, 7) < 0.5, 2) * (types > 0)
+    with torch.no_grad():
+        want = base(input_ids=ids, token_type_ids=types).logits
+        got = grown(input_ids=ids, token_type_ids=as_matched).logits
+    torch.testing.assert_close(got, want)
+    assert not torch.equal(types, as_matched)
+
+
+def test_question_match_end_to_end_from_an_init_model(tmp_path):
+    plain = finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), out=str(tmp_path / "a"),
+                     overrides=tiny("--train.max_steps=5", "--task.max_length=32", "--task.stride=8"))
+    s = finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), init=plain["model"],
+                 out=str(tmp_path / "b"), overrides=[o for o in tiny("--train.max_steps=5", "--task.max_length=32",
+                 "--task.stride=8", "--task.question_match=true") if not o.startswith("--model.")])
+    assert s["eval"]["questions"] > 0
+    qa = lmlab.pipeline("qa", s["model"])
+    context = "Heidi was born in Oslo. Trains arrive every hour."
+    out = qa({"question": "Where was Heidi born?", "context": context})
+    assert 0 <= out["start"] <= out["end"] and out["answer"] == context[out["start"]:out["end"]]
+
+
+def test_negative_windows_keeps_every_answer_and_a_fixed_share_of_the_rest(data):
+    examples, tok = data
+    full = TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6))
+    half = TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6, negative_windows=0.5))
+    positives, negatives = [f for f in full if f["start"]], [f for f in full if not f["start"]]
+    assert [f for f in half if f["start"]] == positives
+    kept = [f for f in half if not f["start"]]
+    assert all(f in negatives for f in kept) and 0 < len(kept) < len(negatives)
+    assert half == TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6, negative_windows=0.5))
+    with pytest.raises(ConfigError, match="task.negative_windows"):
+        TaskConfig(negative_windows=0)
