@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lmlab.config import load_config
 from lmlab.train.pretrain import PretrainConfig, build_model_config
@@ -17,7 +18,8 @@ TASK_OF = {"sst2": "sentiment", "chnsenticorp": "sentiment", "cmrc2018": "qa", "
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_recipe_is_valid(recipe):
     cfg = load_config(PretrainConfig, recipe)
-    if cfg.init:
+    if cfg.init or "model" not in yaml.safe_load(recipe.read_text()):  # continues a model (squad-adapt)
+        assert load_config(PretrainConfig, recipe, ["--init=out/en-bert/model"]).init
         return
     model = build_model_config(cfg, vocab_size=cfg.data.vocab_size, pad_id=0)
     assert model.max_seq_len >= cfg.data.block_size

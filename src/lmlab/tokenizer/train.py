@@ -9,12 +9,14 @@ Kinds, all built on Hugging Face ``tokenizers`` (the Rust library, streamed from
   exactly and there is no unknown token.
 * ``wordpiece`` — BERT's WordPiece (Devlin et al. 2019; Wu et al. 2016): BERT's normaliser
   (control characters removed, every CJK ideograph surrounded by spaces as in
-  bert-base-chinese, optional lowercasing with accent stripping), whitespace-and-punctuation
+  bert-base-chinese, optional lowercasing with accent stripping; NFKC before it, see
+  `TokenizerConfig.nfkc`), whitespace-and-punctuation
   pre-tokeniser, ``##`` continuation prefix; writes ``vocab.txt`` in id order for
   ``transformers.BertTokenizer`` and a ``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]`` template.
 * ``unigram`` — the Unigram language model (Kudo 2018) with SentencePiece's ``▁`` metaspace.
-  WordPiece keeps the `limit_alphabet` most frequent characters (default vocab_size // 4, so
-  that merges have room: each character also gets its ``##`` form); rarer ones become [UNK].
+  WordPiece keeps the `limit_alphabet` most frequent characters (by default those covering
+  99.95 % of the text, within [vocab_size // 4, vocab_size // 2], so that merges have room: each
+  character also gets its ``##`` form); rarer ones become [UNK].
   The vocabulary can still slightly exceed `vocab_size`; the real size is reported.
   Training WordPiece or Unigram twice on the same text may give different vocabularies
   (measured: 4 runs on the test fixture, 4 different files each; byte-level BPE gave 1):
@@ -41,6 +43,7 @@ anything else is an additional special token). Files written::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -70,7 +73,12 @@ class TokenizerConfig:
     min_frequency: int = 2
     special_tokens: dict[str, str] = field(default_factory=dict)  # role → token; empty: the kind's defaults
     lowercase: bool = False  # wordpiece only (also strips accents, as BERT uncased)
-    limit_alphabet: int = 0  # wordpiece: most frequent characters kept (0: vocab_size // 4); rarer ones are [UNK]
+    # wordpiece: most frequent characters kept, rarer ones are [UNK]; 0: those covering 99.95 % of the
+    # corpus's characters (SentencePiece's character_coverage for CJK), between vocab_size // 4 and // 2
+    limit_alphabet: int = 0
+    # wordpiece, unigram: NFKC first, as the corpus stage's cleaning does (and SentencePiece), so that
+    # raw text at fine-tuning (full-width ，（０９）, ligatures) meets the vocabulary trained on clean text
+    nfkc: bool = True
     model_max_length: int = 1024  # written to tokenizer_config.json
     split: str = "train"  # which split of a corpus directory to train on
     max_documents: int = 0  # 0: all
@@ -111,8 +119,9 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Any, Any]:
     elif cfg.kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=sp["unk"], continuing_subword_prefix="##",
                                          max_input_chars_per_word=100))
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                    strip_accents=None, lowercase=cfg.lowercase)
+        bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                          lowercase=cfg.lowercase)
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), bert]) if cfg.nfkc else bert
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
@@ -121,6 +130,8 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Any, Any]:
                                             show_progress=False)
     elif cfg.kind == "unigram":
         tok = Tokenizer(models.Unigram())
+        if cfg.nfkc:
+            tok.normalizer = normalizers.NFKC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
         trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=specials,
@@ -178,7 +189,9 @@ def write_hf_files(tok: Any, cfg: TokenizerConfig, directory: Path) -> None:
     if extra:
         special_map["additional_special_tokens"] = extra
     tk_config: dict[str, Any] = {
-        "tokenizer_class": "BertTokenizer" if cfg.kind == "wordpiece" else "PreTrainedTokenizerFast",
+        # transformers' BertTokenizer rebuilds BERT's normaliser from its arguments, dropping NFKC;
+        # the generic fast class runs tokenizer.json as written
+        "tokenizer_class": "BertTokenizer" if cfg.kind == "wordpiece" and not cfg.nfkc else "PreTrainedTokenizerFast",
         "model_max_length": cfg.model_max_length,
         "clean_up_tokenization_spaces": False,
         **special_map,
@@ -198,6 +211,23 @@ def write_hf_files(tok: Any, cfg: TokenizerConfig, directory: Path) -> None:
     meta = {"kind": cfg.kind, "special_tokens": sp, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size()}
     (directory / "lmlab_tokenizer.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                                                     encoding="utf-8")
+
+
+def _covering_alphabet(texts: Iterable[str], vocab_size: int, coverage: float = 0.9995) -> int:
+    """How many of the most frequent characters cover `coverage` of all (non-space) characters,
+    kept between vocab_size // 4 (room for English's merges) and vocab_size // 2 (for Chinese,
+    where every character is a word: a quarter of 8,000 left one context in twelve as [UNK])."""
+    counts: collections.Counter[str] = collections.Counter()
+    for t in texts:
+        counts.update(t)
+    for space in [c for c in counts if c.isspace()]:
+        del counts[space]
+    need, n, seen = coverage * sum(counts.values()), 0, 0
+    for n, (_, k) in enumerate(counts.most_common(), 1):
+        seen += k
+        if seen >= need:
+            break
+    return min(max(n, vocab_size // 4, 1), max(1, vocab_size // 2))
 
 
 def _texts(corpus: str | Path | list[str], cfg: TokenizerConfig, stats: dict[str, int]) -> Iterator[str]:
@@ -239,6 +269,10 @@ def train_tokenizer(corpus: str | Path | list[str], out: str | Path, kind: str |
     if cfg.kind == "char":
         tok = _train_char(texts, cfg)
     else:
+        if cfg.kind == "wordpiece" and not cfg.limit_alphabet:
+            cfg = dataclasses.replace(cfg, limit_alphabet=_covering_alphabet(
+                _texts(corpus, cfg, {"documents": 0, "characters": 0}), cfg.vocab_size))
+            texts = _texts(corpus, cfg, stats)
         tok, trainer = build_untrained(cfg)
         try:
             tok.train_from_iterator(texts, trainer=trainer)

@@ -1,6 +1,7 @@
 """Training, Hugging Face compatibility (identical ids), round trips, special tokens."""
 
 import json
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -42,8 +43,9 @@ def test_wordpiece_vocab_txt_for_bert_tokenizer(trained):
     vocab = (trained["wordpiece"] / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert len(vocab) == tok.vocab_size and all(tok.token_to_id(t) == i for i, t in enumerate(vocab))
     bert = transformers.BertTokenizer(str(trained["wordpiece"] / "vocab.txt"), do_lower_case=False)
-    for text in HARD:
-        assert bert.encode(text) == tok.encode(text, add_special_tokens=True), text
+    for text in HARD:  # vocab.txt alone means BERT's normaliser without NFKC: equal on NFKC-normal text
+        nfkc = unicodedata.normalize("NFKC", text)
+        assert bert.encode(nfkc) == tok.encode(nfkc, add_special_tokens=True) == tok.encode(text, True), text
     ids = tok.encode("我们喜欢月光", add_special_tokens=True)
     assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id
     assert [tok.id_to_token(i) for i in ids[1:-1]] == list("我们喜欢月光")  # one token per CJK character
@@ -56,7 +58,7 @@ def test_special_tokens_come_first_with_roles(trained):
     assert [wp.pad_id, wp.unk_id, wp.cls_id, wp.sep_id, wp.mask_id] == [0, 1, 2, 3, 4]
     assert wp.document_separator_id == wp.sep_id
     cfg = json.loads((trained["wordpiece"] / "tokenizer_config.json").read_text())
-    assert cfg["tokenizer_class"] == "BertTokenizer" and cfg["mask_token"] == "[MASK]"
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and cfg["mask_token"] == "[MASK]"
 
 
 @settings(max_examples=300, deadline=None)
@@ -81,7 +83,7 @@ def test_char_round_trip_and_unknowns(trained):
 def test_unigram_round_trip_on_training_text(trained):
     tok = Tokenizer.load(trained["unigram"])
     for line in FIXTURE.read_text(encoding="utf-8").splitlines()[:30]:
-        assert tok.decode(tok.encode(line)) == line
+        assert tok.decode(tok.encode(line)) == unicodedata.normalize("NFKC", line)  # (TokenizerConfig.nfkc)
 
 
 def test_vocab_size_is_respected(trained):
@@ -119,5 +121,27 @@ def test_uncased_wordpiece_matches_bert_uncased(tmp_path):
     bert = transformers.BertTokenizer(str(tmp_path / "wpl" / "vocab.txt"), do_lower_case=True)
     for text in HARD + ["The OLD Sailor Café naïve ÀÉ"]:
         ids = tok.encode(text, add_special_tokens=True)
-        assert ids == auto.encode(text) == bert.encode(text), text
+        assert ids == auto.encode(text) == bert.encode(unicodedata.normalize("NFKC", text)), text
     assert tok.decode(tok.encode("Café")) == "cafe"  # uncased BERT strips accents
+
+
+def test_wordpiece_meets_raw_text_as_its_clean_training_text(tmp_path):
+    """The corpus stage trains on NFKC text: full-width punctuation and digits at fine-tuning time
+    must not be [UNK] (they were, before the tokenizer applied NFKC itself); offsets still index
+    the raw string. The default alphabet covers a Chinese corpus's characters, not a quarter of
+    the vocabulary."""
+    rare = "".join(chr(0x4E00 + i) for i in range(150))  # 150 distinct characters, each seen 3 times
+    text = "我们喜欢月光, 心里很高兴(1999)。\n" * 10 + (rare + "\n") * 3
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    train_tokenizer(tmp_path / "c.txt", tmp_path / "t", kind="wordpiece", vocab_size=400)
+    tok = Tokenizer.load(tmp_path / "t")
+    raw = "我们喜欢月光，心里很高兴（１９９９）。"
+    enc = tok.backend.encode(raw, add_special_tokens=False)
+    assert tok.unk_id not in enc.ids and enc.ids == tok.encode("我们喜欢月光, 心里很高兴(1999)。")
+    assert [raw[s:e] for s, e in enc.offsets][6:8] == ["，", "心"]
+    assert tok.unk_id not in tok.encode(rare)  # vocab_size // 4 = 100 characters would have cut them
+    distinct = len(set(text) - {" ", "\n"})
+    assert 100 < distinct < 200  # 99.95 % coverage needs them all, within [400 // 4, 400 // 2]
+    assert f"limit_alphabet: {distinct}\n" in (tmp_path / "t" / "config.yaml").read_text()  # resolved, written
+    auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "t"))
+    assert auto.encode(raw, add_special_tokens=False) == enc.ids
