@@ -17,9 +17,11 @@ learn from a few thousand questions; the model's segment table grows to 3 rows, 
 starting as a copy of the context row, so the init model is unchanged at step 0. A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
-are exact for Chinese, where each character is a token. A training window that does not hold
-the whole answer points at [CLS] (position 0); ``task.negative_windows`` < 1 keeps only that
-fraction of them (a fixed choice per question and window), for a shorter epoch over long contexts.
+are exact for Chinese, where each character is a token. A training window is a feature per
+distinct gold answer it holds whole (SQuAD's dev file has up to three answers a question:
+annotators differ on a span's edges); a window that holds none points at [CLS] (position 0),
+and ``task.negative_windows`` < 1 keeps only that fraction of those (a fixed choice per
+question and window), for a shorter epoch over long contexts.
 
 Model: head "span" — start and end logits per token; loss = mean of the two cross-entropies.
 Prediction: over all windows of a question, the best (start, end) with start ≤ end, length ≤
@@ -163,14 +165,14 @@ class QuestionAnswering(Task):
         if cfg.stride >= room:
             raise ConfigError(f"task.stride={cfg.stride} must be smaller than the context room of a window "
                               f"({room} tokens at task.max_length={cfg.max_length}); lower it")
-        span = None
+        spans: list[tuple[int, int]] = []  # token spans of the distinct gold answers
         if training:
-            a = example.answers[0]
-            a_start, a_end = a.start, a.start + len(a.text)
-            inside = [t for t, (s, e) in enumerate(offsets) if e > a_start and s < a_end and e > s]
-            if not inside:
-                return []  # the answer covers no token (e.g. only whitespace): counted by the caller
-            span = (inside[0], inside[-1])
+            for a in dict.fromkeys((a.start, a.start + len(a.text)) for a in example.answers):
+                inside = [t for t, (s, e) in enumerate(offsets) if e > a[0] and s < a[1] and e > s]
+                if inside and (inside[0], inside[-1]) not in spans:
+                    spans.append((inside[0], inside[-1]))
+            if not spans:
+                return []  # no answer covers a token (e.g. only whitespace): counted by the caller
         head = [cls] + q_ids + [sep]
         out, begin, step = [], 0, max(1, room - cfg.stride)
         while True:
@@ -178,11 +180,11 @@ class QuestionAnswering(Task):
             f = {"input_ids": head + ids[begin:end] + [sep],
                  "token_type_ids": [0] * len(head) + segment[begin:end] + [1],
                  "offset": len(head), "begin": begin, "stop": end}  # context tokens [begin, stop)
-            if training:
-                inside_window = begin <= span[0] and span[1] < end
-                f["start"] = span[0] - begin + len(head) if inside_window else 0
-                f["end"] = span[1] - begin + len(head) if inside_window else 0
-            out.append(f)
+            if training:  # a feature per gold span the window holds, else one pointing at [CLS]
+                held = [(s - begin + len(head), e - begin + len(head)) for s, e in spans if begin <= s and e < end]
+                out.extend({**f, "start": s, "end": e} for s, e in held or [(0, 0)])
+            else:
+                out.append(f)
             if end >= len(ids):
                 return out
             begin += step

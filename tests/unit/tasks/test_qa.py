@@ -40,9 +40,10 @@ def test_spans_map_back_to_answers_in_every_window(data):
                 s = w["begin"] + w["start"] - w["offset"]
                 t = w["begin"] + w["end"] - w["offset"]
                 text = e.context[enc.offsets[s][0]:enc.offsets[t][1]]
-                assert text == e.answers[0].text
+                assert text in {a.text for a in e.answers}
         # consecutive windows overlap by the stride
-        for a, b in zip(windows, windows[1:]):
+        distinct = list({w["begin"]: w for w in windows}.values())
+        for a, b in zip(distinct, distinct[1:]):
             assert a["stop"] - b["begin"] == cfg.stride
     assert n_windows > len(examples)  # windowing happened
 
@@ -166,3 +167,17 @@ def test_negative_windows_keeps_every_answer_and_a_fixed_share_of_the_rest(data)
     assert half == TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6, negative_windows=0.5))
     with pytest.raises(ConfigError, match="task.negative_windows"):
         TaskConfig(negative_windows=0)
+
+
+def test_every_distinct_gold_answer_is_a_training_target(data):
+    from lmlab.datasets.qa import Answer, QAExample
+
+    _, tok = data
+    context = "Heidi was born in Oslo in the north. The weather was mild that year."
+    e = QAExample("q", "t", context, "Where was Heidi born?",
+                  [Answer("Oslo", 18), Answer("in Oslo", 15), Answer("Oslo", 18)])  # 2 distinct spans
+    windows = TASK._windows(e, tok, TaskConfig(max_length=64, stride=6), training=True)
+    enc = tok.backend.encode(context, add_special_tokens=False)
+    got = sorted(context[enc.offsets[w["start"] - w["offset"]][0]:enc.offsets[w["end"] - w["offset"]][1]]
+                 for w in windows)
+    assert got == ["Oslo", "in Oslo"] and windows[0]["input_ids"] == windows[1]["input_ids"]
