@@ -10,11 +10,12 @@ dropped, counted and its question id reported (``data_report`` in the results); 
 left without answers is dropped.
 
 Features: ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1). With
-``task.question_match`` a context token whose word (lowercased; a character in Chinese) also
-occurs in the question gets segment 2 instead of 1: DrQA's exact-match feature (Chen et al.
-2017), which hands a small encoder the question-context alignment it would otherwise have to
-learn from a few thousand questions; the model's segment table grows to 3 rows, the new row
-starting as a copy of the context row, so the init model is unchanged at step 0. A context longer than
+``task.question_match`` a context token whose word (lowercased; in Chinese, a character
+together with a neighbour) also occurs in the question gets segment 2 instead of 1: DrQA's
+exact-match feature (Chen et al. 2017), which hands a small encoder the question-context
+alignment it would otherwise have to learn from a few thousand questions. The model's segment
+table grows to 3 rows, the new row starting as a copy of the context row, so that the init
+model is unchanged at step 0. A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window is a feature per
@@ -99,6 +100,23 @@ def _words(enc, text: str) -> list[str]:
     return [text[spans[w][0]:spans[w][1]].lower() if w is not None else "" for w in enc.word_ids]
 
 
+def _matched(context: list[str], question: list[str]) -> list[bool]:
+    """Per context token: does its word occur in the question? A Chinese character is too weak a
+    unit alone (的 and 是 occur everywhere): it matches when it and a neighbouring character form
+    a two-character string that occurs in the question."""
+    asked = set(question)
+    pairs = {a + b for a, b in zip(question, question[1:])}
+    out = []
+    for i, w in enumerate(context):
+        if len(w) == 1 and has_cjk(w):
+            before = context[i - 1] + w if i > 0 else ""
+            after = w + context[i + 1] if i + 1 < len(context) else ""
+            out.append(before in pairs or after in pairs)
+        else:
+            out.append(w in asked)
+    return out
+
+
 class QuestionAnswering(Task):
     name = "qa"
     head = "span"
@@ -155,8 +173,8 @@ class QuestionAnswering(Task):
         ids, offsets = enc.ids, enc.offsets
         segment = [1] * len(ids)
         if cfg.question_match:
-            asked = set(_words(tok.backend.encode(example.question, add_special_tokens=False), example.question))
-            segment = [2 if w in asked else 1 for w in _words(enc, example.context)]
+            asked = _words(tok.backend.encode(example.question, add_special_tokens=False), example.question)
+            segment = [2 if m else 1 for m in _matched(_words(enc, example.context), asked)]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
