@@ -367,9 +367,9 @@ def _field_text(value: Any, cfg: ReadConfig) -> str | None:
 
 
 def _walk(value: Any, path: list[str], where: str) -> Iterator[tuple[str, Any]]:
-    """(position, value) at the end of a dotted `path` in parsed JSON; * takes every list element,
-    A-B the elements A to B (inclusive).
-    A step that does not exist ends in (position, None), counted as a bad row."""
+    """(position, value) at the end of a dotted `path` in parsed JSON: * takes every element of a
+    list, A-B its elements A to B (inclusive); a step that does not exist ends in
+    (position, None), which the caller counts as a bad row."""
     if not path:
         yield where.lstrip("."), value
         return
