@@ -194,3 +194,28 @@ def test_bert_tokenizer_and_model_load_from_an_exported_directory(tmp_path):
                      token_type_ids=inputs["token_type_ids"])
     assert (output.last_hidden_state - ours.hidden_states).abs().max() <= 1e-5
     assert (output.pooler_output - ours.pooled).abs().max() <= 1e-5
+
+
+def test_question_match_qa_model_exports_with_three_segments(tmp_path):
+    """QA's question_match grows the segment table to 3 rows: BertForQuestionAnswering loads the
+    export and agrees on inputs that use segment 2."""
+    from lmlab.tasks.task import model_from_init
+
+    save_model(Transformer(preset("bert-tiny", vocab_size=V, d_model=36, n_heads=3, n_layers=2, d_ff=44,
+                                  max_seq_len=32, head="span", pooler=False, dropout=0.0, attn_dropout=0.0)),
+               tmp_path / "base")
+    model, _ = model_from_init(tmp_path / "base", {"head": "span", "type_vocab_size": 3})
+    with torch.no_grad():
+        model.embed.segments.weight[2] += 0.5  # as after training: the new row apart from the others
+    save_model(model, tmp_path / "qa")
+    export_hf(tmp_path / "qa", tmp_path / "hf")
+    hf = transformers.BertForQuestionAnswering.from_pretrained(tmp_path / "hf", use_safetensors=True).eval()
+    ids, mask = batch()
+    types = torch.tensor([[0, 0, 1, 2, 2, 1, 2]] * B)
+    with torch.no_grad():
+        ours = load_model(tmp_path / "qa").eval()(ids, attention_mask=mask, token_type_ids=types).logits
+        out = hf(ids, attention_mask=mask, token_type_ids=types)
+    rows = mask.bool().all(-1)
+    assert hf.config.type_vocab_size == 3
+    torch.testing.assert_close(torch.stack([out.start_logits, out.end_logits], -1)[rows], ours[rows],
+                               atol=1e-5, rtol=1e-5)
