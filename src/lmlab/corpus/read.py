@@ -394,11 +394,14 @@ def _json_items(stream: IO[bytes], source: str, encoding: str, cfg: ReadConfig, 
         obj = json.loads(data.decode(encoding, errors=cfg.errors if cfg.errors != "skip" else "replace"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{source}: not valid JSON ({e})") from None
-    path = cfg.field.split(".") if "." in cfg.field and not (isinstance(obj, dict) and cfg.field in obj) else None
-    rows = list(_walk(obj, path, "")) if path else enumerate(obj if isinstance(obj, list) else [obj])
+    if "." in cfg.field and not (isinstance(obj, dict) and cfg.field in obj):
+        values = _walk(obj, cfg.field.split("."), "")  # (position, value) along a path into the document
+    else:
+        values = ((i, row.get(cfg.field) if isinstance(row, dict) else row)
+                  for i, row in enumerate(obj if isinstance(obj, list) else [obj]))
     batch: list[tuple[str, str]] = []
-    for i, row in rows:
-        text = _field_text(row if path else row.get(cfg.field) if isinstance(row, dict) else row, cfg)
+    for i, value in values:
+        text = _field_text(value, cfg)
         if text is None:
             if cfg.bad_rows == "fail":
                 raise DataError(f"{source}: element {i} has no string field {cfg.field!r}; "

@@ -168,13 +168,14 @@ class QuestionAnswering(Task):
         return {"head": self.head, **({"type_vocab_size": 3} if cfg.question_match else {})}
 
     def _windows(self, example, tok, cfg: TaskConfig, training: bool) -> list[dict]:
-        q_ids = tok.encode(example.question)[:MAX_QUESTION_TOKENS]
+        q_enc = tok.backend.encode(example.question, add_special_tokens=False)
+        q_ids = q_enc.ids[:MAX_QUESTION_TOKENS]
         enc = tok.backend.encode(example.context, add_special_tokens=False)
         ids, offsets = enc.ids, enc.offsets
         segment = [1] * len(ids)
         if cfg.question_match:
-            asked = _words(tok.backend.encode(example.question, add_special_tokens=False), example.question)
-            segment = [2 if m else 1 for m in _matched(_words(enc, example.context), asked)]
+            matched = _matched(_words(enc, example.context), _words(q_enc, example.question))
+            segment = [2 if m else 1 for m in matched]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
