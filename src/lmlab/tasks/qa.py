@@ -202,8 +202,8 @@ class QuestionAnswering(Task):
             if training:  # a feature per gold span the window holds, else one pointing at [CLS]
                 held = [(s - begin + len(head), e - begin + len(head)) for s, e in spans if begin <= s and e < end]
                 out.extend({**f, "start": s, "end": e} for s, e in held or [(0, 0)])
-            else:
-                out.append(f)
+            else:  # prediction maps tokens back to characters (one list shared by the windows)
+                out.append({**f, "offsets": offsets})
             if end >= len(ids):
                 return out
             begin += step
@@ -226,16 +226,13 @@ class QuestionAnswering(Task):
     @torch.no_grad()
     def _answer(self, model, tok, cfg: TaskConfig, examples: list) -> list[dict]:
         model.eval()
-        windows = []  # (example index, feature, char offsets)
-        for i, e in enumerate(examples):
-            enc = tok.backend.encode(e.context, add_special_tokens=False)
-            for f in self._windows(e, tok, cfg, training=False):
-                windows.append((i, f, enc.offsets))
+        windows = [(i, f) for i, e in enumerate(examples) for f in self._windows(e, tok, cfg, training=False)]
         best: list[dict | None] = [None] * len(examples)
         for chunk in in_batches(windows, cfg.predict_batch_size):
-            logits = model(**to_model(model, encoder_inputs([f for _, f, _ in chunk], pad_id_of(tok), 2))).logits
+            logits = model(**to_model(model, encoder_inputs([f for _, f in chunk], pad_id_of(tok), 2))).logits
             logits = logits.float().cpu()  # [B, T, 2]
-            for (i, f, offsets), lg in zip(chunk, logits):
+            for (i, f), lg in zip(chunk, logits):
+                offsets = f["offsets"]
                 lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
                 start, end = lg[lo:hi, 0], lg[lo:hi, 1]
                 p_start, p_end = torch.softmax(start, 0), torch.softmax(end, 0)
