@@ -214,9 +214,11 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
 
     s = stage("bert")
     bert_steps = steps or 300
+    # Muon: with AdamW, one WordPiece draw in three left the BERT on the masked-LM unigram plateau
+    # and the classifier predicting the majority class (BENCHMARKS.md, "Quickstart")
     bert = pretrain(None, str(out_dir / "bert"), [
         "--objective=mlm", "--model.preset=bert-tiny", f"--data.tokenizer={out_dir / 'tokenizer-wordpiece'}",
-        "--whole_word_masking=wordpiece", f"--train.max_steps={bert_steps}",
+        "--whole_word_masking=wordpiece", "--optim.name=muon", f"--train.max_steps={bert_steps}",
         f"--train.eval_every_steps={bert_steps // 2}", f"--train.save_every_steps={bert_steps}", *common])
     done(s, **{k: bert.get(k) for k in ("parameters", "val_loss", "tokens_per_s")})
 
