@@ -130,6 +130,28 @@ def word_vectors(corpus: Path, out: Path) -> dict:
     return {"vocabulary": stats["vocab_size"], "neighbours": neighbours}
 
 
+def _small_model(corpus: Path) -> list[str]:
+    """The settings the GPT and BERT stages share: 4 layers of width 128, blocks of 128 tokens."""
+    return ["--train.progress=false", "--train.eval_batches=20", "--train.log_every_steps=25",
+            "--data.block_size=128", f"--data.corpus={corpus}", "--data.dataset=null", "--train.batch_size=16",
+            "--model.d_model=128", "--model.n_heads=4", "--model.n_layers=4", "--model.d_ff=512",
+            "--model.dropout=0.0", "--model.attn_dropout=0.0", "--optim.lr=2e-3", "--optim.warmup_steps=50"]
+
+
+def bert_stage(out_dir: Path, corpus: Path, tokenizer: Path, steps: int = 0, optim: str = "muon",
+               extra: list[str] = ()) -> dict:
+    """Masked-LM pretraining of the small BERT into OUT/bert. Muon, because with AdamW one
+    WordPiece draw in three left it on the masked-LM unigram plateau and the classifier at the
+    majority class (BENCHMARKS.md, "Quickstart"; benchmarks/bench_quickstart.py)."""
+    from lmlab.train.pretrain import pretrain
+
+    steps = steps or 300
+    return pretrain(None, str(out_dir / "bert"), [
+        "--objective=mlm", "--model.preset=bert-tiny", f"--data.tokenizer={tokenizer}",
+        "--whole_word_masking=wordpiece", f"--optim.name={optim}", f"--train.max_steps={steps}",
+        f"--train.eval_every_steps={steps // 2}", f"--train.save_every_steps={steps}", *_small_model(corpus), *extra])
+
+
 def classifier(out_dir: Path, steps: int = 0) -> dict:
     """Fine-tune the pretrained BERT to tell class docstrings from function docstrings."""
     from lmlab.tasks.finetune import finetune
@@ -199,27 +221,17 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
     done(s, **word_vectors(corpus, out_dir / "vectors"))
 
     s = stage("gpt")
-    common = ["--train.progress=false", "--train.eval_batches=20", "--train.log_every_steps=25",
-              "--data.block_size=128", f"--data.corpus={corpus}", "--data.dataset=null", "--train.batch_size=16",
-              "--model.d_model=128", "--model.n_heads=4", "--model.n_layers=4", "--model.d_ff=512",
-              "--model.dropout=0.0", "--model.attn_dropout=0.0", "--optim.lr=2e-3", "--optim.warmup_steps=50"]
     gpt_steps = steps or 500
     gpt = pretrain(None, str(out_dir / "gpt"), [
         "--objective=clm", "--model.preset=gpt2-tiny", f"--data.tokenizer={out_dir / 'tokenizer-bpe'}",
         f"--train.max_steps={gpt_steps}", f"--train.eval_every_steps={gpt_steps // 3}",
-        f"--train.save_every_steps={gpt_steps}", *common])
+        f"--train.save_every_steps={gpt_steps}", *_small_model(corpus)])
     prompt = "Return the"
     done(s, **{k: gpt.get(k) for k in ("parameters", "val_loss", "val_perplexity", "tokens_per_s")},
          sample=_sample(out_dir / "gpt" / "model", prompt))
 
     s = stage("bert")
-    bert_steps = steps or 300
-    # Muon: with AdamW, one WordPiece draw in three left the BERT on the masked-LM unigram plateau
-    # and the classifier predicting the majority class (BENCHMARKS.md, "Quickstart")
-    bert = pretrain(None, str(out_dir / "bert"), [
-        "--objective=mlm", "--model.preset=bert-tiny", f"--data.tokenizer={out_dir / 'tokenizer-wordpiece'}",
-        "--whole_word_masking=wordpiece", "--optim.name=muon", f"--train.max_steps={bert_steps}",
-        f"--train.eval_every_steps={bert_steps // 2}", f"--train.save_every_steps={bert_steps}", *common])
+    bert = bert_stage(out_dir, corpus, out_dir / "tokenizer-wordpiece", steps)
     done(s, **{k: bert.get(k) for k in ("parameters", "val_loss", "tokens_per_s")})
 
     s = stage("classifier")
