@@ -54,7 +54,7 @@ def main() -> None:
             for f in raw.glob("class_or_function-*.jsonl"):
                 shutil.copy(f, run / "raw" / f.name)
             torch.manual_seed(0)  # as the quickstart: only the vocabulary differs between draws
-            bert = bert_stage(run, root / "corpus", tok, a.steps, optim, [f"--train.threads={a.threads}"])
+            bert = bert_stage(run, root / "corpus", tok, a.steps, optim, (f"--train.threads={a.threads}",))
             c = classifier(run, a.steps)
             print(json.dumps({"draw": d, "vocabulary": vocab, "optim": optim,
                               "bert_val_loss": round(bert["val_loss"], 3), "accuracy": round(c["accuracy"], 4),

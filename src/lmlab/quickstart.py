@@ -139,7 +139,7 @@ def _small_model(corpus: Path) -> list[str]:
 
 
 def bert_stage(out_dir: Path, corpus: Path, tokenizer: Path, steps: int = 0, optim: str = "muon",
-               extra: list[str] = ()) -> dict:
+               extra: tuple[str, ...] = ()) -> dict:
     """Masked-LM pretraining of the small BERT into OUT/bert. Muon, because with AdamW one
     WordPiece draw in three left it on the masked-LM unigram plateau and the classifier at the
     majority class (BENCHMARKS.md, "Quickstart"; benchmarks/bench_quickstart.py)."""
