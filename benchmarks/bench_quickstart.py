@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lmlab.corpus.pipeline import clean_corpus
-from lmlab.quickstart import bert_stage, classifier, stdlib_docstrings
-from lmlab.tokenizer.train import train_tokenizer
+from lmlab.quickstart import bert_stage, builtin_corpus, classifier, wordpiece
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,25 +35,19 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     root = Path(a.out)
-    raw = root / "raw"
     if not (root / "corpus").exists():
-        raw.mkdir(parents=True, exist_ok=True)
-        stdlib_docstrings(raw / "stdlib_docstrings.jsonl", raw / "class_or_function.jsonl")
-        clean_corpus([raw / "stdlib_docstrings.jsonl"], root / "corpus", overrides=["--split.valid=0.05"])
+        builtin_corpus(root)
     for d in range(a.draws):
         tok = root / f"tokenizer-{d}"
         if not tok.exists():
-            train_tokenizer(root / "corpus", tok, kind="wordpiece", vocab_size=4000, overrides=["--lowercase=true"])
+            wordpiece(root / "corpus", tok)
         vocab = hashlib.sha256((tok / "tokenizer.json").read_bytes()).hexdigest()[:8]
         for optim in a.optims.split(","):
             run = root / f"draw{d}-{optim}"
             shutil.rmtree(run, ignore_errors=True)
-            (run / "raw").mkdir(parents=True)
-            for f in raw.glob("class_or_function-*.jsonl"):
-                shutil.copy(f, run / "raw" / f.name)
             torch.manual_seed(0)  # as the quickstart: only the vocabulary differs between draws
             bert = bert_stage(run, root / "corpus", tok, a.steps, optim, (f"--train.threads={a.threads}",))
-            c = classifier(run, a.steps)
+            c = classifier(run, a.steps, root / "raw")
             print(json.dumps({"draw": d, "vocabulary": vocab, "optim": optim,
                               "bert_val_loss": round(bert["val_loss"], 3), "accuracy": round(c["accuracy"], 4),
                               "f1_macro": round(c["f1_macro"], 4)}), flush=True)

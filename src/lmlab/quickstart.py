@@ -130,6 +130,25 @@ def word_vectors(corpus: Path, out: Path) -> dict:
     return {"vocabulary": stats["vocab_size"], "neighbours": neighbours}
 
 
+def builtin_corpus(out_dir: Path) -> dict:
+    """The standard library's docstrings into OUT/raw (with the labelled class/function split),
+    cleaned into OUT/corpus."""
+    from lmlab.corpus.pipeline import clean_corpus
+
+    raw = out_dir / "raw" / "stdlib_docstrings.jsonl"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    src = stdlib_docstrings(raw, out_dir / "raw" / "class_or_function.jsonl")
+    summary = clean_corpus([raw], out_dir / "corpus", overrides=["--split.valid=0.05"])
+    return {**src, "cleaned": summary.get("documents_out", summary.get("documents"))}
+
+
+def wordpiece(corpus: Path, out: Path) -> dict:
+    """The BERT's uncased WordPiece vocabulary of 4,000 tokens."""
+    from lmlab.tokenizer.train import train_tokenizer
+
+    return train_tokenizer(corpus, out, kind="wordpiece", vocab_size=4000, overrides=["--lowercase=true"])
+
+
 def _small_model(corpus: Path) -> list[str]:
     """The settings the GPT and BERT stages share: 4 layers of width 128, blocks of 128 tokens."""
     return ["--train.progress=false", "--train.eval_batches=20", "--train.log_every_steps=25",
@@ -152,11 +171,12 @@ def bert_stage(out_dir: Path, corpus: Path, tokenizer: Path, steps: int = 0, opt
         f"--train.eval_every_steps={steps // 2}", f"--train.save_every_steps={steps}", *_small_model(corpus), *extra])
 
 
-def classifier(out_dir: Path, steps: int = 0) -> dict:
-    """Fine-tune the pretrained BERT to tell class docstrings from function docstrings."""
+def classifier(out_dir: Path, steps: int = 0, raw: Path | None = None) -> dict:
+    """Fine-tune the pretrained BERT to tell class docstrings from function docstrings (the
+    labelled files in `raw`, default OUT/raw)."""
     from lmlab.tasks.finetune import finetune
 
-    raw = out_dir / "raw"
+    raw = raw or out_dir / "raw"
     summary = finetune("sentiment", str(raw / "class_or_function-train.jsonl"),
                        str(raw / "class_or_function-dev.jsonl"), init=str(out_dir / "bert" / "model"),
                        out=str(out_dir / "classifier"),
@@ -171,7 +191,6 @@ def classifier(out_dir: Path, steps: int = 0) -> dict:
 def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: bool = False,
                steps: int = 0) -> str:
     """Run every stage into `out`; returns the report (also written to OUT/report.md)."""
-    from lmlab.corpus.pipeline import clean_corpus
     from lmlab.errors import ArtifactError
     from lmlab.tokenizer.train import train_tokenizer
     from lmlab.train.pretrain import pretrain
@@ -204,17 +223,12 @@ def quickstart(out: str = "out/quickstart", data: str | None = None, overwrite: 
         corpus = dataset_corpus(data, out_dir / "corpus")
         done(s, source=data)
     else:
-        raw = out_dir / "raw" / "stdlib_docstrings.jsonl"
-        raw.parent.mkdir()
-        src = stdlib_docstrings(raw, out_dir / "raw" / "class_or_function.jsonl")
         corpus = out_dir / "corpus"
-        summary = clean_corpus([raw], corpus, overrides=["--split.valid=0.05"])
-        done(s, **src, cleaned=summary.get("documents_out", summary.get("documents")))
+        done(s, **builtin_corpus(out_dir))
 
     s = stage("tokenizers")
     bpe = train_tokenizer(corpus, out_dir / "tokenizer-bpe", kind="bpe", vocab_size=4000)
-    wp = train_tokenizer(corpus, out_dir / "tokenizer-wordpiece", kind="wordpiece", vocab_size=4000,
-                         overrides=["--lowercase=true"])
+    wp = wordpiece(corpus, out_dir / "tokenizer-wordpiece")
     done(s, bpe_vocab=bpe.get("vocab_size"), wordpiece_vocab=wp.get("vocab_size"))
 
     s = stage("word vectors")
