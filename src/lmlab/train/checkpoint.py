@@ -175,9 +175,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     check_state(config, weights, str(path), expected=model.state_dict())  # the model as built: LoRA layers included
     state = read_json(path / "state.json")
     tensors = load_tensors(path / "optimizer.safetensors")
+    # strict=False: a parameter the objective never reaches (a BERT's pooler under masked LM) has
+    # no optimizer state, which strict loading refuses; the weights were checked whole just above.
     set_state_dict(model, optimizer, model_state_dict=weights,
                    optim_state_dict=_unflatten_optimizer(tensors, state["optimizer"]),
-                   options=StateDictOptions(full_state_dict=True))
+                   options=StateDictOptions(full_state_dict=True, strict=False))
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     rng.restore(state["rng"], tensors)

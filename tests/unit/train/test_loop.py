@@ -68,6 +68,23 @@ def test_resume_with_muon_is_bitwise_exact(tmp_path):
     assert all(torch.equal(a[i][k], b[i][k]) for i in a for k in a[i])
 
 
+@pytest.mark.parametrize("optim", ["adamw", "muon"])
+def test_resume_with_a_parameter_that_never_gets_a_gradient(tmp_path, optim):
+    """A BERT's pooler gets no gradient under masked LM, so the optimizer keeps no state for it;
+    torch's set_state_dict refuses such a checkpoint unless told that this is expected."""
+    def model(seed=0):
+        m = tiny_model(seed=seed)
+        m.unused = torch.nn.Linear(5, 3)  # in the state dict, never in the loss
+        return m
+    ref = make_trainer(tmp_path / "ref", model=model(), optim={"name": optim})
+    ref.fit()
+    assert stop_after(make_trainer(tmp_path / "run", model=model(), optim={"name": optim}), 6).fit()["steps"] == 6
+    second = make_trainer(tmp_path / "run", model=model(seed=123), optim={"name": optim})
+    second.fit()
+    assert losses(tmp_path / "run") == losses(tmp_path / "ref")
+    assert all(torch.equal(a, b) for a, b in zip(params(ref.model).values(), params(second.model).values()))
+
+
 def test_grad_accumulation_is_token_weighted(tmp_path, figure):
     """Two micro-batches of 3 (with unequal target counts) give the gradient of one batch of 6."""
     class Half(RandomTokens):
