@@ -14,7 +14,7 @@ from lmlab.model import Transformer, preset
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.lora import LoRAConfig, LoRALinear, apply_lora, merge_lora
 
-from .conftest import FIX, tiny
+from .conftest import FIX, preempted_at, tiny
 
 
 def _model():
@@ -83,17 +83,10 @@ def test_lora_run_resumes_exactly(tmp_path, monkeypatch):
     # deterministic in `tokenizers` (hash-map order breaks frequency ties: huggingface/tokenizers
     # #1794), and what is tested here is the resume, given the run's own tokenizer.
     shutil.copytree(tmp_path / "ref" / "work" / "tokenizer", tmp_path / "run" / "work" / "tokenizer")
-    original = Trainer.train_step
-
-    def preempt_at_4(self):
-        out = original(self)
-        if self.step + 1 == 4:
-            self._stop_requested = True  # as SIGTERM does: checkpoint after this step, exit
-        return out
-    monkeypatch.setattr(Trainer, "train_step", preempt_at_4)
-    s = run(tmp_path / "run")
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_step", preempted_at(4))
+        s = run(tmp_path / "run")
     assert s["preempted"] and s["steps"] == 4
-    monkeypatch.setattr(Trainer, "train_step", original)
     with pytest.raises(CheckpointMismatch, match=r"lora\.rank: 4 there, 8 here"):  # before any tensor is read
         run(tmp_path / "run", rank=8)
     s = run(tmp_path / "run")

@@ -4,7 +4,6 @@ model learns the fixture."""
 
 import json
 import re
-import shutil
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from lmlab.tasks.finetune import finetune
 from lmlab.tasks.qa import TASK
 from lmlab.tasks.task import TaskConfig, train_task_tokenizer
 
-from .conftest import FIX, tiny
+from .conftest import FIX, assert_resumes_to_the_same_weights, tiny
 
 
 @pytest.fixture(scope="module", params=["qa_zh_train.json", "qa_en_train.json"])
@@ -189,26 +188,8 @@ def test_every_distinct_gold_answer_is_a_training_target(data):
 def test_preempted_qa_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     """The span head reads the tokens, not the pooler, so the pooler has no optimizer state;
     a preempted run still resumes, to the weights of an uninterrupted one."""
-    from lmlab.artifacts import load_tensors
-    from lmlab.train.loop import Trainer
-
     def run(out):
         return finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), out=str(out),
                         overrides=tiny("--train.max_steps=8", "--train.eval_every_steps=4", "--task.max_length=32",
                                        "--task.stride=8", "--model.dropout=0.0"))
-    original = Trainer.train_step
-
-    def preempt_at_3(self):
-        out = original(self)
-        if self.step + 1 == 3:
-            self._stop_requested = True  # as SIGTERM does
-        return out
-    run(tmp_path / "ref")
-    # one tokenizer for both: WordPiece training is not deterministic (see test_lora)
-    shutil.copytree(tmp_path / "ref" / "work" / "tokenizer", tmp_path / "r" / "work" / "tokenizer")
-    monkeypatch.setattr(Trainer, "train_step", preempt_at_3)
-    assert run(tmp_path / "r")["preempted"]
-    monkeypatch.setattr(Trainer, "train_step", original)
-    assert run(tmp_path / "r")["steps"] == 8
-    a, b = (load_tensors(tmp_path / d / "model" / "model.safetensors") for d in ("ref", "r"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_to_the_same_weights(run, tmp_path, monkeypatch, stop_at=3)

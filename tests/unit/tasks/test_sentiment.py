@@ -14,7 +14,7 @@ from lmlab.tasks.evaluate import evaluate_task
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.pipeline import predict_command
 
-from .conftest import FIX, tiny
+from .conftest import FIX, preempted_at, tiny
 
 
 def test_from_scratch_learns_and_writes_everything(sentiment_model):
@@ -129,19 +129,12 @@ def test_resume_continues_the_run(tmp_path):
 def test_preempted_run_writes_no_final_model_then_resumes(tmp_path, monkeypatch):
     from lmlab.train.loop import Trainer
 
-    original = Trainer.train_step
-
-    def preempt_at_5(self):
-        out = original(self)
-        if self.step + 1 == 5:
-            self._stop_requested = True  # as SIGTERM does
-        return out
-    monkeypatch.setattr(Trainer, "train_step", preempt_at_5)
     args = dict(train=str(FIX / "sentiment_train.csv"), eval=str(FIX / "sentiment_dev.csv"), out=str(tmp_path / "r"),
                 overrides=tiny("--train.max_steps=10", "--train.eval_every_steps=5"))
-    s = finetune("sentiment", **args)
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_step", preempted_at(5))
+        s = finetune("sentiment", **args)
     assert s["preempted"] and s["steps"] == 5 and not (tmp_path / "r" / "model").exists()
-    monkeypatch.setattr(Trainer, "train_step", original)
     s = finetune("sentiment", **args)
     assert s["steps"] == 10 and (tmp_path / "r" / "model" / "task.json").exists()
 

@@ -14,7 +14,7 @@ from lmlab.tasks.summarization import TASK as SUMM
 from lmlab.tasks.task import TaskConfig, train_task_tokenizer
 from lmlab.tasks.translation import TASK as MT
 
-from .conftest import FIX, tiny
+from .conftest import FIX, assert_resumes_to_the_same_weights, tiny
 
 SEQ = ["--model.d_model=64", "--model.d_ff=128", "--model.dropout=0", "--optim.lr=2e-3",
        "--optim.warmup_steps=30", "--task.vocab_size=300", "--task.max_length=48", "--task.max_target_length=24"]
@@ -132,28 +132,9 @@ def test_chinese_summaries_learn(tmp_path):
 
 
 def test_preempted_translation_run_resumes_to_the_same_model(tmp_path, monkeypatch):
-    import shutil
-
-    from lmlab.artifacts import load_tensors
-    from lmlab.train.loop import Trainer
-
     files = lambda split: f"{FIX / f'mt_{split}.en'},{FIX / f'mt_{split}.de'}"  # noqa: E731
 
     def run(out):
         return finetune("translation", files("train"), files("dev"), out=str(out),
                         overrides=tiny(*SEQ, "--train.max_steps=6", "--train.eval_every_steps=3"))
-    original = Trainer.train_step
-
-    def preempt_at_4(self):
-        out = original(self)
-        if self.step + 1 == 4:
-            self._stop_requested = True  # as SIGTERM does
-        return out
-    run(tmp_path / "ref")
-    shutil.copytree(tmp_path / "ref" / "work" / "tokenizer", tmp_path / "r" / "work" / "tokenizer")
-    monkeypatch.setattr(Trainer, "train_step", preempt_at_4)
-    assert run(tmp_path / "r")["preempted"]
-    monkeypatch.setattr(Trainer, "train_step", original)
-    assert run(tmp_path / "r")["steps"] == 6
-    a, b = (load_tensors(tmp_path / d / "model" / "model.safetensors") for d in ("ref", "r"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_to_the_same_weights(run, tmp_path, monkeypatch, stop_at=4)
