@@ -9,6 +9,8 @@ fine-tuning, evaluation on the development splits, one table.
 Each benchmark is a chain of CLI calls (printed before it runs, so it can be reproduced by
 hand); a finished stage is reused (the en-bert pretraining is shared by sst2 and squad; a
 task's own pretraining on its training text, chnsenticorp's and cmrc2018's, is not).
+sst2-x3 and squad-x3 fine-tune the recipe with seeds 1337, 1 and 2 (runs sst2-s1337, ...) and
+score the `lmlab ensemble` of the three.
 The data come from $LMLAB_DATA. Results: out/bench-tasks/results.json
 and a Markdown table on stdout, with the wall time of each run.
 """
@@ -38,6 +40,7 @@ class Bench:
     pretrain: str | None = None  # configs/pretrain/NAME.yaml, shared by the benches that name it
     adapt: str | None = None  # configs/pretrain/NAME.yaml on the task's training text, continuing `pretrain`
     extra: tuple[str, ...] = ()  # fine-tuning overrides
+    seeds: tuple[int, ...] = ()  # fine-tune once per seed (run RECIPE-sSEED), then `lmlab ensemble` the runs
 
 
 BENCHES = {
@@ -46,6 +49,10 @@ BENCHES = {
                           adapt="chnsenticorp-self"),
     "cmrc2018": Bench("qa", "cmrc2018:train", "cmrc2018:trial", "cmrc2018", "f1", 55.0, adapt="cmrc2018-self"),
     "squad": Bench("qa", "squad:dev:0-29", "squad:dev:30-37", "squad", "f1", 40.0, pretrain="en-bert"),
+    "sst2-x3": Bench("sentiment", "sst2:train", "sst2:dev", "sst2", "accuracy", 0.86, pretrain="en-bert",
+                     seeds=(1337, 1, 2)),
+    "squad-x3": Bench("qa", "squad:dev:0-29", "squad:dev:30-37", "squad", "f1", 40.0, pretrain="en-bert",
+                      seeds=(1337, 1, 2)),
     "multi30k-en-de": Bench("translation", "multi30k:train", "multi30k:val", "multi30k", "bleu", 28.0,
                             extra=("--task.direction=en-de",)),
     "multi30k-de-en": Bench("translation", "multi30k:train", "multi30k:val", "multi30k", "bleu", 32.0,
@@ -122,10 +129,25 @@ def bench(name: str, short: int, threads: int) -> dict:
             result["adapt_wall_s"] = r["wall_s"]
         init = ["--init", str(ad_out / "model")]
     run_out = OUT / f"{name}{'-short' if short else ''}"
-    r = run(py + ["finetune", b.task, "--train", b.train, "--eval", b.eval, *init, "--out", str(run_out),
-                  "--config", f"configs/finetune/{b.recipe}.yaml", *b.extra, *common, *cap])
-    result.update(finetune_wall_s=r["wall_s"], steps=r.get("steps"), early_stopped=r.get("early_stopped"),
-                  value=(r.get("eval") or {}).get(b.metric))
+    finetune = py + ["finetune", b.task, "--train", b.train, "--eval", b.eval, *init,
+                     "--config", f"configs/finetune/{b.recipe}.yaml", *b.extra, *common, *cap]
+    if b.seeds:
+        members, values, wall = [], [], 0.0
+        for seed in b.seeds:
+            member = OUT / f"{b.recipe}-s{seed}{'-short' if short else ''}"
+            if not (member / "summary.json").exists():
+                wall += run(finetune + ["--out", str(member), f"--train.seed={seed}"])["wall_s"]
+            summary = json.loads((member / "summary.json").read_text())
+            members.append(str(member / "model"))
+            values.append((summary.get("eval") or {}).get(b.metric))
+        run(py + ["ensemble", b.task, *members, "--out", str(run_out / "model"), "--overwrite"])
+        e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", b.eval])
+        result.update(finetune_wall_s=round(wall, 1), members=dict(zip(b.seeds, values)), value=e.get(b.metric),
+                      steps=None)
+    else:
+        r = run(finetune + ["--out", str(run_out)])
+        result.update(finetune_wall_s=r["wall_s"], steps=r.get("steps"), early_stopped=r.get("early_stopped"),
+                      value=(r.get("eval") or {}).get(b.metric))
     if b.task == "translation":
         e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", b.eval, *b.extra, "--task.num_beams=5"])
         result.update(value_beam5=e["bleu"], signature=e["bleu_signature"])

@@ -339,8 +339,8 @@ def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta:
 
 
 def load_task_model(model_dir: str | Path, task_name: str):
-    """(model, tokenizer, meta, TaskConfig) of a task model directory; a directory of another
-    task, or a bare pretrained model, is a clear error."""
+    """(model, tokenizer, meta, TaskConfig) of a task model directory (or of an ensemble of
+    them); a directory of another task, or a bare pretrained model, is a clear error."""
     from lmlab.model import load_model
 
     model_dir = Path(model_dir)
@@ -352,6 +352,10 @@ def load_task_model(model_dir: str | Path, task_name: str):
     if info.get("task") != task_name:
         raise ArtifactError(f"{model_dir}: is a {info.get('task')!r} model, not {task_name!r}; "
                             f"use `lmlab ... {info.get('task')} {model_dir}`")
-    model = load_model(model_dir)
-    tok = load_task_tokenizer(model_dir / "tokenizer")
-    return model, tok, info.get("meta", {}), from_dict(TaskConfig, info.get("config", {}))
+    if "ensemble" in info:  # `lmlab ensemble`: members whose logits are averaged
+        from lmlab.tasks.ensemble import load_ensemble
+
+        model, tok_dir = load_ensemble(model_dir, info)
+    else:
+        model, tok_dir = load_model(model_dir), model_dir / "tokenizer"
+    return model, load_task_tokenizer(tok_dir), info.get("meta", {}), from_dict(TaskConfig, info.get("config", {}))

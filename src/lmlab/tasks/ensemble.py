@@ -1,0 +1,112 @@
+"""`lmlab ensemble TASK MODEL_DIR MODEL_DIR... --out DIR`: several fine-tuned models as one.
+
+    lmlab finetune sentiment ... --out out/sst2-s1 --train.seed=1     (and seeds 2, 3)
+    lmlab ensemble sentiment out/sst2-s1/model out/sst2-s2/model out/sst2-s3/model --out out/sst2-x3/model
+    lmlab evaluate sentiment out/sst2-x3/model --data sst2:dev
+
+The ensemble averages its members' logits: class logits for sentiment, start and end logits of
+each window for QA (then the span search runs once, on the averages). Members are fine-tuning
+runs of one task that read their inputs alike: the same tokenizer (runs from one ``--init``
+share it), the same labels, and the same task fields that shape the inputs (`INPUT_FIELDS`); the
+first member's task config is the ensemble's. Generation tasks (summarization, translation) are
+not ensembled: their decoders would have to be averaged step by step inside the beam search.
+
+The directory is a task model directory that `evaluate`, `predict` and `pipeline` read (not
+`serve`, whose models are single networks):
+
+    DIR/  task.json ("ensemble": ["members/0", ...])  members/0/ (a copy of MODEL_DIR)  ...  manifest.json
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmlab.artifacts import ArtifactWriter, read_json, sha256_file, write_json
+from lmlab.errors import ArtifactError, ConfigError
+from lmlab.model.transformer import ModelOutput
+from lmlab.tasks import get_task
+
+ENSEMBLE_KIND = "lmlab-ensemble"
+ENSEMBLE_TASKS = ("sentiment", "qa")
+# TaskConfig fields that decide what a member's inputs look like; members must agree on them
+INPUT_FIELDS = ("max_length", "stride", "question_match", "lowercase", "truncation")
+
+
+class Ensemble(nn.Module):
+    """Members run on the same inputs; their logits are averaged ([B, n_labels] or [B, T, 2])."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config  # type_vocab_size, n_labels, ... agree across members
+
+    def forward(self, **inputs) -> ModelOutput:
+        outs = [m(**inputs) for m in self.members]
+        logits = torch.stack([o.logits.float() for o in outs]).mean(0)
+        return ModelOutput(hidden_states=outs[0].hidden_states, logits=logits)  # no mean of hidden states
+
+
+def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = False) -> dict:
+    """Copy the members into one task model directory, after checking that they can be averaged."""
+    T = get_task(task)
+    if T.name not in ENSEMBLE_TASKS:
+        raise ConfigError(f"ensemble: {T.name} models cannot be ensembled (only {', '.join(ENSEMBLE_TASKS)}): "
+                          "a generation model's decoder would have to be averaged inside the search")
+    if len(model_dirs) < 2:
+        raise ConfigError("ensemble: give at least two model directories")
+    dirs = [Path(d) for d in model_dirs]
+    infos = [_member_info(d, T.name) for d in dirs]
+    first, first_tok = infos[0], _tokenizer_digest(dirs[0])
+    for d, info in zip(dirs[1:], infos[1:]):
+        if info["meta"] != first["meta"]:
+            raise ConfigError(f"ensemble: {d} has labels {info['meta'].get('labels')}, {dirs[0]} has "
+                              f"{first['meta'].get('labels')}; members must share the label set")
+        differ = [f for f in INPUT_FIELDS if info["config"].get(f) != first["config"].get(f)]
+        if differ:
+            raise ConfigError(f"ensemble: {d} and {dirs[0]} differ in task.{', task.'.join(differ)}; members must "
+                              "read their inputs alike")
+        if _tokenizer_digest(d) != first_tok:
+            raise ConfigError(f"ensemble: {d} and {dirs[0]} have different tokenizers; fine-tune the members "
+                              "from one --init (which carries the tokenizer) to ensemble them")
+    names = [f"members/{i}" for i in range(len(dirs))]
+    stage = {"stage": "ensemble", "task": T.name, "members": [str(d) for d in dirs]}
+    with ArtifactWriter(out, kind=ENSEMBLE_KIND, config=stage, overwrite=overwrite) as w:
+        for d, name in zip(dirs, names):
+            shutil.copytree(d, w.path / name, ignore=shutil.ignore_patterns(".lock"))
+        write_json(w.path / "task.json", {"task": T.name, "meta": first["meta"], "config": first["config"],
+                                          "ensemble": names})
+    return {"out": str(out), "task": T.name, "members": len(dirs)}
+
+
+def load_ensemble(model_dir: Path, info: dict) -> tuple[Ensemble, Path]:
+    """(the Ensemble, its tokenizer directory) of a directory `make_ensemble` wrote."""
+    from lmlab.artifacts import verify
+    from lmlab.model import load_model
+
+    verify(model_dir, kind=ENSEMBLE_KIND, only=["task.json"])
+    members = [load_model(model_dir / name) for name in info["ensemble"]]
+    return Ensemble(members).eval(), model_dir / info["ensemble"][0] / "tokenizer"
+
+
+def _member_info(d: Path, task: str) -> dict:
+    path = d / "task.json"
+    if not path.exists():
+        raise ArtifactError(f"ensemble: {d} is not a fine-tuned task model (no task.json)")
+    info = read_json(path)
+    if info.get("task") != task:
+        raise ArtifactError(f"ensemble: {d} is a {info.get('task')!r} model, not {task!r}")
+    if "ensemble" in info:
+        raise ArtifactError(f"ensemble: {d} is itself an ensemble; list its members instead")
+    if not (d / "model.json").exists() or not (d / "tokenizer").is_dir():
+        raise ArtifactError(f"ensemble: {d} lacks model.json or tokenizer/; is it a complete task model?")
+    return info
+
+
+def _tokenizer_digest(d: Path) -> dict[str, str]:
+    tok = d / "tokenizer"
+    return {p.relative_to(tok).as_posix(): sha256_file(p) for p in sorted(tok.rglob("*"))
+            if p.is_file() and p.name not in ("manifest.json", "config.yaml")}
