@@ -150,7 +150,7 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
         per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
         cfg.train.max_steps = max(1, math.ceil(cfg.task.epochs * len(features) / per_step))
     objective = T.objective(tok, meta, cfg.task)
-    source = EpochSource(features, cfg.train.batch_size, cfg.train.seed)
+    source = EpochSource(features, cfg.train.batch_size, cfg.train.seed, cfg.task.group_by_length)
     evals = (lambda: in_batches(eval_features, cfg.train.batch_size)) if eval_features else None
     subset = eval_ex[:cfg.task.eval_max_examples] if cfg.task.eval_max_examples else eval_ex
     hook = (lambda: _scalars(T.evaluate(model, tok, meta, cfg.task, subset)[0], "val_")) if eval_ex else None

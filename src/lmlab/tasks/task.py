@@ -55,6 +55,7 @@ class TaskConfig:
     lowercase: bool = False  # that tokenizer: uncased (wordpiece)
     vectors: str = ""  # from scratch: word-vectors directory (`lmlab embed train`) initialising the token embeddings
     truncation: str = "end"  # classification inputs over max_length lose their end, start, or middle (Sun et al. 2019)
+    group_by_length: bool = False  # training batches of similar lengths (less padding; EpochSource)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, "task.epochs", "must be >= 0")
@@ -124,19 +125,32 @@ class Task:
 
 class EpochSource:
     """`batch_at(g)`: micro-batch g of an endless sequence of epochs, each a permutation seeded
-    by (seed, epoch) — a pure function of g, as the loop's exact resume requires."""
+    by (seed, epoch) — a pure function of g, as the loop's exact resume requires.
 
-    def __init__(self, features: list[dict], batch_size: int, seed: int):
+    With `group_by_length` (Hugging Face's `group_by_length`) each run of `MEGA` batches of the
+    permutation is sorted by length, longest first, so that a batch pads its rows to a similar
+    length: the same examples per epoch, a fraction of the padding (SST-2: 3.0× the real tokens
+    in random batches of 32, 1.05× grouped)."""
+
+    MEGA = 50
+
+    def __init__(self, features: list[dict], batch_size: int, seed: int, group_by_length: bool = False):
         if not features:
             raise ConfigError("no training examples")
         self.features, self.batch_size, self.seed = features, batch_size, seed
+        self.lengths = np.array([len(f["input_ids"]) for f in features]) if group_by_length else None
         self._orders: dict[int, np.ndarray] = {}
 
     def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
             if len(self._orders) > 4:
                 self._orders.clear()
-            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.features))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.features))
+            if self.lengths is not None:
+                mega = self.MEGA * self.batch_size
+                order = np.concatenate([run[np.argsort(-self.lengths[run], kind="stable")]
+                                        for run in np.split(order, range(mega, len(order), mega))])
+            self._orders[epoch] = order
         return self._orders[epoch]
 
     def batch_at(self, g: int) -> list[dict]:
