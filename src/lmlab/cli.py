@@ -13,6 +13,7 @@ import argparse
 import importlib
 import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -291,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lmlab ... | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush at exit
+        return 1
     return 0
 
 

@@ -48,3 +48,12 @@ def test_cost_takes_the_optimizer(capsys):
 
     assert main(["cost", "gpt2-tiny", "--device", "a100", "--optimizer", "muon"]) == 0
     assert json.loads(capsys.readouterr().out)["optimizer"] == "muon"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`lmlab ... | head`: the reader goes away before the JSON is printed; no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "model", "info", "gpt2-base"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has imported torch, let alone printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err, err
