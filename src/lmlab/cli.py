@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["overrides"] = overrides
     try:
         _show(fn(**kwargs))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except LmlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
