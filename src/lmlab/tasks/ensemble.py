@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmlab.artifacts import ArtifactWriter, read_json, sha256_file, write_json
+from lmlab.artifacts import ArtifactWriter, read_json, verify, write_json
 from lmlab.errors import ArtifactError, ConfigError
+from lmlab.model import load_model
 from lmlab.model.transformer import ModelOutput
 from lmlab.tasks import get_task
+from lmlab.tasks.task import load_task_tokenizer
 
 ENSEMBLE_KIND = "lmlab-ensemble"
 ENSEMBLE_TASKS = ("sentiment", "qa")
@@ -60,7 +62,7 @@ def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = 
         raise ConfigError("ensemble: give at least two model directories")
     dirs = [Path(d) for d in model_dirs]
     infos = [_member_info(d, T.name) for d in dirs]
-    first, first_tok = infos[0], _tokenizer_digest(dirs[0])
+    first, first_tok = infos[0], _tokenizer_fingerprint(dirs[0])
     for d, info in zip(dirs[1:], infos[1:]):
         if info["meta"] != first["meta"]:
             raise ConfigError(f"ensemble: {d} has labels {info['meta'].get('labels')}, {dirs[0]} has "
@@ -69,7 +71,7 @@ def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = 
         if differ:
             raise ConfigError(f"ensemble: {d} and {dirs[0]} differ in task.{', task.'.join(differ)}; members must "
                               "read their inputs alike")
-        if _tokenizer_digest(d) != first_tok:
+        if _tokenizer_fingerprint(d) != first_tok:
             raise ConfigError(f"ensemble: {d} and {dirs[0]} have different tokenizers; fine-tune the members "
                               "from one --init (which carries the tokenizer) to ensemble them")
     names = [f"members/{i}" for i in range(len(dirs))]
@@ -84,9 +86,6 @@ def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = 
 
 def load_ensemble(model_dir: Path, info: dict) -> tuple[Ensemble, Path]:
     """(the Ensemble, its tokenizer directory) of a directory `make_ensemble` wrote."""
-    from lmlab.artifacts import verify
-    from lmlab.model import load_model
-
     verify(model_dir, kind=ENSEMBLE_KIND, only=["task.json"])
     members = [load_model(model_dir / name) for name in info["ensemble"]]
     return Ensemble(members).eval(), model_dir / info["ensemble"][0] / "tokenizer"
@@ -106,7 +105,5 @@ def _member_info(d: Path, task: str) -> dict:
     return info
 
 
-def _tokenizer_digest(d: Path) -> dict[str, str]:
-    tok = d / "tokenizer"
-    return {p.relative_to(tok).as_posix(): sha256_file(p) for p in sorted(tok.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json", "config.yaml")}
+def _tokenizer_fingerprint(d: Path) -> str:
+    return load_task_tokenizer(d / "tokenizer").fingerprint  # as token shards check theirs
