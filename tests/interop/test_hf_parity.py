@@ -219,3 +219,12 @@ def test_question_match_qa_model_exports_with_three_segments(tmp_path):
     assert hf.config.type_vocab_size == 3
     torch.testing.assert_close(torch.stack([out.start_logits, out.end_logits], -1)[rows], ours[rows],
                                atol=1e-5, rtol=1e-5)
+
+
+def test_a_copy_model_is_refused_by_export_and_nothing_is_written(tmp_path):
+    model = Transformer(preset("transformer-tiny", vocab_size=V, d_model=36, n_heads=3, n_layers=2, d_ff=44,
+                               max_seq_len=32, copy=True))
+    save_model(model, tmp_path / "m")
+    with pytest.raises(ConfigError, match="pointer-generator"):
+        export_hf(tmp_path / "m", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -271,6 +271,8 @@ def family_of(cfg: TransformerConfig) -> str:
             bad.append(f"activation={cfg.activation!r}")
         if family == "marian" and cfg.head not in ("none", "seq2seq"):
             bad.append(f"head={cfg.head!r}")
+        if cfg.copy:
+            bad.append("copy=True (a pointer-generator has no Hugging Face counterpart)")
         if family in ("gpt2", "llama") and cfg.head == "classification":
             bad.append("head='classification' (only BERT classification heads export)")
         if not bad:

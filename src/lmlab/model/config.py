@@ -56,6 +56,7 @@ class TransformerConfig:
     tie_embeddings: bool = True  # output projection shares the token embedding matrix
     lm_head_bias: bool = False  # bias on the vocabulary projection (Marian's final_logits_bias)
     n_labels: int = 2  # classification head outputs
+    copy: bool = False  # seq2seq: pointer-generator, copies source tokens (See et al. 2017; heads.py)
     classifier_dropout: float | None = None  # None = dropout
     pad_token_id: int | None = 0
     attention_impl: Literal["formula", "fused"] = "fused"
@@ -85,6 +86,8 @@ class TransformerConfig:
         }[self.arch]
         check(self.head in heads_for_arch, "head",
               f"{self.head!r} does not fit arch {self.arch!r}; choose one of {sorted(heads_for_arch)}")
+        check(not self.copy or self.head == "seq2seq", "copy",
+              "copying source tokens needs an encoder-decoder with the seq2seq head")
         if self.pad_token_id is not None:
             check(0 <= self.pad_token_id < self.vocab_size, "pad_token_id", "must be a valid token id")
 

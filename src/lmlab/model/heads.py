@@ -6,6 +6,7 @@
 | clm, seq2seq   | GPT, decoders        | E·h (+ b_V) → [B, T, V]                            |
 | classification | sentiment            | W·pooled + b → [B, n_labels]                       |
 | span           | extractive QA        | W·h + b → [B, T, 2] (start, end logits)            |
+| + copy         | seq2seq, `copy`      | log of g·softmax(E·h) + (1 − g)·copy → [B, T, V]   |
 
 E is the token embedding matrix when `tie_embeddings` is set (Press & Wolf 2017): the head
 then owns no copy of it and receives it at call time, so a checkpoint stores it once.
@@ -62,6 +63,37 @@ class LMHead(nn.Module):
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         return self.proj(h, embedding)
+
+
+class PointerGenerator(nn.Module):
+    """The copy mechanism of See et al. 2017 ("Get to the point"), over a seq2seq head's logits:
+
+        a = softmax(W_q·h · (W_k·m)ᵀ / √C)       attention of each target position on the source [B, T, S]
+        c = a·m                                  what it reads there [B, T, C]
+        g = σ(w_g·[h; c] + b_g)                  the chance of generating rather than copying [B, T, 1]
+        p(w) = g·softmax(E·h)(w) + (1 − g)·Σ_{s: x_s = w} a_s
+
+    h: decoder states, m: encoder memory, x: source ids (source and target share one
+    vocabulary). It returns log p, which serves as logits: log-softmax leaves it unchanged, so
+    cross-entropy, greedy and beam decoding need nothing else. A title that repeats the
+    abstract's rare terms no longer needs each one learned as an output word."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.q = nn.Linear(cfg.d_model, cfg.d_model)
+        self.k = nn.Linear(cfg.d_model, cfg.d_model)
+        self.gate = nn.Linear(2 * cfg.d_model, 1)
+
+    def forward(self, logits: torch.Tensor, h: torch.Tensor, memory: torch.Tensor, source_ids: torch.Tensor,
+                source_mask: torch.Tensor | None) -> torch.Tensor:
+        scores = self.q(h) @ self.k(memory).transpose(1, 2) / h.size(-1) ** 0.5  # [B, T, S]
+        if source_mask is not None:
+            scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
+        a = scores.float().softmax(-1)
+        g = torch.sigmoid(self.gate(torch.cat([h, a.to(memory.dtype) @ memory], -1))).float()  # [B, T, 1]
+        p = g * logits.float().softmax(-1)
+        p = p.scatter_add(-1, source_ids[:, None, :].expand(-1, h.size(1), -1), (1 - g) * a)
+        return p.clamp_min(1e-12).log()
 
 
 class ClassificationHead(nn.Module):

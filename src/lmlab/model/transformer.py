@@ -19,7 +19,7 @@ from torch import nn
 
 from lmlab.model.attention import KVCache, causal_mask
 from lmlab.model.config import TransformerConfig
-from lmlab.model.heads import Pooler, VocabProjection, make_head
+from lmlab.model.heads import PointerGenerator, Pooler, VocabProjection, make_head
 from lmlab.model.layers import TransformerLayer, make_norm
 from lmlab.model.loss import IGNORE_INDEX, cross_entropy, linear_cross_entropy
 from lmlab.model.position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
@@ -104,6 +104,7 @@ class Transformer(nn.Module):
             self.decoder = Stack(cfg, cfg.decoder_layers, cross_attention=True)
         self.pooler = Pooler(cfg) if cfg.pooler else None
         self.head = make_head(cfg)
+        self.pointer = PointerGenerator(cfg) if cfg.copy else None
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections into the residual stream by 1/√(2N).
         for name, p in self.named_parameters():
@@ -217,7 +218,11 @@ class Transformer(nn.Module):
                                         need_weights=output_attentions)
             if output_attentions:
                 attentions = (enc_attn or []) + attentions
-        logits, loss = self._head(h, pooled, attention_mask, head_positions, labels)
+        if self.pointer is not None:
+            logits = self.pointer(self.head(h, self.embed.tokens.weight), h, memory, input_ids, attention_mask)
+            loss = None if labels is None else cross_entropy(logits, labels)
+        else:
+            logits, loss = self._head(h, pooled, attention_mask, head_positions, labels)
         return ModelOutput(hidden_states=h, logits=logits, loss=loss, pooled=pooled,
                            memory=memory if cfg.arch == "encoder-decoder" else None,
                            attentions=attentions, cache=cache)

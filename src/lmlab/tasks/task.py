@@ -55,6 +55,7 @@ class TaskConfig:
     predict_batch_size: int = 32  # examples per forward pass in evaluation and prediction
     vocab_size: int = 8000  # tokenizer trained from the training file when there is no --init
     lowercase: bool = False  # that tokenizer: uncased (wordpiece)
+    split_cjk: bool = False  # that tokenizer (bpe): a CJK character per piece, the same tokens in source and target
     vectors: str = ""  # from scratch: word-vectors directory (`lmlab embed train`) initialising the token embeddings
     truncation: str = "end"  # classification inputs over max_length lose their end, start, or middle (Sun et al. 2019)
     group_by_length: bool = False  # training batches of similar lengths (less padding; EpochSource)
@@ -274,6 +275,7 @@ def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: Task
             f.write(" ".join(t.split()) + "\n")  # one document per line
     specials = {"bpe": {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}}.get(task.tokenizer_kind, {})
     tcfg = TokenizerConfig(kind=task.tokenizer_kind, vocab_size=cfg.vocab_size, lowercase=cfg.lowercase,
+                           split_cjk=cfg.split_cjk and task.tokenizer_kind == "bpe",
                            special_tokens=specials, model_max_length=cfg.max_length)
     train_tokenizer([str(corpus)], work / "tokenizer", config=tcfg, overwrite=True)
     return load_task_tokenizer(work / "tokenizer")

@@ -62,6 +62,7 @@ DEFAULT_SPECIALS: dict[str, dict[str, str]] = {
     "unigram": {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"},
     "char": {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"},
 }
+CJK_CHARACTER = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]"  # BERT's "Chinese characters"
 HF_ROLES = ("bos", "eos", "unk", "pad", "cls", "sep", "mask")
 
 
@@ -79,6 +80,9 @@ class TokenizerConfig:
     # wordpiece, unigram: NFKC first, as the corpus stage's cleaning does (and SentencePiece), so that
     # raw text at fine-tuning (full-width ，（０９）, ligatures) meets the vocabulary trained on clean text
     nfkc: bool = True
+    # bpe: every CJK character its own pre-token, so merges never cross one (a Chinese word is then
+    # the same tokens wherever it occurs, as a copying seq2seq model needs); other text as before
+    split_cjk: bool = False
     model_max_length: int = 1024  # written to tokenizer_config.json
     split: str = "train"  # which split of a corpus directory to train on
     max_documents: int = 0  # 0: all
@@ -111,6 +115,9 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Any, Any]:
     if cfg.kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        if cfg.split_cjk:
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(CJK_CHARACTER), behavior="isolated"), tok.pre_tokenizer])
         tok.decoder = decoders.ByteLevel()
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,

@@ -202,3 +202,13 @@ def test_bf16_packed_weights_give_the_same_steps(family, monkeypatch):
     plain, pack = run()
     assert all(p is None for _, p in pack._packed.values())
     assert torch.equal(packed, plain)
+
+
+def test_cached_decoding_with_a_copy_head_equals_full_recomputation():
+    model = tiny("transformer", copy=True)
+    prompt = [5, 17, 3, 44, 8, 17, 60]
+    expect, expect_logits = full_recompute_greedy(model, prompt, 9)
+    loop = DecodeLoop(model, [prompt], GREEDY)
+    list(loop)
+    assert loop.generated[0] == expect
+    assert set(expect) & set(prompt)  # it copies

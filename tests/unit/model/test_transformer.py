@@ -204,3 +204,40 @@ def test_too_long_input_is_a_clear_error():
 def test_bad_input_ids_are_clear_errors(ids, msg):
     with pytest.raises(ValueError, match=msg):
         tiny("gpt2")(ids)
+
+
+def test_pointer_generator_in_closed_form():
+    """p(w) = g·softmax(E·h)(w) + (1 − g)·Σ_{s: x_s = w} a_s, written out token by token with the
+    model's own weights; padding in the source gets no copy mass."""
+    torch.manual_seed(0)
+    model = tiny("transformer", copy=True, init_std=0.1)
+    src = torch.randint(4, V, (3, 7))
+    src[0, 5:] = 2  # id 2 appears only in row 0's padding
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    dec = torch.randint(4, V, (3, 5))
+    with torch.no_grad():
+        out = model(src, attention_mask=mask, decoder_input_ids=dec)
+        h, m, pg = out.hidden_states, out.memory, model.pointer
+        vocab = torch.softmax(h @ model.embed.tokens.weight.T, -1)  # tied output projection, no bias
+        want = torch.zeros(3, 5, V)
+        for b in range(3):
+            real = mask[b].bool()
+            for t in range(5):
+                a = torch.softmax((pg.q(h[b, t]) @ pg.k(m[b, real]).T) / 36 ** 0.5, -1)
+                g = torch.sigmoid(pg.gate(torch.cat([h[b, t], a @ m[b, real]])))
+                want[b, t] = g * vocab[b, t]
+                for s, x in enumerate(src[b, real].tolist()):
+                    want[b, t, x] += (1 - g[0]) * a[s]
+    torch.testing.assert_close(out.logits.exp(), want, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(3, 5))
+    row0 = out.logits[0].exp()[:, 2]
+    assert torch.all(row0 < vocab[0, :, 2] + 1e-6)  # no copy mass from the padding
+    labels = torch.randint(4, V, (3, 5))
+    loss = model(src, attention_mask=mask, decoder_input_ids=dec, labels=labels).loss
+    torch.testing.assert_close(loss, -want.log().gather(-1, labels[..., None]).mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_copy_needs_the_seq2seq_head():
+    with pytest.raises(ConfigError, match="copy"):
+        preset("gpt2-tiny", vocab_size=V, copy=True)

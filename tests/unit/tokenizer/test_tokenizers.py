@@ -1,6 +1,7 @@
 """Training, Hugging Face compatibility (identical ids), round trips, special tokens."""
 
 import json
+import re
 import unicodedata
 
 import pytest
@@ -145,3 +146,32 @@ def test_wordpiece_meets_raw_text_as_its_clean_training_text(tmp_path):
     assert f"limit_alphabet: {distinct}\n" in (tmp_path / "t" / "config.yaml").read_text()  # resolved, written
     auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "t"))
     assert auto.encode(raw, add_special_tokens=False) == enc.ids
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("北京欢迎你的人们是了在中国 abc,.。！") + ["𠀀"]), max_size=40))
+def test_bpe_split_cjk_keeps_every_piece_inside_one_character(split_cjk_bpe, text):
+    """With split_cjk a piece never spans two CJK characters (nor a character and its
+    neighbour), and the round trip stays exact."""
+    tok = Tokenizer.load(split_cjk_bpe)
+    enc = tok.backend.encode(text, add_special_tokens=False)
+    assert tok.decode(enc.ids) == text
+    for s, e in enc.offsets:
+        piece = text[s:e]
+        assert len(piece) == 1 or not re.search(r"[\u4e00-\u9fff\U00020000-\U0002fa1f]", piece), piece
+
+
+def test_bpe_split_cjk_learns_characters_not_words(split_cjk_bpe, trained):
+    text = FIXTURE.read_text(encoding="utf-8")
+
+    def widest(directory) -> int:  # CJK characters in the longest piece
+        enc = Tokenizer.load(directory).backend.encode(text, add_special_tokens=False)
+        return max(len(re.findall(r"[\u4e00-\u9fff]", text[s:e])) for s, e in enc.offsets)
+    assert widest(split_cjk_bpe) == 1 and widest(trained["bpe"]) > 1
+
+
+@pytest.fixture(scope="module")
+def split_cjk_bpe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("split") / "bpe"
+    train_tokenizer(FIXTURE, out, kind="bpe", vocab_size=400, overrides=["--min_frequency=1", "--split_cjk=true"])
+    return out
