@@ -93,20 +93,14 @@ def _kept(key: str, fraction: float) -> bool:
     return fraction >= 1 or zlib.crc32(key.encode()) < fraction * 2**32
 
 
-def _word_spans(enc) -> dict[int, list[int]]:
-    """The character span of each pre-tokenizer word of `enc` (a whole word in English, one
-    character in Chinese), by word id."""
+def _words(enc, text: str) -> list[str]:
+    """The lowercased word each token of `enc` belongs to (its pre-tokenizer word: a whole word in
+    English, one character in Chinese)."""
     spans: dict[int, list[int]] = {}
     for w, (s, e) in zip(enc.word_ids, enc.offsets):
         if w is not None:
             span = spans.setdefault(w, [s, e])
             span[0], span[1] = min(span[0], s), max(span[1], e)
-    return spans
-
-
-def _words(enc, text: str) -> list[str]:
-    """The lowercased word each token of `enc` belongs to."""
-    spans = _word_spans(enc)
     return [text[spans[w][0]:spans[w][1]].lower() if w is not None else "" for w in enc.word_ids]
 
 
@@ -124,7 +118,12 @@ def _word_edges(enc, text: str) -> tuple[list[bool], list[bool]]:
             pos += len(word)
         cuts.add(pos)
     else:
-        cuts.update(x for span in _word_spans(enc).values() for x in span)
+        spans: dict[int, list[int]] = {}
+        for w, (s, e) in zip(enc.word_ids, enc.offsets):
+            if w is not None:
+                span = spans.setdefault(w, [s, e])
+                span[0], span[1] = min(span[0], s), max(span[1], e)
+        cuts.update(x for span in spans.values() for x in span)
     return [s in cuts for s, _ in enc.offsets], [e in cuts for _, e in enc.offsets]
 
 
