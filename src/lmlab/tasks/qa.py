@@ -15,10 +15,7 @@ together with a neighbour) also occurs in the question gets segment 2 instead of
 exact-match feature (Chen et al. 2017), which hands a small encoder the question-context
 alignment it would otherwise have to learn from a few thousand questions. The model's segment
 table grows to 3 rows, the new row starting as a copy of the context row, so that the init
-model is unchanged at step 0. With ``task.word_segments`` a context token that begins a word
-(jieba's words in Chinese, where every character is a token) takes the types past those, 3 and
-4 (2 without the match): a character model is handed the word edges it has too little data to
-learn. A context longer than
+model is unchanged at step 0. A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window is a feature per
@@ -29,8 +26,7 @@ question and window), for a shorter epoch over long contexts.
 
 Model: head "span" — start and end logits per token; loss = mean of the two cross-entropies.
 Prediction: over all windows of a question, the best (start, end) with start ≤ end, length ≤
-``task.max_answer_length``, both inside the context (with ``task.word_spans``, starting and
-ending on word edges as above), by start_logit + end_logit; the answer is
+``task.max_answer_length``, both inside the context, by start_logit + end_logit; the answer is
 the context substring between the two tokens' character offsets; ``score`` = p(start)·p(end)
 within its window. Metric: SQuAD EM/F1 (English) or the CMRC2018 character-level variant
 (Chinese; ``task.lang`` or detected from the contexts).
@@ -104,29 +100,6 @@ def _words(enc, text: str) -> list[str]:
     return [text[spans[w][0]:spans[w][1]].lower() if w is not None else "" for w in enc.word_ids]
 
 
-def _word_edges(enc, text: str) -> tuple[list[bool], list[bool]]:
-    """Per token of `enc`: does it begin a word, does it end one? Words are the pre-tokenizer's
-    (whole words in English) and, in text with Chinese characters, jieba's (as whole-word masking
-    groups them): 99 % of the CMRC2018 trial answers begin and end on a jieba word edge."""
-    cuts: set[int] = set()
-    if has_cjk(text):
-        import jieba
-
-        pos = 0
-        for word in jieba.cut(text, HMM=False):
-            cuts.add(pos)
-            pos += len(word)
-        cuts.add(pos)
-    else:
-        spans: dict[int, list[int]] = {}
-        for w, (s, e) in zip(enc.word_ids, enc.offsets):
-            if w is not None:
-                span = spans.setdefault(w, [s, e])
-                span[0], span[1] = min(span[0], s), max(span[1], e)
-        cuts.update(x for span in spans.values() for x in span)
-    return [s in cuts for s, _ in enc.offsets], [e in cuts for _, e in enc.offsets]
-
-
 def _matched(context: list[str], question: list[str]) -> list[bool]:
     """Per context token: does its word occur in the question? A Chinese character is too weak a
     unit alone (的 and 是 occur everywhere): it matches when it and a neighbouring character form
@@ -192,8 +165,7 @@ class QuestionAnswering(Task):
             yield e.question
 
     def model_fields(self, meta, cfg):
-        types = 1 + (2 if cfg.question_match else 1) * (2 if cfg.word_segments else 1)  # question + context
-        return {"head": self.head, **({"type_vocab_size": types} if types > 2 else {})}
+        return {"head": self.head, **({"type_vocab_size": 3} if cfg.question_match else {})}
 
     def _windows(self, example, tok, cfg: TaskConfig, training: bool) -> list[dict]:
         q_enc = tok.backend.encode(example.question, add_special_tokens=False)
@@ -204,10 +176,6 @@ class QuestionAnswering(Task):
         if cfg.question_match:
             matched = _matched(_words(enc, example.context), _words(q_enc, example.question))
             segment = [2 if m else 1 for m in matched]
-        edges = _word_edges(enc, example.context) if cfg.word_segments or cfg.word_spans and not training else None
-        if cfg.word_segments:  # a token that begins a word: the same types shifted past them
-            shift = 2 if cfg.question_match else 1
-            segment = [t + shift if b else t for t, b in zip(segment, edges[0])]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
@@ -234,8 +202,8 @@ class QuestionAnswering(Task):
             if training:  # a feature per gold span the window holds, else one pointing at [CLS]
                 held = [(s - begin + len(head), e - begin + len(head)) for s, e in spans if begin <= s and e < end]
                 out.extend({**f, "start": s, "end": e} for s, e in held or [(0, 0)])
-            else:  # prediction maps tokens back to characters (lists shared by the windows)
-                out.append({**f, "offsets": offsets, "edges": edges if cfg.word_spans else None})
+            else:  # prediction maps tokens back to characters (one list shared by the windows)
+                out.append({**f, "offsets": offsets})
             if end >= len(ids):
                 return out
             begin += step
@@ -268,13 +236,10 @@ class QuestionAnswering(Task):
                 lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
                 start, end = lg[lo:hi, 0], lg[lo:hi, 1]
                 p_start, p_end = torch.softmax(start, 0), torch.softmax(end, 0)
-                if f["edges"] is not None:  # spans begin and end on word edges
-                    begins, ends = (torch.tensor(x[f["begin"]:f["stop"]]) for x in f["edges"])
-                    start, end = start.masked_fill(~begins, -torch.inf), end.masked_fill(~ends, -torch.inf)
                 k = min(TOP_K, hi - lo)
                 for s in start.topk(k).indices.tolist():
                     for e in end.topk(k).indices.tolist():
-                        if e < s or e - s + 1 > cfg.max_answer_length or start[s] + end[e] == -torch.inf:
+                        if e < s or e - s + 1 > cfg.max_answer_length:
                             continue
                         logit = float(start[s] + end[e])
                         if best[i] is None or logit > best[i]["logit"]:

@@ -43,8 +43,6 @@ class TaskConfig:
     max_answer_length: int = 30  # QA: longest answer span, tokens
     negative_windows: float = 1.0  # QA training: fraction kept of the windows that lack the answer
     question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa.py)
-    word_spans: bool = False  # QA: predicted answers begin and end on word edges (jieba words in Chinese)
-    word_segments: bool = False  # QA: context tokens that begin a word get segment types of their own
     max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
     num_beams: int = 1  # seq2seq decoding: 1 = greedy
     length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty

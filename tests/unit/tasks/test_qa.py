@@ -4,7 +4,6 @@ model learns the fixture."""
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -194,77 +193,3 @@ def test_preempted_qa_run_resumes_to_the_same_model(tmp_path, monkeypatch):
                         overrides=tiny("--train.max_steps=8", "--train.eval_every_steps=4", "--task.max_length=32",
                                        "--task.stride=8", "--model.dropout=0.0"))
     assert_resumes_to_the_same_weights(run, tmp_path, monkeypatch, stop_at=3)
-
-
-def _word_cuts(text: str) -> set[int]:
-    """Where words begin and end, written apart from qa.py: jieba's words in Chinese text, the
-    pre-tokenizer's words otherwise."""
-    import jieba
-
-    if re.search(r"[\u4e00-\u9fff]", text):
-        ends = [0]
-        for w in jieba.lcut(text, HMM=False):
-            ends.append(ends[-1] + len(w))
-        return set(ends)
-    return {x for span in _asked_words(text) for x in span}
-
-
-def test_word_segments_mark_the_tokens_that_begin_a_word(data):
-    examples, tok = data
-    cfg = TaskConfig(max_length=24, stride=6, question_match=True)
-    both = TaskConfig(max_length=24, stride=6, question_match=True, word_segments=True)
-    assert TASK.model_fields({}, both)["type_vocab_size"] == 5
-    assert TASK.model_fields({}, TaskConfig(word_segments=True))["type_vocab_size"] == 3
-    n_begins = n_inside = 0
-    for e in examples:
-        enc = tok.backend.encode(e.context, add_special_tokens=False)
-        cuts = _word_cuts(e.context)
-        for a, b in zip(TASK._windows(e, tok, cfg, True), TASK._windows(e, tok, both, True), strict=True):
-            assert a["input_ids"] == b["input_ids"] and (a["start"], a["end"]) == (b["start"], b["end"])
-            for t, x, y in zip(range(a["begin"], a["stop"]), a["token_type_ids"][a["offset"]:],
-                               b["token_type_ids"][b["offset"]:]):
-                begins = enc.offsets[t][0] in cuts
-                assert y == x + (2 if begins else 0), (e.id, e.context[enc.offsets[t][0]:enc.offsets[t][1]])
-                n_begins, n_inside = n_begins + begins, n_inside + (not begins)
-    assert n_begins and n_inside  # both kinds occur (words of several characters or pieces)
-
-
-class _Pointing(torch.nn.Module):
-    """A span model with fixed start and end logits per token id ({id: logit}, 0 elsewhere)."""
-
-    def __init__(self, start: dict[int, float], end: dict[int, float]):
-        super().__init__()
-        self.scores, self.w = (start, end), torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, input_ids, **_):
-        logits = torch.zeros(*input_ids.shape, 2)
-        for k, scores in enumerate(self.scores):
-            for i, v in scores.items():
-                logits[..., k] += (input_ids == i).float() * v
-        return type("Out", (), {"logits": logits + self.w})
-
-
-def test_word_spans_moves_an_answer_that_cuts_a_word_onto_word_edges(tmp_path):
-    from lmlab.datasets.qa import QAExample
-
-    context = "李四出生在杭州市，河水流过山谷。"  # jieba: 李四 出生 在 杭州市 ，河水 ...
-    tok = train_task_tokenizer(TASK, [context, "李四出生在哪里？"] * 3, tmp_path / "tok", TaskConfig(vocab_size=200))
-    e = QAExample("q", "", context, "李四出生在哪里？")
-    ids = tok.backend.encode(context, add_special_tokens=False).ids
-    at = {ch: ids[context.index(ch)] for ch in "杭州市"}
-    model = _Pointing({at["州"]: 5.0, at["杭"]: 2.0}, {at["市"]: 5.0})
-    plain = TASK._answer(model, tok, TaskConfig(max_length=32, stride=8), [e])[0]
-    edges = TASK._answer(model, tok, TaskConfig(max_length=32, stride=8, word_spans=True), [e])[0]
-    assert plain["answer"] == "州市"  # the best pair cuts 杭州市 in half
-    assert edges["answer"] == "杭州市" == context[edges["start"]:edges["end"]]
-
-
-def test_word_segments_end_to_end_in_chinese(tmp_path):
-    s = finetune("qa", str(FIX / "qa_zh_train.json"), str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "r"),
-                 overrides=tiny("--train.max_steps=5", "--task.max_length=32", "--task.stride=8",
-                                "--task.question_match=true", "--task.word_segments=true", "--task.word_spans=true"))
-    assert json.loads((Path(s["model"]) / "model.json").read_text())["type_vocab_size"] == 5
-    qa = lmlab.pipeline("qa", s["model"])
-    context = "火车每小时一班。李四出生在杭州。"
-    out = qa({"question": "李四出生在哪里？", "context": context})
-    assert out["start"] in _word_cuts(context) and out["end"] in _word_cuts(context)
