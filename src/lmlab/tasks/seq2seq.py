@@ -11,8 +11,10 @@ most the model's ``max_seq_len − 1`` (the start token holds a position, as in 
 a training target holds at most ``max_target_length − 1`` tokens before its EOS, so that cap
 (reached only when ``max_seq_len = max_target_length``) can only cut a final EOS.
 From scratch the tokenizer is byte-level BPE trained on sources and targets together (one
-shared vocabulary, exact round trip for any script); the model is ``transformer-tiny``
-(Vaswani et al. 2017 at d_model 128) unless ``model.preset`` says otherwise. ``--init`` takes
+shared vocabulary, exact round trip for any script; ``task.split_cjk`` keeps each Chinese
+character a piece of its own); the model is ``transformer-tiny``
+(Vaswani et al. 2017 at d_model 128) unless ``model.preset`` says otherwise; ``model.copy``
+adds a pointer-generator that copies source tokens (`PointerGenerator` in heads.py). ``--init`` takes
 an encoder–decoder lmlab model (e.g. `lmlab pretrain` with objective denoise).
 """
 
