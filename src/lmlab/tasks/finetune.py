@@ -95,6 +95,8 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
             raise ArtifactError(f"--init {init}: the model directory has no tokenizer/; fine-tuning needs the "
                                 "tokenizer the model was trained with")
         tok = load_task_tokenizer(init_dir / "tokenizer")
+        if "copy" in cfg.model:  # a copy head on a pretrained encoder-decoder starts fresh
+            fields["copy"] = cfg.model["copy"]
         model, fresh = model_from_init(init_dir, fields)
         if model.config.max_seq_len < task.max_positions(cfg.task):
             raise ConfigError(f"task.max_length: needs {task.max_positions(cfg.task)} positions but the model "

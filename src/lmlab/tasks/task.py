@@ -331,7 +331,7 @@ def model_from_init(init_dir: Path, fields: dict[str, Any]):
     if bad or unused:
         raise CheckpointMismatch(f"{init_dir}: weights do not fit ({'; '.join(bad + unused)[:400]})")
     fresh = sorted(k for k in own if k not in state)
-    allowed = ("head.", "pooler.")
+    allowed = ("head.", "pooler.", "pointer.")
     if any(not k.startswith(allowed) for k in fresh):
         raise CheckpointMismatch(f"{init_dir}: missing backbone tensors {fresh[:6]}")
     model.load_state_dict(state, strict=False)

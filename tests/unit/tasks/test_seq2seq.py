@@ -171,3 +171,10 @@ def test_a_copy_head_writes_names_it_has_barely_seen(tmp_path):
     summarize = lmlab.pipeline("summarization", tmp_path / "copy-True" / "model")
     name = pool[5] + pool[7]
     assert summarize(f"昨天{name}去了北京，{pool[9]}{pool[11]}在家。")["summary"] == name
+    # a copy head added to a model trained without one: the backbone loads, the head starts fresh
+    s = finetune("summarization", str(tmp_path / "train.jsonl"), str(tmp_path / "dev.jsonl"),
+                 init=str(tmp_path / "copy-False" / "model"), out=str(tmp_path / "added"),
+                 overrides=[o for o in tiny(*SEQ, "--train.max_steps=2") if not o.startswith("--model.")]
+                 + ["--model.copy=true"])
+    assert json.loads((tmp_path / "added" / "model" / "model.json").read_text())["copy"] is True
+    assert s["new_tensors"] and all(k.startswith("pointer.") for k in s["new_tensors"])
