@@ -20,9 +20,12 @@ import numpy as np
 
 from lmlab.config import check
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+# BERT's "Chinese characters", as real characters (not escapes), so that the `tokenizers` regex
+# engine reads the class too (tokenizer/train.py, split_cjk)
+HAN_CHARACTER = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]"
+_HAN = re.compile(HAN_CHARACTER)
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|[^\W_]+")
+_WORD = re.compile(HAN_CHARACTER + r"|[^\W_]+")
 _LETTER = re.compile(r"[^\W\d_]")
 
 

@@ -273,7 +273,7 @@ def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: Task
             f.write(" ".join(t.split()) + "\n")  # one document per line
     specials = {"bpe": {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}}.get(task.tokenizer_kind, {})
     tcfg = TokenizerConfig(kind=task.tokenizer_kind, vocab_size=cfg.vocab_size, lowercase=cfg.lowercase,
-                           split_cjk=cfg.split_cjk and task.tokenizer_kind == "bpe",
+                           split_cjk=cfg.split_cjk,
                            special_tokens=specials, model_max_length=cfg.max_length)
     train_tokenizer([str(corpus)], work / "tokenizer", config=tcfg, overwrite=True)
     return load_task_tokenizer(work / "tokenizer")

@@ -52,6 +52,7 @@ from typing import Any, Iterable, Iterator, Literal
 
 from lmlab.artifacts import ArtifactWriter
 from lmlab.config import check, load_config
+from lmlab.corpus.filters import HAN_CHARACTER
 from lmlab.errors import DataError
 
 Kind = Literal["bpe", "wordpiece", "unigram", "char"]
@@ -62,7 +63,6 @@ DEFAULT_SPECIALS: dict[str, dict[str, str]] = {
     "unigram": {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"},
     "char": {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"},
 }
-CJK_CHARACTER = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]"  # BERT's "Chinese characters"
 HF_ROLES = ("bos", "eos", "unk", "pad", "cls", "sep", "mask")
 
 
@@ -117,7 +117,7 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Any, Any]:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         if cfg.split_cjk:
             tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(CJK_CHARACTER), behavior="isolated"), tok.pre_tokenizer])
+                pre_tokenizers.Split(Regex(HAN_CHARACTER), behavior="isolated"), tok.pre_tokenizer])
         tok.decoder = decoders.ByteLevel()
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
