@@ -75,6 +75,13 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
+def transformer_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every layer of every stack (encoder, decoder, ELECTRA's generator), in order."""
+    from lmlab.model.layers import TransformerLayer
+
+    return [m for m in model.modules() if isinstance(m, TransformerLayer)]
+
+
 def wrap(model: torch.nn.Module, ctx: Context, strategy: str = "ddp") -> torch.nn.Module:
     """The module that runs forward/backward: the model itself, DDP around it, or the model
     sharded in place by FSDP2 (each layer a unit, so only one layer's weights are gathered at
@@ -84,9 +91,8 @@ def wrap(model: torch.nn.Module, ctx: Context, strategy: str = "ddp") -> torch.n
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for stack in (model.encoder, model.decoder):
-            for layer in (stack.layers if stack is not None else []):
-                fully_shard(layer)
+        for layer in transformer_layers(model):
+            fully_shard(layer)
         return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
 

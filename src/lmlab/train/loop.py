@@ -145,9 +145,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.guard = NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_bad)
         if cfg.activation_checkpointing:
-            for stack in (self.model.encoder, self.model.decoder):
-                for layer in (stack.layers if stack is not None else []):
-                    layer.forward = _checkpointed(layer.forward)
+            for layer in D.transformer_layers(self.model):
+                layer.forward = _checkpointed(layer.forward)
         self.runner = D.wrap(self.model, self.ctx, cfg.parallel)
         self.optimizer = build_optimizer(self.model, optim)  # after sharding: FSDP replaces parameters
         if cfg.ema_decay and self.ctx.distributed and cfg.parallel == "fsdp":
