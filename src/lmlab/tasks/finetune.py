@@ -44,7 +44,7 @@ from lmlab.train.optim import OptimConfig
 @dataclass
 class FinetuneConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    model: dict[str, Any] = field(default_factory=dict)  # without --init: preset + TransformerConfig fields
+    model: dict[str, Any] = field(default_factory=dict)  # preset + TransformerConfig fields; with --init: INIT_MODEL_OPTIONS
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -79,6 +79,39 @@ def _scalars(metrics: dict, prefix: str) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+# With --init, these model options may change: none alters a trained tensor (a copy head on a
+# pretrained encoder-decoder starts fresh).
+INIT_MODEL_OPTIONS = ("dropout", "attn_dropout", "copy")
+_SHAPE = ("arch", "d_model", "n_heads", "n_kv_heads", "n_layers", "decoder_layers", "d_ff", "position", "norm",
+          "norm_position", "activation")  # what a --model.preset must agree on with an --init model
+
+
+def _init_model_options(options: dict[str, Any], init_dir: Path, init: str) -> dict[str, Any]:
+    """The --model.* options that apply to an --init model; any other that differs from the
+    model's own value is refused, never silently ignored."""
+    from lmlab.model.config import preset
+    from lmlab.model.pretrained import read_model_config
+
+    own = to_dict(read_model_config(init_dir))
+    given = {k: v for k, v in options.items() if k not in INIT_MODEL_OPTIONS}
+    named = {k: f"model.{k}" for k in given}
+    if "preset" in given:  # a from-scratch recipe: fine if it describes the init model's shape
+        name = given.pop("preset")
+        try:
+            shape = to_dict(preset(name, **{k: v for k, v in given.items() if k in own}))
+        except ConfigError:
+            shape = {}
+        for k in _SHAPE:
+            if k in own and k not in given:
+                given[k], named[k] = shape.get(k, "?"), f"model.preset ({name} has {k}={shape.get(k, '?')})"
+    for key, value in given.items():
+        if key not in own or own[key] != value:
+            raise ConfigError(f"{named[key]}: --init {init} brings its own architecture ({key}="
+                              f"{own.get(key, 'not a field')}); only {', '.join(INIT_MODEL_OPTIONS)} can change "
+                              "when fine-tuning it: drop the option, or match the init model")
+    return {k: v for k, v in options.items() if k in INIT_MODEL_OPTIONS}
+
+
 def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, meta, work: Path):
     """(model, tokenizer, tokenizer directory, notes) for --init or from scratch."""
     from lmlab.model import Transformer
@@ -95,8 +128,7 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
             raise ArtifactError(f"--init {init}: the model directory has no tokenizer/; fine-tuning needs the "
                                 "tokenizer the model was trained with")
         tok = load_task_tokenizer(init_dir / "tokenizer")
-        if "copy" in cfg.model:  # a copy head on a pretrained encoder-decoder starts fresh
-            fields["copy"] = cfg.model["copy"]
+        fields.update(_init_model_options(cfg.model, init_dir, init))
         model, fresh = model_from_init(init_dir, fields)
         if model.config.max_seq_len < task.max_positions(cfg.task):
             raise ConfigError(f"task.max_length: needs {task.max_positions(cfg.task)} positions but the model "

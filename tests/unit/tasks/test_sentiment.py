@@ -212,3 +212,25 @@ def test_word_vectors_initialise_a_model_trained_from_scratch(tmp_path):
     with pytest.raises(ConfigError, match="task.vectors"):
         finetune("sentiment", str(FIX / "sentiment_train.csv"), init=str(out / "model"), out=str(tmp_path / "x"),
                  overrides=tiny("--train.max_steps=1", f"--task.vectors={tmp_path / 'vec'}"))
+
+
+def test_init_takes_dropout_and_refuses_an_architecture_it_would_ignore(sentiment_model, tmp_path):
+    """With --init the model's shape comes from its directory: --model.dropout applies, a
+    --model.* that contradicts the init model is refused (it used to be silently ignored), and a
+    from-scratch recipe's preset passes when it describes the same shape."""
+    from lmlab.errors import ConfigError
+    from lmlab.model.pretrained import read_model_config
+
+    run = dict(train=str(FIX / "sentiment_train.csv"), eval=str(FIX / "sentiment_dev.csv"),
+               init=str(sentiment_model[0] / "model"))
+    base = [o for o in tiny("--train.max_steps=1") if not o.startswith("--model.")]
+    finetune("sentiment", **run, out=str(tmp_path / "a"), overrides=base + ["--model.dropout=0.3"])
+    assert read_model_config(tmp_path / "a" / "model").dropout == 0.3
+    with pytest.raises(ConfigError, match=r"model\.d_model: .*brings its own architecture \(d_model=32\)"):
+        finetune("sentiment", **run, out=str(tmp_path / "b"), overrides=base + ["--model.d_model=64"])
+    with pytest.raises(ConfigError, match=r"model\.preset \(bert-small has d_model=384\)"):
+        finetune("sentiment", **run, out=str(tmp_path / "c"), overrides=base + ["--model.preset=bert-small"])
+    same = base + ["--model.preset=bert-tiny", "--model.d_model=32", "--model.n_layers=2", "--model.n_heads=2",
+                   "--model.d_ff=64"]
+    finetune("sentiment", **run, out=str(tmp_path / "d"), overrides=same)
+    assert not (tmp_path / "b" / "model").exists()
