@@ -44,7 +44,7 @@ from lmlab.train.optim import OptimConfig
 @dataclass
 class FinetuneConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    model: dict[str, Any] = field(default_factory=dict)  # preset + TransformerConfig fields; with --init: INIT_MODEL_OPTIONS
+    model: dict[str, Any] = field(default_factory=dict)  # preset + fields; with --init: INIT_MODEL_OPTIONS
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
