@@ -190,3 +190,25 @@ def test_electra_keeps_a_plain_encoder_that_resumes_exactly_and_fine_tunes(tmp_p
     assert not any(k.startswith(("generator", "detector", "discriminator")) for k in a)
     _, fresh = model_from_init(ref / "model", {"head": "classification"})
     assert fresh and all(k.startswith(("head.", "pooler.")) for k in fresh)
+
+
+def test_decay_steps_stops_a_run_where_a_longer_one_passes(tmp_path):
+    """--optim.decay_steps=12 with --train.max_steps=6 ends on the weights that the 12-step run
+    checkpoints at step 6 (the schedule is the longer run's): how a recipe continues from the
+    middle of another."""
+    import torch
+
+    from lmlab.artifacts import load_tensors
+
+    args = ["--objective=mlm", "--model.preset=bert-tiny", "--data.dataset=null", "--data.block_size=24",
+            "--train.save_every_steps=6", "--optim.schedule=cosine", *TINY]
+    pretrain(None, str(tmp_path / "long"), args + ["--train.max_steps=12", f"--data.inputs=[{FIXTURE}]",
+                                                   "--data.tokenizer_kind=wordpiece", "--data.vocab_size=120"])
+    args.append(f"--data.shards={tmp_path / 'long' / 'data' / 'shards'}")  # the same tokens
+    pretrain(None, str(tmp_path / "short"), args + ["--train.max_steps=6", "--optim.decay_steps=12"])
+    pretrain(None, str(tmp_path / "own"), args + ["--train.max_steps=6"])
+    mid = load_tensors(tmp_path / "long" / "checkpoints" / "step-00000006" / "model.safetensors")
+    short = load_model(tmp_path / "short" / "model").state_dict()
+    own = load_model(tmp_path / "own" / "model").state_dict()
+    assert all(torch.equal(mid[k], short[k]) for k in mid)
+    assert not all(torch.equal(mid[k], own[k]) for k in mid)  # its own 6-step schedule differs

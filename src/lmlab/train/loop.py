@@ -183,7 +183,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
-        lr = lr_at(self.step, cfg.max_steps, self.optim_cfg)
+        lr = lr_at(self.step, self.optim_cfg.decay_steps or cfg.max_steps, self.optim_cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         base = self.step * ctx.world_size * cfg.grad_accum_steps

@@ -12,7 +12,8 @@ orthogonalised momentum, msign(M) ≈ UVᵀ for M = USVᵀ (Newton–Schulz iter
 is `torch.optim.Muon`'s; `MuonAdamW` only presents the two as one optimizer, so that the schedule,
 gradient clipping, the grad scaler and checkpoints see one set of parameter groups and one state.
 
-Schedules, for step s (0-based) with warmup W, total S, peak η, floor η_min:
+Schedules, for step s (0-based) with warmup W, total S (train.max_steps, or optim.decay_steps: a
+run may stop before its schedule ends, as at a checkpoint of a longer run), peak η, floor η_min:
     warmup:  η·(s+1)/(W+1) for s < W  (never exactly zero)
     cosine:  η_min + ½(η − η_min)(1 + cos(π·p)),  p = (s − W)/(S − W)
     linear:  η − (η − η_min)·p
@@ -38,6 +39,7 @@ class OptimConfig:
     min_lr: float = 1e-4  # floor of the decay
     schedule: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
     warmup_steps: int = 100  # optimizer steps
+    decay_steps: int = 0  # the length S of the schedule (0: train.max_steps); nanoGPT's lr_decay_iters
     decay_fraction: float = 0.2  # wsd: share of steps spent decaying
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -52,6 +54,7 @@ class OptimConfig:
         check(self.lr > 0, "optim.lr", "must be positive")
         check(0 <= self.min_lr <= self.lr, "optim.min_lr", "must be in [0, lr]")
         check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+        check(self.decay_steps >= 0, "optim.decay_steps", "must be >= 0 (0: train.max_steps)")
         check(0 < self.decay_fraction <= 1, "optim.decay_fraction", "must be in (0, 1]")
         check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1", "betas must be in [0, 1)")
