@@ -23,7 +23,6 @@ TINY = ["--model.d_model=32", "--model.n_heads=2", "--model.n_layers=2", "--mode
 
 @pytest.mark.parametrize("objective, preset, kind", [
     ("clm", "gpt2-tiny", "bpe"), ("mlm", "bert-tiny", "wordpiece"), ("denoise", "transformer-tiny", "unigram"),
-    ("electra", "bert-tiny", "wordpiece"),
 ])
 def test_pretrain_objectives_write_a_model(tmp_path, objective, preset, kind):
     summary = pretrain(None, str(tmp_path), [
@@ -34,7 +33,7 @@ def test_pretrain_objectives_write_a_model(tmp_path, objective, preset, kind):
     assert rows[-1]["step"] == 15 and "val_loss" in rows[-1] and "elapsed_s" in rows[-1]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     model = load_model(tmp_path / "model")
-    assert model.config.head == {"clm": "clm", "mlm": "mlm", "denoise": "seq2seq", "electra": "none"}[objective]
+    assert model.config.head == {"clm": "clm", "mlm": "mlm", "denoise": "seq2seq"}[objective]
     assert (tmp_path / "model" / "tokenizer" / "tokenizer.json").exists()
     assert summary["steps"] == 15
 
@@ -157,39 +156,6 @@ def test_init_continues_a_model_on_new_text_with_its_tokenizer(tmp_path):
     with pytest.raises(ConfigError, match="data.shards.*another tokenizer"):
         pretrain(None, str(tmp_path / "e"), [*base, f"--init={tmp_path / 'a' / 'model'}", "--data.inputs=[]",
                                              f"--data.shards={tmp_path / 'char' / 'data' / 'shards'}"])
-
-
-def test_electra_keeps_a_plain_encoder_that_resumes_exactly_and_fine_tunes(tmp_path):
-    """The generator and detector live in the checkpoints (a resumed run continues them bit for
-    bit) but not in OUT/model, which a task loads with only its head new."""
-    import shutil
-
-    import torch
-
-    from lmlab.tasks.task import model_from_init
-
-    args = ["--objective=electra", "--model.preset=bert-tiny", f"--data.inputs=[{FIXTURE}]", "--data.dataset=null",
-            "--data.tokenizer_kind=wordpiece", "--data.vocab_size=120", "--data.block_size=24",
-            "--train.max_steps=12", "--train.save_every_steps=4", "--model.dropout=0.1", *TINY]
-    ref = tmp_path / "ref"
-    pretrain(None, str(ref), args)
-    rows = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "val_rtd_accuracy" in r]
-    assert evals and all(0 < r["val_replaced_fraction"] < 0.15 for r in evals)
-    run = tmp_path / "run"
-    shutil.copytree(ref, run)
-    for gone in ("model", "checkpoints/step-00000008", "checkpoints/step-00000012"):
-        shutil.rmtree(run / gone)
-    pretrain(None, str(run), args)  # resumes from step 4
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [r["step"] for r in rows]  # continued after step 4, not started again
-    assert [json.loads(x)["train_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()] == \
-        [r["train_loss"] for r in rows]
-    a, b = load_model(ref / "model").state_dict(), load_model(run / "model").state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not any(k.startswith(("generator", "detector", "discriminator")) for k in a)
-    _, fresh = model_from_init(ref / "model", {"head": "classification"})
-    assert fresh and all(k.startswith(("head.", "pooler.")) for k in fresh)
 
 
 def test_decay_steps_stops_a_run_where_a_longer_one_passes(tmp_path):

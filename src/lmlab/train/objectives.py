@@ -6,9 +6,6 @@
 | mlm       | encoder (BERT)  | 15 % of tokens: 80 % [MASK], 10 % random, 10 % kept → the original |
 |           |                 | (Devlin et al. 2019); whole-word masking groups WordPiece ``##``   |
 |           |                 | pieces, and Chinese characters by jieba words (Cui et al. 2019)    |
-| electra   | encoder (BERT)  | the mlm corruption; a small generator fills the masks by sampling, |
-|           |                 | the encoder tells every token: replaced or original (Clark et al.  |
-|           |                 | 2020; `lmlab.model.electra`)                                       |
 | denoise   | encoder-decoder | text infilling: spans (length ~ Poisson(3)) covering 15 % of the   |
 |           |                 | tokens each become one [MASK]; the decoder rebuilds the original   |
 |           |                 | (Lewis et al. 2020, BART)                                          |
@@ -74,10 +71,8 @@ class MaskedLM:
         return chosen_words.gather(1, word_id) & candidates
 
     def prepare(self, batch: dict[str, torch.Tensor], index: int) -> Prepared:
-        return self._mask(batch, _generator(self.seed, index))
-
-    def _mask(self, batch: dict[str, torch.Tensor], g: torch.Generator) -> Prepared:
         ids, mask = batch["input_ids"], batch["attention_mask"]
+        g = _generator(self.seed, index)
         candidates = mask.bool() & ~torch.isin(ids, self.special)
         chosen = self._choose(ids, candidates, g)
         labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
@@ -86,20 +81,6 @@ class MaskedLM:
         inputs = torch.where(chosen & (r < 0.8), torch.full_like(ids, self.mask_id), ids)
         inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_ids, inputs)
         return Prepared({"input_ids": inputs, "attention_mask": mask, "labels": labels}, int(chosen.sum()))
-
-
-class ReplacedTokenDetection(MaskedLM):
-    """ELECTRA (`lmlab.model.electra`): the masked-LM corruption, plus one uniform draw per
-    position by which the generator's sample is chosen. The loss is a mean over every real
-    token, so micro-batches are weighted by their tokens."""
-
-    name = "electra"
-
-    def prepare(self, batch: dict[str, torch.Tensor], index: int) -> Prepared:
-        g = _generator(self.seed, index)
-        p = self._mask(batch, g)
-        p.inputs["replace_u"] = torch.rand(batch["input_ids"].shape, generator=g)
-        return Prepared(p.inputs, int(batch["attention_mask"].sum()))
 
 
 class Denoising:

@@ -76,7 +76,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, muon: bool = False
             continue
         if muon and is_hidden_matrix(name, p):
             hidden.append(p)
-        elif p.dim() >= 2 and ".embed." not in f".{name}":
+        elif p.dim() >= 2 and not name.startswith("embed."):
             decay.append(p)
         else:
             no_decay.append(p)

@@ -54,16 +54,14 @@ class DataConfig:
 
 @dataclass
 class PretrainConfig:
-    objective: Literal["clm", "mlm", "electra", "denoise"] = "clm"
+    objective: Literal["clm", "mlm", "denoise"] = "clm"
     model: dict[str, Any] = field(default_factory=dict)  # preset (default gpt2-tiny) + overrides
     init: str = ""  # continue pretraining this model (MODEL_DIR or hf:HF_DIR), tokenizer included
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="tinyshakespeare"))
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     mlm_probability: float = 0.15
-    whole_word_masking: Literal["none", "wordpiece", "chinese"] = "none"  # mlm and electra
-    generator_layers: int = 1  # electra: the generator's depth (it shares the encoder's width)
-    rtd_weight: float = 50.0  # electra: λ, the weight of the replaced-token loss (the paper's)
+    whole_word_masking: Literal["none", "wordpiece", "chinese"] = "none"
     init_vectors: str = ""  # word-vectors directory (`lmlab embed train`) initialising the token embeddings
 
     def __post_init__(self) -> None:
@@ -74,8 +72,6 @@ class PretrainConfig:
         else:
             self.model = {"preset": "gpt2-tiny", **self.model}
         check(0 < self.mlm_probability < 1, "mlm_probability", "must be in (0, 1)")
-        check(self.generator_layers >= 1, "generator_layers", "must be >= 1")
-        check(self.rtd_weight > 0, "rtd_weight", "must be > 0")
 
 
 # -- data stages -------------------------------------------------------------------------------
@@ -171,7 +167,7 @@ def _objective_and_data(cfg: PretrainConfig, shards: Path, tok, model_cfg):
     if tok.mask_id is None:
         raise ConfigError(f"objective {cfg.objective}: the tokenizer has no mask token; train a wordpiece "
                           "or unigram tokenizer, or one with special_tokens.mask")
-    cls_sep = (tok.cls_id, tok.sep_id) if cfg.objective in ("mlm", "electra") else (None, None)
+    cls_sep = (tok.cls_id, tok.sep_id) if cfg.objective == "mlm" else (None, None)
     source = MaskedSequenceSampler(train, block, t.batch_size, pad, *cls_sep, seed=t.seed)
     evals = None
     if valid is not None:
@@ -179,13 +175,12 @@ def _objective_and_data(cfg: PretrainConfig, shards: Path, tok, model_cfg):
         evals = val_sampler.iter_epoch
     specials = [i for i in (tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id, tok.bos_id, tok.eos_id,
                             tok.unk_id) if i is not None]
-    if cfg.objective in ("mlm", "electra"):
+    if cfg.objective == "mlm":
         words = None
         if cfg.whole_word_masking != "none":
             vocab = [tok.id_to_token(i) or "" for i in range(tok.vocab_size)]
             words = O.word_start_fn(vocab, chinese=cfg.whole_word_masking == "chinese")
-        kind = O.MaskedLM if cfg.objective == "mlm" else O.ReplacedTokenDetection
-        return kind(model_cfg.vocab_size, tok.mask_id, specials, t.seed, cfg.mlm_probability, words), \
+        return O.MaskedLM(model_cfg.vocab_size, tok.mask_id, specials, t.seed, cfg.mlm_probability, words), \
             source, evals, valid
     start = tok.bos_id if tok.bos_id is not None else pad
     return O.Denoising(tok.mask_id, pad, start, t.seed), source, evals, valid
@@ -199,7 +194,7 @@ def _bytes_per_token(valid, tok, limit: int = 200_000) -> float | None:
     return len(text.encode("utf-8")) / max(1, len(ids))
 
 
-_HEADS = {"clm": "clm", "mlm": "mlm", "electra": "none", "denoise": "seq2seq"}  # electra keeps a bare encoder
+_HEADS = {"clm": "clm", "mlm": "mlm", "denoise": "seq2seq"}
 
 
 def build_model_config(cfg: PretrainConfig, vocab_size: int, pad_id: int | None):
@@ -267,22 +262,12 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
 
         vectors = init_model_embeddings(model, tok, cfg.init_vectors)
     run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
-    flops = flops_per_token(model_cfg, cfg.data.block_size, training=True,
-                            scored_fraction=cfg.mlm_probability if cfg.objective == "mlm" else 1.0)
-    trained, extra_identity, hook = model, {}, None
-    if cfg.objective == "electra":  # the encoder trains inside ELECTRA's generator/detector pair
-        from lmlab.model.electra import Electra
-
-        trained = Electra(model, cfg.generator_layers, cfg.rtd_weight)
-        flops += flops_per_token(model_cfg.replace(n_layers=cfg.generator_layers, head="mlm"),
-                                 cfg.data.block_size, training=True, scored_fraction=cfg.mlm_probability)
-        extra_identity = {"generator_layers": cfg.generator_layers, "rtd_weight": cfg.rtd_weight}
-        hook = trained.evaluation_terms
-    trainer = Trainer(trained, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
-                      eval_hook=hook, run_config=run_config,
-                      bytes_per_token=_bytes_per_token(valid, tok) if trained is model else None,
-                      flops_per_token=flops,
-                      identity={"tokenizer": tok.fingerprint, "objective": cfg.objective, **extra_identity,
+    trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
+                      run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
+                      flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True,
+                                                      scored_fraction=cfg.mlm_probability if cfg.objective == "mlm"
+                                                      else 1.0),
+                      identity={"tokenizer": tok.fingerprint, "objective": cfg.objective,
                                 "block_size": cfg.data.block_size, "seed": cfg.train.seed,
                                 "train_tokens": source.shards.num_tokens,
                                 **({"init_vectors": cfg.init_vectors} if cfg.init_vectors else {}),

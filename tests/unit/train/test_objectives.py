@@ -85,18 +85,3 @@ def test_clm_counts_only_real_targets():
     y = torch.ones(2, 5, dtype=torch.long)
     y[0, :2] = -100
     assert CausalLM().prepare((x, y), 0).n_targets == 8
-
-
-def test_electra_masks_as_mlm_and_draws_one_uniform_per_position():
-    from lmlab.train.objectives import ReplacedTokenDetection
-
-    b = batch()
-    mlm = MaskedLM(V, MASK, [PAD, CLS, SEP, MASK], seed=0).prepare(b, 7)
-    rtd = ReplacedTokenDetection(V, MASK, [PAD, CLS, SEP, MASK], seed=0).prepare(b, 7)
-    assert torch.equal(rtd.inputs["input_ids"], mlm.inputs["input_ids"])
-    assert torch.equal(rtd.inputs["labels"], mlm.inputs["labels"])
-    u = rtd.inputs["replace_u"]
-    assert u.shape == b["input_ids"].shape and 0 <= u.min() and u.max() < 1
-    assert rtd.n_targets == int(b["attention_mask"].sum())  # the detection loss covers every real token
-    again = ReplacedTokenDetection(V, MASK, [PAD, CLS, SEP, MASK], seed=0).prepare(b, 7)
-    assert torch.equal(again.inputs["replace_u"], u)

@@ -112,21 +112,3 @@ def test_muon_leaves_lora_factors_and_frozen_weights_to_adamw():
     in_muon = {names[id(p)] for g in opt.param_groups if g["muon"] for p in g["params"]}
     assert not in_muon  # the base weights are frozen; A and B are low-rank factors, not hidden maps
     assert any("lora_" in names[id(p)] for g in opt.param_groups for p in g["params"])
-
-
-def test_electra_groups_like_its_encoder():
-    """Inside ELECTRA the encoder's names gain a prefix; the embeddings still get no weight decay,
-    and the generator's layers join Muon like the encoder's."""
-    from lmlab.model import Transformer, preset
-    from lmlab.model.electra import Electra
-    from lmlab.train.optim import param_groups
-
-    cfg = preset("bert-tiny", vocab_size=99, d_model=36, n_heads=3, n_layers=2, d_ff=44, head="none")
-    model = Electra(Transformer(cfg))
-    names = {id(p): n for n, p in model.named_parameters()}
-    decay, no_decay, hidden = (
-        {names[id(p)] for p in g["params"]} for g in param_groups(model, 0.1, muon=True))
-    assert "discriminator.embed.tokens.weight" in no_decay
-    assert not any(".embed." in n for n in decay | hidden)
-    assert any(n.startswith("generator.layers.") for n in hidden)
-    assert any(n.startswith("discriminator.encoder.layers.") for n in hidden)
