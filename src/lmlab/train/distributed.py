@@ -76,7 +76,7 @@ def barrier(ctx: Context) -> None:
 
 
 def transformer_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every layer of every stack (encoder, decoder, ELECTRA's generator), in order."""
+    """Every layer of every stack (encoder, decoder), in order: the units of FSDP and of activation checkpointing."""
     from lmlab.model.layers import TransformerLayer
 
     return [m for m in model.modules() if isinstance(m, TransformerLayer)]
