@@ -178,3 +178,26 @@ def test_decay_steps_stops_a_run_where_a_longer_one_passes(tmp_path):
     own = load_model(tmp_path / "own" / "model").state_dict()
     assert all(torch.equal(mid[k], short[k]) for k in mid)
     assert not all(torch.equal(mid[k], own[k]) for k in mid)  # its own 6-step schedule differs
+
+
+def test_activation_checkpointing_recomputes_both_stacks_to_the_same_losses(tmp_path):
+    """--train.activation_checkpointing wraps every layer of the encoder and the decoder; the
+    recomputed forward gives the losses and weights of the plain run (dropout included)."""
+    import torch
+
+    from lmlab.train.distributed import transformer_layers
+
+    args = ["--objective=denoise", "--model.preset=transformer-tiny", "--data.dataset=null",
+            "--data.block_size=24", "--train.max_steps=4", "--model.dropout=0.1", *TINY]
+    pretrain(None, str(tmp_path / "plain"), args + [f"--data.inputs=[{FIXTURE}]", "--data.tokenizer_kind=unigram",
+                                                    "--data.vocab_size=120"])
+    shards = f"--data.shards={tmp_path / 'plain' / 'data' / 'shards'}"
+    pretrain(None, str(tmp_path / "ckpt"), args + [shards, "--train.activation_checkpointing=true"])
+    losses = [[json.loads(x)["train_loss"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("plain", "ckpt")]
+    assert losses[0] == losses[1]
+    a, b = load_model(tmp_path / "plain" / "model").state_dict(), load_model(tmp_path / "ckpt" / "model").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    model = load_model(tmp_path / "plain" / "model")
+    layers = transformer_layers(model)  # what the option wraps: both stacks, in order
+    assert layers == [*model.encoder.layers, *model.decoder.layers] and len(layers) == 4
