@@ -59,6 +59,7 @@ class Examples(list):
 
 class SpanObjective:
     name = "span"
+    predicts_tokens = False  # its loss is not per token: no perplexity
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id

@@ -45,6 +45,7 @@ class LabeledExample:
 
 class Classification:
     name = "classification"
+    predicts_tokens = False  # its loss is not per token: no perplexity
 
     def __init__(self, pad_id: int, type_vocab: int):
         self.pad_id, self.type_vocab = pad_id, type_vocab

@@ -38,6 +38,7 @@ class Pair:
 
 class Seq2SeqObjective:
     name = "seq2seq"
+    predicts_tokens = True  # its loss is a mean over predicted tokens
 
     def __init__(self, pad_id: int, bos_id: int):
         self.pad_id, self.bos_id = pad_id, bos_id

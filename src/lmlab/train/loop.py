@@ -230,7 +230,9 @@ class Trainer:
         out: dict[str, float] = {}
         if count:
             val = total / count
-            out = {"val_loss": val, "val_perplexity": math.exp(min(val, 700))}
+            out = {"val_loss": val}
+            if self.objective.predicts_tokens:  # a perplexity of a class or span loss would mean nothing
+                out["val_perplexity"] = math.exp(min(val, 700))
             if self.bytes_per_token:
                 out["val_bits_per_byte"] = val / math.log(2) / self.bytes_per_token
         if self.eval_hook is not None:

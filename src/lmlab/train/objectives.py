@@ -40,6 +40,7 @@ def _generator(seed: int, index: int) -> torch.Generator:
 
 class CausalLM:
     name = "clm"
+    predicts_tokens = True  # its loss is a mean over predicted tokens
 
     def prepare(self, batch: Any, index: int) -> Prepared:
         x, y = batch  # [B, T] each, y shifted by one
@@ -48,6 +49,7 @@ class CausalLM:
 
 class MaskedLM:
     name = "mlm"
+    predicts_tokens = True  # its loss is a mean over predicted tokens
 
     def __init__(self, vocab_size: int, mask_id: int, special_ids: list[int], seed: int,
                  prob: float = 0.15, word_starts: Callable[[torch.Tensor], torch.Tensor] | None = None):
@@ -85,6 +87,7 @@ class MaskedLM:
 
 class Denoising:
     name = "denoise"
+    predicts_tokens = True  # its loss is a mean over predicted tokens
 
     def __init__(self, mask_id: int, pad_id: int, start_id: int, seed: int, ratio: float = 0.15,
                  mean_span: float = 3.0):

@@ -25,6 +25,7 @@ def test_from_scratch_learns_and_writes_everything(sentiment_model):
         assert (out / name).exists(), name
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_accuracy" in r] == [20, 40, 60]
+    assert "val_perplexity" not in s and not any("val_perplexity" in r for r in rows)  # a class loss has none
     task = json.loads((out / "model" / "task.json").read_text())
     assert task["task"] == "sentiment" and task["meta"]["labels"] == ["0", "1"]
     # the saved model is the best evaluation, not the last step

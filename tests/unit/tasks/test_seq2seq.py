@@ -1,6 +1,8 @@
 """Summarisation and translation: teacher forcing, readers, decoding through `lmlab.generate`
 (equal to its beam search and to greedy by full recomputation), and a tiny model that learns."""
 
+import math
+
 import pytest
 import torch
 
@@ -120,6 +122,7 @@ def test_translation_learns_and_beams(tmp_path):
     s = finetune("translation", files("train"), files("dev"), out=str(tmp_path / "r"),
                  overrides=tiny(*SEQ, "--train.max_steps=400", "--train.eval_every_steps=200"))
     assert s["eval"]["bleu"] >= 60 and "tok:13a" in s["eval"]["bleu_signature"]
+    assert s["val_perplexity"] == pytest.approx(math.exp(s["val_loss"]))  # a per-token loss has one
     mt = lmlab.pipeline("translation", tmp_path / "r" / "model", ["--task.num_beams=3"])
     assert mt("one two three")["translation"] == "eins zwei drei"
 
