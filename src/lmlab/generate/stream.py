@@ -65,11 +65,13 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
     import torch
 
     from lmlab.model import load_model
+    from lmlab.model.pretrained import require_transformer
     from lmlab.tokenizer.tokenizer import Tokenizer
 
     model_dir = Path(model_dir)
     tok_dir = model_dir / "tokenizer"
     model = load_model(model_dir, device=device)  # verifies every hash in the manifest
+    require_transformer(model.config, str(model_dir), "generation")
     if not (tok_dir / "lmlab_tokenizer.json").is_file() or not (tok_dir / "tokenizer.json").is_file():
         raise ArtifactError(f"{model_dir}: no lmlab tokenizer in tokenizer/ (tokenizer.json + lmlab_tokenizer.json); "
                             "save the model with save_model(..., tokenizer_dir=...) to generate text from it")

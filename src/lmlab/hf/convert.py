@@ -18,7 +18,7 @@ from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensor
 from lmlab.errors import ArtifactError, ConfigError, UnsafeFormat
 from lmlab.hf.mapping import (ARCHITECTURES, EXPORT_ARCHITECTURE, config_from_hf, config_to_hf,
                               family_of, from_hf_state, to_hf_state)
-from lmlab.model.pretrained import load_model, load_state, save_model
+from lmlab.model.pretrained import load_model, load_state, require_transformer, save_model
 from lmlab.model.transformer import Transformer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -106,7 +106,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = Fals
     """lmlab model directory → directory that `transformers` loads with from_pretrained."""
     model_dir = Path(model_dir)
     model = load_model(model_dir)
-    cfg = model.config
+    cfg = require_transformer(model.config, str(model_dir), "a Hugging Face export")
     family = family_of(cfg)
     arch = EXPORT_ARCHITECTURE[(family, cfg.head)]
     prefix = ARCHITECTURES[arch][2]

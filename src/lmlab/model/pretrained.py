@@ -1,4 +1,5 @@
-"""An lmlab model directory: ``model.json`` (the TransformerConfig), ``model.safetensors``,
+"""An lmlab model directory: ``model.json`` (the TransformerConfig, or the NgramConfig of a
+bag-of-n-grams classifier: ``"kind": "ngram"``), ``model.safetensors``,
 an optional ``tokenizer/`` directory, ``config.yaml`` (how it was made) and ``manifest.json``.
 
 Loading verifies the manifest's hashes, rejects unknown config keys, and requires every
@@ -18,6 +19,7 @@ from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensor
 from lmlab.config import to_dict
 from lmlab.errors import CheckpointMismatch, ConfigError
 from lmlab.model.config import TransformerConfig
+from lmlab.model.ngram import NgramClassifier, NgramConfig
 from lmlab.model.transformer import Transformer
 
 MODEL_KIND = "lmlab-model"
@@ -34,23 +36,38 @@ def save_model(model: Transformer, out_dir: str | Path, tokenizer_dir: str | Pat
     return Path(out_dir)
 
 
-def read_model_config(model_dir: str | Path) -> TransformerConfig:
+def read_model_config(model_dir: str | Path) -> TransformerConfig | NgramConfig:
     path = Path(model_dir) / "model.json"
+    data = read_json(path)
     try:
-        return TransformerConfig.from_dict(read_json(path))
+        if isinstance(data, dict) and data.get("kind") == "ngram":
+            return NgramConfig.from_dict(data)
+        return TransformerConfig.from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def model_for(cfg: TransformerConfig | NgramConfig) -> Transformer | NgramClassifier:
+    """The module a config describes."""
+    return NgramClassifier(cfg) if isinstance(cfg, NgramConfig) else Transformer(cfg)
+
+
+def require_transformer(cfg: TransformerConfig | NgramConfig, source: str, what: str) -> TransformerConfig:
+    """`cfg`, or a clear error where a Transformer is needed (export, cost, generation)."""
+    if isinstance(cfg, NgramConfig):
+        raise ConfigError(f"{source}: is a bag-of-n-grams classifier, not a Transformer; {what} needs a Transformer")
+    return cfg
 
 
 def _suspects(cfg: TransformerConfig, expected: tuple[int, ...], found: tuple[int, ...]) -> str:
     """Config fields whose value is a dimension that differs: the likely culprits."""
     values = {k: v for k, v in to_dict(cfg).items() if isinstance(v, int) and not isinstance(v, bool)}
-    values["d_head"] = cfg.d_head
+    values["d_head"] = getattr(cfg, "d_head", None)
     names = sorted({k for e, f in zip(expected, found) if e != f for k, v in values.items() if v in (e, f)})
     return f" (check {', '.join(names)})" if names else ""
 
 
-def check_state(cfg: TransformerConfig, tensors: dict[str, torch.Tensor], source: str,
+def check_state(cfg: TransformerConfig | NgramConfig, tensors: dict[str, torch.Tensor], source: str,
                 expected: dict[str, torch.Tensor] | None = None) -> None:
     """Every tensor used, every parameter filled, shapes equal; else `CheckpointMismatch`.
     Compares against `expected` (a live model's state dict, whose modules may be wrapped, e.g.
@@ -59,7 +76,7 @@ def check_state(cfg: TransformerConfig, tensors: dict[str, torch.Tensor], source
         own = expected
     else:
         with torch.device("meta"):
-            own = Transformer(cfg).state_dict()
+            own = model_for(cfg).state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     problems = []
@@ -76,19 +93,19 @@ def check_state(cfg: TransformerConfig, tensors: dict[str, torch.Tensor], source
         raise CheckpointMismatch(f"{source}: weights do not fit the model config: " + "; ".join(problems))
 
 
-def load_state(model: Transformer, tensors: dict[str, torch.Tensor], source: str) -> None:
+def load_state(model: Transformer | NgramClassifier, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Strict load (see `check_state`)."""
     check_state(model.config, tensors, source)
     model.load_state_dict(tensors, strict=True)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
-               verify_hashes: bool = True) -> Transformer:
+               verify_hashes: bool = True) -> Transformer | NgramClassifier:
     model_dir = Path(model_dir)
     if verify_hashes:
         verify(model_dir, kind=MODEL_KIND)
     cfg = read_model_config(model_dir)
-    model = Transformer(cfg)
+    model = model_for(cfg)
     load_state(model, load_tensors(model_dir / "model.safetensors"), str(model_dir / "model.safetensors"))
     return model.to(device).eval()
 

@@ -58,9 +58,9 @@ def flops_per_token(cfg: TransformerConfig, seq_len: int | None = None, training
 def model_info(source: str = "gpt2-tiny", seq_len: int | None = None) -> dict:
     """`lmlab model info`: a preset name or an lmlab model directory."""
     if Path(source).is_dir():
-        from lmlab.model.pretrained import read_model_config
+        from lmlab.model.pretrained import read_model_config, require_transformer
 
-        cfg = read_model_config(source)
+        cfg = require_transformer(read_model_config(source), source, "lmlab model info")
     else:
         cfg = preset(source)
     t = seq_len or cfg.max_seq_len

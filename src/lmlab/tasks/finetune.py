@@ -34,6 +34,7 @@ from typing import Any
 from lmlab.artifacts import load_tensors, write_json
 from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
+from lmlab.model.ngram import PRESET as NGRAM_PRESET
 from lmlab.tasks import get_task
 from lmlab.tasks.lora import LoRAConfig
 from lmlab.tasks.task import TaskConfig
@@ -120,6 +121,9 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
 
     init_dir = resolve_init(init, work)
     fields = task.model_fields(meta, cfg.task)
+    if init_dir is not None and cfg.model.get("preset") == NGRAM_PRESET:
+        raise ConfigError(f"model.preset: {NGRAM_PRESET} is a linear model trained from scratch; it takes no "
+                          f"--init {init} (drop one of the two)")
     if init_dir is not None and cfg.task.vectors:
         raise ConfigError(f"task.vectors: word vectors initialise a model trained from scratch; --init {init} "
                           "brings its own embeddings (drop one of the two)")
@@ -137,10 +141,12 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
             raise ArtifactError(f"--init {init}: tokenizer has {tok.vocab_size} tokens, "
                                 f"model {model.config.vocab_size}")
         return model, tok, init_dir / "tokenizer", {"init": str(init_dir), "new_tensors": fresh}
+    spec = {"preset": task.default_preset, **cfg.model}
+    if spec["preset"] == NGRAM_PRESET:
+        return _ngram_model(task, cfg, train_examples, meta, work, fields)
     tok_dir = work / "tokenizer"
     tok = (load_task_tokenizer(tok_dir) if (tok_dir / "manifest.json").exists()
            else train_task_tokenizer(task, task.texts(train_examples), work, cfg.task))
-    spec = {"preset": task.default_preset, **cfg.model}
     name = spec.pop("preset")
     spec.setdefault("max_seq_len", task.max_positions(cfg.task))
     try:
@@ -154,6 +160,38 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
 
         notes["vectors"] = init_model_embeddings(model, tok, cfg.task.vectors)
     return model, tok, tok_dir, notes
+
+
+def _ngram_model(task, cfg: FinetuneConfig, train_examples, meta, work: Path, fields: dict[str, Any]):
+    """The bag-of-n-grams classifier (`lmlab.model.ngram`) and its vocabulary, from the training texts."""
+    from lmlab.model.ngram import NgramClassifier, NgramConfig
+    from lmlab.tokenizer.ngrams import NgramVocab, auto_unit
+
+    if fields.get("head") != "classification":
+        raise ConfigError(f"model.preset: {NGRAM_PRESET} is a text classifier; the {task.name} task needs a "
+                          "Transformer (drop the option)")
+    for option, why in (("task.vectors", cfg.task.vectors), ("lora.rank", cfg.lora.rank)):
+        if why:
+            raise ConfigError(f"{option}: does not apply to model.preset={NGRAM_PRESET}, a linear model over "
+                              "n-grams (drop one of the two)")
+    spec = {k: v for k, v in cfg.model.items() if k != "preset"}
+    try:
+        model_cfg = NgramConfig.from_dict({**spec, **fields})
+    except ConfigError as e:
+        raise ConfigError(f"model: {e}") from None
+    texts = list(task.texts(train_examples))
+    unit = model_cfg.unit if model_cfg.unit != "auto" else auto_unit(texts)
+    n_max = model_cfg.n_max or (3 if unit == "char" else 2)
+    tok_dir = work / "tokenizer"
+    if (tok_dir / "manifest.json").exists():  # a resumed run: the vocabulary its checkpoint was trained on
+        tok = NgramVocab.load(tok_dir)
+    else:
+        tok = NgramVocab.build(texts, unit, n_max, model_cfg.lowercase, model_cfg.min_count)
+        tok.save(tok_dir, overwrite=True)
+    model_cfg = model_cfg.replace(unit=unit, n_max=n_max, vocab_size=tok.vocab_size)
+    model = NgramClassifier(model_cfg)
+    model.set_ratios(tok.encode_batch(texts), task.label_ids(train_examples, meta))
+    return model, tok, tok_dir, {"init": None, "preset": NGRAM_PRESET, "ngrams": tok.vocab_size - 1}
 
 
 def finetune(task: str, train: str, eval: str | None = None, init: str | None = None,

@@ -13,7 +13,9 @@ all are integers), and kept in the model directory; a label the model has never 
 evaluation data, is an error naming the row.
 
 Model: head "classification" — BERT pools [CLS] (tanh(W·h₀+b)), a decoder reads its last token
-— then softmax over the labels; objective: cross-entropy on the class id. Inputs are
+— then softmax over the labels; objective: cross-entropy on the class id. ``--model.preset=ngram``
+trains the bag-of-n-grams classifier of `lmlab.model.ngram` instead (NBSVM: logistic regression
+on naive-Bayes-scaled n-grams), the linear baseline, in seconds. Inputs are
 ``[CLS] text [SEP]`` truncated to ``task.max_length`` tokens (stated in the results as
 ``truncated``), by default at the end; ``--task.truncation=middle`` keeps the first quarter and
 the last three quarters of a long text instead, ``start`` its end. Metric: accuracy,
@@ -122,6 +124,8 @@ class Sentiment(Task):
     def features(self, examples, tok, meta, cfg):
         ids = tok.encode_batch([e.text for e in examples])
         labels = self.label_ids(examples, meta) if examples and examples[0].label is not None else [None] * len(ids)
+        if tok.kind == "ngram":  # a bag of n-grams: the whole text, in no order, nothing to wrap or cut
+            return [{"input_ids": x, "label": y, "truncated": False} for x, y in zip(ids, labels)]
         return [{"input_ids": wrap_single(tok, x, cfg.max_length, cfg.truncation), "label": y,
                  "truncated": len(x) + 2 > cfg.max_length} for x, y in zip(ids, labels)]
 
@@ -133,7 +137,7 @@ class Sentiment(Task):
         model.eval()
         out = []
         for batch in in_batches(features, cfg.predict_batch_size):
-            inputs = encoder_inputs(batch, pad_id_of(tok), model.config.type_vocab_size)
+            inputs = encoder_inputs(batch, pad_id_of(tok), getattr(model.config, "type_vocab_size", 0))
             logits = model(**to_model(model, inputs)).logits
             out.append(torch.softmax(logits.float(), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, model.config.n_labels)

@@ -27,6 +27,8 @@ from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensor
 from lmlab.config import check, from_dict, to_dict
 from lmlab.errors import ArtifactError, CheckpointMismatch, ConfigError
 from lmlab.model.pretrained import MODEL_KIND
+from lmlab.tokenizer.ngrams import FILE as NGRAM_FILE
+from lmlab.tokenizer.ngrams import NgramVocab
 
 TASK_FILE = "task.json"
 TRUNCATIONS = ("end", "start", "middle")
@@ -233,6 +235,8 @@ def load_task_tokenizer(directory: str | Path):
         raise ArtifactError(f"{directory}: no tokenizer directory")
     if (directory / "lmlab_tokenizer.json").exists():
         return Tokenizer.load(directory)
+    if (directory / NGRAM_FILE).exists():  # the bag-of-n-grams classifier's vocabulary
+        return NgramVocab.load(directory)
     roles: dict[str, str] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (directory / name).exists():
@@ -306,6 +310,9 @@ def model_from_init(init_dir: Path, fields: dict[str, Any]):
     from lmlab.model.pretrained import read_model_config
 
     base = read_model_config(init_dir)
+    if base.arch == "ngram":
+        raise ConfigError(f"--init {init_dir}: a bag-of-n-grams classifier has no encoder to fine-tune; "
+                          "train it again with --model.preset=ngram instead")
     changes = dict(fields)
     if changes.get("head") == "classification" and base.arch == "encoder":
         changes["pooler"] = True

@@ -56,9 +56,9 @@ PROFILE_LAYERS = (1, 3)
 
 def _config(model: str) -> TransformerConfig:
     if Path(model).is_dir():
-        from lmlab.model.pretrained import read_model_config
+        from lmlab.model.pretrained import read_model_config, require_transformer
 
-        return read_model_config(model)
+        return require_transformer(read_model_config(model), model, "lmlab cost")
     return preset(model)
 
 
