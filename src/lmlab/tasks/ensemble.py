@@ -19,6 +19,7 @@ The directory is a task model directory that `evaluate`, `predict` and `pipeline
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from torch import nn
 from lmlab.artifacts import ArtifactWriter, read_json, verify, write_json
 from lmlab.errors import ArtifactError, ConfigError
 from lmlab.model import load_model
+from lmlab.model.ngram import NgramOutput
 from lmlab.model.transformer import ModelOutput
 from lmlab.tasks import get_task
 from lmlab.tasks.task import load_task_tokenizer
@@ -46,10 +48,10 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.config = members[0].config  # type_vocab_size, n_labels, ... agree across members
 
-    def forward(self, **inputs) -> ModelOutput:
+    def forward(self, **inputs) -> ModelOutput | NgramOutput:
         outs = [m(**inputs) for m in self.members]
         logits = torch.stack([o.logits.float() for o in outs]).mean(0)
-        return ModelOutput(hidden_states=outs[0].hidden_states, logits=logits)  # no mean of hidden states
+        return dataclasses.replace(outs[0], logits=logits, loss=None)  # the rest (hidden states) is member 0's
 
 
 def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = False) -> dict:

@@ -46,6 +46,25 @@ def test_evaluate_predict_pipeline_read_the_directory(ngram_model, tmp_path):
     assert unseen["label"] in ("0", "1")
 
 
+def test_an_ensemble_of_two_averages_their_logits(ngram_model, tmp_path):
+    import torch
+
+    from lmlab.tasks.ensemble import make_ensemble
+    from lmlab.tasks.task import load_task_model
+
+    out, _ = ngram_model
+    finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(tmp_path / "b"),
+             overrides=NGRAM + ["--train.max_steps=30", "--optim.lr=3e-2", "--train.seed=5"])
+    make_ensemble("sentiment", [str(out / "model"), str(tmp_path / "b" / "model")], str(tmp_path / "e"))
+    ensemble, tok, _, _ = load_task_model(tmp_path / "e", "sentiment")
+    ids = torch.tensor(tok.encode("the ending is really lovely")).unsqueeze(0)
+    members = [load_task_model(d, "sentiment")[0](input_ids=ids).logits
+               for d in (out / "model", tmp_path / "b" / "model")]
+    assert torch.allclose(ensemble(input_ids=ids).logits, (members[0] + members[1]) / 2, atol=1e-6)
+    assert not torch.allclose(members[0], members[1])
+    assert evaluate_task("sentiment", str(tmp_path / "e"), str(FIX / "sentiment_dev.csv"))["accuracy"] >= 0.85
+
+
 def test_chinese_multiclass_uses_characters(tmp_path):
     s = finetune("sentiment", str(FIX / "sentiment3_train.jsonl"), str(FIX / "sentiment3_train.jsonl"),
                  out=str(tmp_path / "r"), overrides=NGRAM + ["--train.max_steps=40", "--train.eval_every_steps=20",
