@@ -207,6 +207,11 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
     from safetensors.torch import save_file
 
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    # safetensors writes through a private temporary file (mode 0600); give the weights the mode
+    # any other file of the directory gets, so that a model shared with a group stays readable
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_tensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:

@@ -53,3 +53,18 @@ def test_tampering_is_detected(tmp_path):
         verify(tmp_path / "a")
     with pytest.raises(ArtifactError, match="expected 'model'"):
         verify(tmp_path / "a", kind="model")
+
+
+def test_weights_get_the_mode_of_any_other_file(tmp_path):
+    import torch
+
+    from lmlab.artifacts import save_tensors
+
+    old = os.umask(0o022)
+    try:
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+        (tmp_path / "other.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("model.safetensors") == mode("other.json") == 0o644  # not safetensors' private 0600
