@@ -183,10 +183,15 @@ def _ngram_model(task, cfg: FinetuneConfig, train_examples, meta, work: Path, fi
     unit = model_cfg.unit if model_cfg.unit != "auto" else auto_unit(texts)
     n_max = model_cfg.n_max or (3 if unit == "char" else 2)
     tok_dir = work / "tokenizer"
+    wanted = {"unit": unit, "n_max": n_max, "lowercase": model_cfg.lowercase, "min_count": model_cfg.min_count}
     if (tok_dir / "manifest.json").exists():  # a resumed run: the vocabulary its checkpoint was trained on
         tok = NgramVocab.load(tok_dir)
+        changed = [f"model.{k}: {tok.options[k]!r} there, {v!r} here" for k, v in wanted.items() if tok.options[k] != v]
+        if changed:
+            raise ConfigError(f"{work.parent}: the run there built its n-grams otherwise ({'; '.join(changed)}); "
+                              "give a new --out or the same options")
     else:
-        tok = NgramVocab.build(texts, unit, n_max, model_cfg.lowercase, model_cfg.min_count)
+        tok = NgramVocab.build(texts, **wanted)
         tok.save(tok_dir, overwrite=True)
     model_cfg = model_cfg.replace(unit=unit, n_max=n_max, vocab_size=tok.vocab_size)
     model = NgramClassifier(model_cfg)

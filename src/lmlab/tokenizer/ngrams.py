@@ -45,11 +45,11 @@ class NgramVocab:
     kind = "ngram"
     pad_id, unk_id, cls_id, sep_id, bos_id, eos_id, mask_id = 0, None, None, None, None, None, None
 
-    def __init__(self, ngrams: list[str], unit: str, n_max: int, lowercase: bool = True):
+    def __init__(self, ngrams: list[str], unit: str, n_max: int, lowercase: bool = True, min_count: int = 1):
         if unit not in UNITS:
             raise ConfigError(f"ngram unit {unit!r}: must be one of {', '.join(UNITS)}")
         self.ngrams = ["<pad>", *ngrams]  # id 0 pads a batch and is no n-gram
-        self.unit, self.n_max, self.lowercase = unit, n_max, lowercase
+        self.unit, self.n_max, self.lowercase, self.min_count = unit, n_max, lowercase, min_count
         self.index = {g: i for i, g in enumerate(self.ngrams) if i}
 
     # ------------------------------------------------------------------ text → n-grams
@@ -70,7 +70,7 @@ class NgramVocab:
         for t in texts:
             counts.update(probe.grams(t))
         kept = sorted((g for g, c in counts.items() if c >= min_count), key=lambda g: (-counts[g], g))
-        return cls(kept, unit, n_max, lowercase)
+        return cls(kept, unit, n_max, lowercase, min_count)
 
     def encode(self, text: str) -> np.ndarray:
         """Sorted ids of the text's known n-grams, each once → [F] int64 (may be empty)."""
@@ -79,6 +79,11 @@ class NgramVocab:
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
         return [self.encode(t) for t in texts]
+
+    @property
+    def options(self) -> dict:
+        """What decided the vocabulary, besides the texts."""
+        return {"unit": self.unit, "n_max": self.n_max, "lowercase": self.lowercase, "min_count": self.min_count}
 
     @property
     def vocab_size(self) -> int:
@@ -94,8 +99,7 @@ class NgramVocab:
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         with ArtifactWriter(directory, kind=KIND, overwrite=overwrite) as w:
-            write_json(w.path / FILE, {"kind": self.kind, "unit": self.unit, "n_max": self.n_max,
-                                       "lowercase": self.lowercase, "ngrams": self.ngrams[1:]})
+            write_json(w.path / FILE, {"kind": self.kind, **self.options, "ngrams": self.ngrams[1:]})
         self.directory = Path(directory)
         return Path(directory)
 
@@ -105,7 +109,8 @@ class NgramVocab:
         verify(directory, kind=KIND, only=[FILE])
         data = read_json(directory / FILE)
         try:
-            vocab = cls(list(data["ngrams"]), data["unit"], int(data["n_max"]), bool(data["lowercase"]))
+            vocab = cls(list(data["ngrams"]), data["unit"], int(data["n_max"]), bool(data["lowercase"]),
+                        int(data.get("min_count", 1)))
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise ArtifactCorrupt(f"{directory / FILE}: not an n-gram vocabulary ({e})") from None
         vocab.directory = directory

@@ -81,6 +81,14 @@ def test_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert_resumes_to_the_same_weights(run, tmp_path, monkeypatch, stop_at=8)
 
 
+def test_a_resumed_run_refuses_other_n_gram_options(tmp_path):
+    args = dict(train=str(FIX / "sentiment_train.csv"), out=str(tmp_path / "r"))
+    finetune("sentiment", **args, overrides=NGRAM + ["--train.max_steps=4", "--train.save_every_steps=2"])
+    with pytest.raises(ConfigError, match=r"model.n_max: 2 there, 3 here"):
+        finetune("sentiment", **args, overrides=NGRAM + ["--train.max_steps=8", "--model.n_max=3"])
+    assert finetune("sentiment", **args, overrides=NGRAM + ["--train.max_steps=8"])["steps"] == 8
+
+
 def test_what_does_not_apply_is_refused(ngram_model, tmp_path, capsys):
     out, _ = ngram_model
     train, dev = str(FIX / "sentiment_train.csv"), str(FIX / "sentiment_dev.csv")
