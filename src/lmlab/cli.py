@@ -147,7 +147,8 @@ COMMANDS: list[Command] = [
              arg("--train", required=True,
                  help="a CSV/TSV/JSONL (SQuAD JSON for qa) file or a dataset, e.g. sst2:train"),
              arg("--eval", default=None, help="evaluation data (file or dataset, e.g. sst2:dev)"),
-             arg("--init", default=None, help="an lmlab model directory, or hf:DIR; none = train from scratch"),
+             arg("--init", default=None, help="an lmlab model directory, or hf:DIR; none = train from scratch "
+                 "(a small Transformer, or with --model.preset=ngram a bag-of-n-grams classifier)"),
              arg("--out", default="out/finetune", help="run directory (checkpoints, metrics, model)"),
              arg("--config", default=None, help="recipe YAML, e.g. configs/finetune/sst2.yaml"),
              arg("--data-root", default=None, help="folder holding the datasets (default: $LMLAB_DATA)")]),
