@@ -168,14 +168,19 @@ class QuestionAnswering(Task):
     def model_fields(self, meta, cfg):
         return {"head": self.head, **({"type_vocab_size": 3} if cfg.question_match else {})}
 
-    def _windows(self, example, tok, cfg: TaskConfig, training: bool) -> list[dict]:
+    def _windows(self, example, tok, cfg: TaskConfig, training: bool, contexts: dict | None = None) -> list[dict]:
+        """`contexts`: a cache of encoded contexts, by text (a paragraph has several questions)."""
         q_enc = tok.backend.encode(example.question, add_special_tokens=False)
         q_ids = q_enc.ids[:MAX_QUESTION_TOKENS]
-        enc = tok.backend.encode(example.context, add_special_tokens=False)
-        ids, offsets = enc.ids, enc.offsets
+        contexts = {} if contexts is None else contexts
+        if example.context not in contexts:
+            enc = tok.backend.encode(example.context, add_special_tokens=False)
+            words = _words(enc, example.context) if cfg.question_match else []
+            contexts[example.context] = (enc.ids, enc.offsets, words)
+        ids, offsets, words = contexts[example.context]
         segment = [1] * len(ids)
         if cfg.question_match:
-            matched = _matched(_words(enc, example.context), _words(q_enc, example.question))
+            matched = _matched(words, _words(q_enc, example.question))
             segment = [2 if m else 1 for m in matched]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
@@ -210,9 +215,9 @@ class QuestionAnswering(Task):
             begin += step
 
     def features(self, examples, tok, meta, cfg):
-        out, unaligned = [], []
+        out, unaligned, contexts = [], [], {}
         for e in examples:
-            windows = self._windows(e, tok, cfg, training=True)
+            windows = self._windows(e, tok, cfg, training=True, contexts=contexts)
             if not windows:
                 unaligned.append(e.id)
             out.extend(w for k, w in enumerate(windows)
@@ -227,7 +232,8 @@ class QuestionAnswering(Task):
     @torch.no_grad()
     def _answer(self, model, tok, cfg: TaskConfig, examples: list) -> list[dict]:
         model.eval()
-        windows = [(i, f) for i, e in enumerate(examples) for f in self._windows(e, tok, cfg, training=False)]
+        contexts: dict = {}
+        windows = [(i, f) for i, e in enumerate(examples) for f in self._windows(e, tok, cfg, False, contexts)]
         best: list[dict | None] = [None] * len(examples)
         for chunk in in_batches(windows, cfg.predict_batch_size):
             logits = model(**to_model(model, encoder_inputs([f for _, f in chunk], pad_id_of(tok), 2))).logits

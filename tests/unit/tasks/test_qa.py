@@ -48,6 +48,25 @@ def test_spans_map_back_to_answers_in_every_window(data):
     assert n_windows > len(examples)  # windowing happened
 
 
+def test_a_paragraph_is_encoded_once_for_all_its_questions(data, monkeypatch):
+    examples, tok = data
+    cfg = TaskConfig(max_length=24, stride=6, question_match=True)
+    asked_twice = list(examples) * 2  # every paragraph with two questions
+    alone = [w for e in asked_twice for w in TASK._windows(e, tok, cfg, training=True)]  # nothing shared
+    calls, encode = [], tok.backend.encode
+
+    class Spy:
+        token_to_id = tok.backend.token_to_id
+
+        def encode(self, text, **kw):
+            calls.append(text)
+            return encode(text, **kw)
+    monkeypatch.setattr(tok, "backend", Spy())
+    assert TASK.features(asked_twice, tok, {}, cfg) == alone  # the same windows
+    paragraphs = {e.context for e in examples}
+    assert sum(c in paragraphs for c in calls) == len(paragraphs)  # each encoded once, not twice
+
+
 def test_answer_not_at_offset_is_counted_with_its_id():
     examples = TASK.read(str(FIX / "qa_en_train.json"), TaskConfig())
     assert examples.report["dropped_answers"] == 1 and examples.report["dropped_ids"] == ["en-bad-offset"]
