@@ -46,6 +46,7 @@ class NgramConfig:
     min_count: int = 1  # an n-gram enters the vocabulary if this many training texts contain it
     nb_alpha: float = 1.0  # α, the smoothing of the naive-Bayes ratios
     arch: ClassVar[str] = "ngram"  # not a Transformer stack: code that asks for one refuses it by this
+    type_vocab_size: ClassVar[int] = 0  # no segment embeddings: its inputs carry no token_type_ids
 
     def __post_init__(self) -> None:
         check(self.vocab_size >= 1, "vocab_size", "must be positive")

@@ -137,7 +137,7 @@ class Sentiment(Task):
         model.eval()
         out = []
         for batch in in_batches(features, cfg.predict_batch_size):
-            inputs = encoder_inputs(batch, pad_id_of(tok), getattr(model.config, "type_vocab_size", 0))
+            inputs = encoder_inputs(batch, pad_id_of(tok), model.config.type_vocab_size)
             logits = model(**to_model(model, inputs)).logits
             out.append(torch.softmax(logits.float(), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, model.config.n_labels)
