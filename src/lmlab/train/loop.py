@@ -7,6 +7,7 @@ One optimizer step:
            loss_m = model(**objective.prepare(source.batch_at(g), g)).loss   (mean over n_m targets)
            backward(loss_m · n_m / N · W)       N = Σ n over all ranks: a token-weighted mean,
                                                  ×W undoes DDP's average over ranks
+           (with `adversarial`, the same again with the embeddings perturbed: adversarial.py)
     3. all-reduce the loss; clip the global gradient norm
     4. guard: a non-finite loss or norm skips the step or stops the run
     5. optimizer step (and the weight average, `ema_decay`); log; evaluate every
@@ -36,6 +37,7 @@ import torch
 from lmlab.config import check
 from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
+from lmlab.train.adversarial import adversarial, embedding_module
 from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, identity_changes,
                                     latest_checkpoint, load_checkpoint, read_identity, save_checkpoint)
 from lmlab.train.ema import WeightEMA
@@ -73,6 +75,7 @@ class TrainConfig:
     select_mode: Literal["max", "min"] = "max"  # whether larger or smaller select_metric is better
     patience: int = 0  # evaluations without improvement of select_metric before stopping; 0 = never
     ema_decay: float = 0.0  # > 0 (e.g. 0.999): evaluate, select and write a moving average of the weights
+    adversarial: float = 0.0  # > 0 (e.g. 0.3): also learn each batch with its embeddings perturbed (adversarial.py)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every_steps", "eval_batches",
@@ -81,6 +84,7 @@ class TrainConfig:
         check(self.keep_last >= 0, "train.keep_last", "must be >= 0")
         check(self.patience >= 0, "train.patience", "must be >= 0")
         check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1): 0 is off, 0.999 a typical value")
+        check(self.adversarial >= 0.0, "train.adversarial", "must be >= 0: 0 is off, 0.3 a typical value")
         check(not self.patience or bool(self.select_metric), "train.patience",
               "early stopping needs train.select_metric (e.g. val_loss or a task metric)")
 
@@ -153,6 +157,8 @@ class Trainer:
             raise ConfigError("train.ema_decay: not with train.parallel=fsdp (a shard is not the whole weight); "
                               "use ddp, or no weight average")
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        if cfg.adversarial:
+            embedding_module(self.model)  # a model without embeddings is refused before any step
         if cfg.compile:
             self.runner = torch.compile(self.runner)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.ctx.is_main)
@@ -178,6 +184,11 @@ class Trainer:
             return contextlib.nullcontext()
         return self.runner.no_sync()
 
+    def _adversarial(self):
+        if not self.cfg.adversarial:
+            return contextlib.nullcontext()
+        return adversarial(self.model, self.cfg.adversarial)
+
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.ctx.device, non_blocking=True) for k, v in inputs.items()}
 
@@ -194,10 +205,14 @@ class Trainer:
         loss_sum = torch.zeros((), device=ctx.device)
         for m, p in enumerate(prepared):
             sync = m == len(prepared) - 1 or not ctx.distributed
-            with self._grad_sync(sync), self._autocast(), _oom_hint(cfg):
-                loss = self.runner(**self._to_device(p.inputs)).loss
+            with self._grad_sync(sync), self._autocast(), _oom_hint(cfg), self._adversarial() as perturb:
+                inputs = self._to_device(p.inputs)
+                loss = self.runner(**inputs).loss
                 weight = p.n_targets / n_total * ctx.world_size
                 self.scaler.scale(loss * weight).backward()
+                if perturb is not None:  # the same batch again, its embeddings pushed up the loss
+                    perturb()
+                    self.scaler.scale(self.runner(**inputs).loss * weight).backward()
             loss_sum += loss.detach().float() * p.n_targets
         train_loss = (D.all_reduce_sum(loss_sum, ctx) / n_total).item()
         self.scaler.unscale_(self.optimizer)
