@@ -16,6 +16,7 @@ negligible by growing its embeddings). Their ε = 5 on 256-dimensional unit-vari
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Callable, Iterator
 
 import torch
@@ -46,15 +47,13 @@ def adversarial(model: nn.Module, eps: float) -> Iterator[Callable[[], None]]:
     loss's backward) turns their gradients into r, which every later forward pass adds to the
     embeddings, call by call (an encoder-decoder embeds twice per forward)."""
     embed = embedding_module(model)
-    seen: list[torch.Tensor] = []
-    steps: list[torch.Tensor] = []
-    calls = [0]
+    seen: list[torch.Tensor] = []  # embedding outputs of the clean pass, in call order
+    steps: list[torch.Tensor] = []  # their perturbations r, once `perturb` has run
+    call = itertools.count()
 
     def hook(module, args, out):
         if steps:
-            r = steps[calls[0] % len(steps)]
-            calls[0] += 1
-            return out + r.to(out.dtype)
+            return out + steps[next(call) % len(steps)].to(out.dtype)
         if out.requires_grad:
             out.retain_grad()
         seen.append(out)

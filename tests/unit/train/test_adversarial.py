@@ -63,3 +63,19 @@ def test_a_model_without_embeddings_and_a_negative_eps_are_refused(tmp_path):
         embedding_module(NgramClassifier(NgramConfig(vocab_size=9, n_labels=2)))
     with pytest.raises(ConfigError, match="train.adversarial"):
         TrainConfig(adversarial=-0.1)
+
+
+def test_an_encoder_decoder_gets_a_step_for_each_of_its_two_embedding_calls():
+    from lmlab.model import Transformer, preset
+    from lmlab.train.adversarial import adversarial
+
+    torch.manual_seed(0)
+    model = Transformer(preset("transformer", vocab_size=99, d_model=24, n_heads=3, n_layers=2, d_ff=40,
+                               max_seq_len=16, dropout=0.0))
+    src, tgt = torch.randint(1, 99, (3, 7)), torch.randint(1, 99, (3, 5))
+    with adversarial(model, 0.3) as perturb:
+        clean = model(input_ids=src, decoder_input_ids=tgt, labels=tgt).loss
+        clean.backward()
+        perturb()
+        pushed = model(input_ids=src, decoder_input_ids=tgt, labels=tgt).loss  # [3, 7] and [3, 5] steps
+    assert pushed.item() > clean.item()
