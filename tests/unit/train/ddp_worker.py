@@ -1,4 +1,5 @@
-"""Run by torchrun (2 ranks, accumulation 1, DDP or FSDP) or directly (1 rank, accumulation 2);
+"""Run by torchrun (2 ranks, accumulation 1, DDP or FSDP) or directly (1 rank, accumulation 2), with or
+without adversarial training;
 copies the final checkpoint's weights to the given path."""
 
 import sys
@@ -10,8 +11,9 @@ from helpers import make_trainer, tiny_model  # noqa: E402
 
 out, accum, result = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 parallel = sys.argv[4] if len(sys.argv) > 4 else "ddp"
+adversarial = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 tr = make_trainer(out, model=tiny_model(dropout=0.0), grad_accum_steps=accum, max_steps=5, save_every_steps=5,
-                  parallel=parallel)
+                  parallel=parallel, adversarial=adversarial)
 summary = tr.fit()
 if tr.ctx.is_main:
     from safetensors.torch import save_file

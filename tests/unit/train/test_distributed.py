@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo), DDP or FSDP, equals 1 process with 2× gradient accumulation."""
+"""torchrun with 2 CPU processes (gloo), DDP or FSDP, equals 1 process with 2× gradient accumulation
+(with adversarial training too: two backward passes a micro-batch)."""
 
 import os
 import subprocess
@@ -12,13 +13,14 @@ WORKER = Path(__file__).parent / "ddp_worker.py"
 
 
 @pytest.mark.dist
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_match_one_rank_with_double_accumulation(tmp_path, figure, parallel):
+@pytest.mark.parametrize("parallel,adversarial", [("ddp", "0"), ("fsdp", "0"), ("ddp", "0.3")])
+def test_two_ranks_match_one_rank_with_double_accumulation(tmp_path, figure, parallel, adversarial):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[3] / "src"), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one"), "2", str(tmp_path / "one.st")],
+    subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one"), "2", str(tmp_path / "one.st"), "ddp",
+                    adversarial],
                    check=True, env=env, capture_output=True, timeout=300)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(WORKER), str(tmp_path / "two"), "1", str(tmp_path / "two.st"), parallel],
+                        str(WORKER), str(tmp_path / "two"), "1", str(tmp_path / "two.st"), parallel, adversarial],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = load_file(tmp_path / "one.st"), load_file(tmp_path / "two.st")
