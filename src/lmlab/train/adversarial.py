@@ -10,7 +10,9 @@ example over all its positions, so the perturbation goes where the loss is most 
 embedding in the batch, which makes ε a fraction of a token's norm (Miyato et al. normalise the
 embeddings to unit variance for the same reason: so that the model cannot make the step
 negligible by growing its embeddings). Their ε = 5 on 256-dimensional unit-variance embeddings is
-5/16 ≈ 0.3 of a token. Costs a second forward and backward pass per micro-batch.
+5/16 ≈ 0.3 of a token. Costs a second forward and backward pass per micro-batch. Measured
+(BENCHMARKS.md): fine-tuning en-bert, ε = 0.3 lifts SST-2 by 0.8 points and SQuAD by 5 F1; an
+encoder-decoder trained from scratch (both embedding calls perturbed) did not learn at all.
 """
 
 from __future__ import annotations
