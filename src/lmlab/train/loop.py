@@ -205,14 +205,16 @@ class Trainer:
         loss_sum = torch.zeros((), device=ctx.device)
         for m, p in enumerate(prepared):
             sync = m == len(prepared) - 1 or not ctx.distributed
-            with self._grad_sync(sync), self._autocast(), _oom_hint(cfg), self._adversarial() as perturb:
+            with self._autocast(), _oom_hint(cfg), self._adversarial() as perturb:
                 inputs = self._to_device(p.inputs)
-                loss = self.runner(**inputs).loss
                 weight = p.n_targets / n_total * ctx.world_size
-                self.scaler.scale(loss * weight).backward()
+                with self._grad_sync(sync and perturb is None):  # one gradient all-reduce per micro-batch
+                    loss = self.runner(**inputs).loss
+                    self.scaler.scale(loss * weight).backward()
                 if perturb is not None:  # the same batch again, its embeddings pushed up the loss
                     perturb()
-                    self.scaler.scale(self.runner(**inputs).loss * weight).backward()
+                    with self._grad_sync(sync):
+                        self.scaler.scale(self.runner(**inputs).loss * weight).backward()
             loss_sum += loss.detach().float() * p.n_targets
         train_loss = (D.all_reduce_sum(loss_sum, ctx) / n_total).item()
         self.scaler.unscale_(self.optimizer)

@@ -8,7 +8,7 @@ import torch
 
 from lmlab.errors import ConfigError
 from lmlab.model.ngram import NgramClassifier, NgramConfig
-from lmlab.train.adversarial import embedding_module, perturbation
+from lmlab.train.adversarial import adversarial, embedding_module, perturbation
 from lmlab.train.loop import TrainConfig
 
 from .helpers import RandomTokens, make_trainer, tiny_model
@@ -67,7 +67,6 @@ def test_a_model_without_embeddings_and_a_negative_eps_are_refused(tmp_path):
 
 def test_an_encoder_decoder_gets_a_step_for_each_of_its_two_embedding_calls():
     from lmlab.model import Transformer, preset
-    from lmlab.train.adversarial import adversarial
 
     torch.manual_seed(0)
     model = Transformer(preset("transformer", vocab_size=99, d_model=24, n_heads=3, n_layers=2, d_ff=40,
