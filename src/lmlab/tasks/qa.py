@@ -15,7 +15,13 @@ together with a neighbour) also occurs in the question gets segment 2 instead of
 exact-match feature (Chen et al. 2017), which hands a small encoder the question-context
 alignment it would otherwise have to learn from a few thousand questions. The model's segment
 table grows to 3 rows, the new row starting as a copy of the context row, so that the init
-model is unchanged at step 0. A context longer than
+model is unchanged at step 0. With ``task.answer_cues`` (Chinese) the segment also says where the
+question's wh-word would sit: Chinese asks in situ (曹雪芹写了什么? ↔ 曹雪芹写了红楼梦), so a
+context token right after a run of characters equal to the question's text before its wh-word is
+a likely answer start, one right before a run equal to the text after it a likely end. Each cue
+is graded by the run's length (none, 2-3, 4+ characters). A third match grade marks context
+characters inside a run of 4+ that occurs in the question: 1 + 3·3·3 = 28 segment types.
+A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window is a feature per
@@ -118,6 +124,73 @@ def _matched(context: list[str], question: list[str]) -> list[bool]:
     return out
 
 
+# Chinese wh-words, longest first where one begins another (哪些 before 哪)
+WH_WORDS = ("为什么", "为何", "什么", "哪些", "哪里", "哪儿", "哪个", "哪位", "哪一", "哪", "谁", "多少", "多大",
+            "多长", "多久", "多高", "多远", "几", "何时", "何地", "何处", "如何", "何", "怎么", "怎样")
+QUESTION_END = "？?。.!！ \t"
+
+
+def segment_types(cfg) -> int:
+    """Rows of the segment table: question, context (+ matched) (× start cue × end cue)."""
+    return (1 + 3 * 9) if cfg.answer_cues else (3 if cfg.question_match else 2)
+
+
+def _wh_split(question: str) -> tuple[str, str] | None:
+    """The question's text before and after its first wh-word, or None without one."""
+    found = [(question.find(w), -len(w), w) for w in WH_WORDS if w in question]
+    if not found:
+        return None
+    at, _, w = min(found)
+    return question[:at], question[at + len(w):].rstrip(QUESTION_END)
+
+
+def _grade(run: int) -> int:
+    return 0 if run < 2 else (1 if run < 4 else 2)
+
+
+def _cues(context: str, question: str, offsets) -> tuple[list[int], list[int], list[int]]:
+    """Per token (character `offsets` into `context`): whether it lies in a run of 4+ characters
+    that occurs in the question (0 / 1), and its start and end cue grades (0-2). A start cue
+    counts the characters just before the token that equal the end of the question's text before
+    its wh-word; an end cue, those just after it that equal the start of the text after it."""
+    grams = {question[i:i + 4] for i in range(len(question) - 3)}
+    in_run = [False] * (len(context) + 1)
+    for i in range(len(context) - 3):
+        if context[i:i + 4] in grams:
+            in_run[i:i + 4] = [True] * 4
+    runs = [int(e > s and any(in_run[s:e])) for s, e in offsets]
+    split = _wh_split(question)
+    if split is None:
+        return runs, [0] * len(offsets), [0] * len(offsets)
+    before, after = split
+
+    def run_before(i: int) -> int:  # common suffix of context[:i] and `before`
+        k = 0
+        while k < len(before) and k < i and context[i - 1 - k] == before[-1 - k]:
+            k += 1
+        return k
+
+    def run_after(j: int) -> int:  # common prefix of context[j:] and `after`
+        k = 0
+        while k < len(after) and j + k < len(context) and context[j + k] == after[k]:
+            k += 1
+        return k
+
+    return (runs, [_grade(run_before(s)) if e > s else 0 for s, e in offsets],
+            [_grade(run_after(e)) if e > s else 0 for s, e in offsets])
+
+
+def _candidates(start: torch.Tensor, end: torch.Tensor, max_length: int):
+    """Valid spans among the top-k starts × top-k ends of a window ([T] logits each): start and end
+    token indices [N] (start-major, as a double loop would meet them) and their summed logits."""
+    k = min(TOP_K, start.numel())
+    s = start.topk(k).indices[:, None].expand(k, k).reshape(-1)
+    e = end.topk(k).indices[None, :].expand(k, k).reshape(-1)
+    ok = (e >= s) & (e - s + 1 <= max_length)
+    s, e = s[ok], e[ok]
+    return s, e, start[s] + end[e]
+
+
 class QuestionAnswering(Task):
     name = "qa"
     head = "span"
@@ -166,7 +239,7 @@ class QuestionAnswering(Task):
             yield e.question
 
     def model_fields(self, meta, cfg):
-        return {"head": self.head, **({"type_vocab_size": 3} if cfg.question_match else {})}
+        return {"head": self.head, **({"type_vocab_size": segment_types(cfg)} if segment_types(cfg) > 2 else {})}
 
     def _windows(self, example, tok, cfg: TaskConfig, training: bool, contexts: dict | None = None) -> list[dict]:
         """`contexts`: a cache of encoded contexts, by text (a paragraph has several questions)."""
@@ -182,6 +255,9 @@ class QuestionAnswering(Task):
         if cfg.question_match:
             matched = _matched(words, _words(q_enc, example.question))
             segment = [2 if m else 1 for m in matched]
+        if cfg.answer_cues:
+            runs, starts, ends = _cues(example.context, example.question, offsets)
+            segment = [(3 if r else s) + 3 * (a + 3 * b) for s, r, a, b in zip(segment, runs, starts, ends)]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
@@ -239,20 +315,19 @@ class QuestionAnswering(Task):
             logits = model(**to_model(model, encoder_inputs([f for _, f in chunk], pad_id_of(tok), 2))).logits
             logits = logits.float().cpu()  # [B, T, 2]
             for (i, f), lg in zip(chunk, logits):
-                offsets = f["offsets"]
                 lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
                 start, end = lg[lo:hi, 0], lg[lo:hi, 1]
-                p_start, p_end = torch.softmax(start, 0), torch.softmax(end, 0)
-                k = min(TOP_K, hi - lo)
-                for s in start.topk(k).indices.tolist():
-                    for e in end.topk(k).indices.tolist():
-                        if e < s or e - s + 1 > cfg.max_answer_length:
-                            continue
-                        logit = float(start[s] + end[e])
-                        if best[i] is None or logit > best[i]["logit"]:
-                            cs, ce = offsets[f["begin"] + s][0], offsets[f["begin"] + e][1]
-                            best[i] = {"answer": examples[i].context[cs:ce], "start": cs, "end": ce,
-                                       "score": float(p_start[s] * p_end[e]), "logit": logit}
+                s, e, logit = _candidates(start, end, cfg.max_answer_length)
+                if not len(s):
+                    continue
+                top = int(logit.argmax())
+                if best[i] is not None and float(logit[top]) <= best[i]["logit"]:
+                    continue
+                offsets = f["offsets"]
+                a, b = offsets[f["begin"] + int(s[top])][0], offsets[f["begin"] + int(e[top])][1]
+                p = torch.softmax(start, 0)[s[top]] * torch.softmax(end, 0)[e[top]]
+                best[i] = {"answer": examples[i].context[a:b], "start": a, "end": b, "score": float(p),
+                           "logit": float(logit[top])}
         return [b if b is not None else {"answer": "", "start": 0, "end": 0, "score": 0.0, "logit": float("-inf")}
                 for b in best]
 

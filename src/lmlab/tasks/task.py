@@ -45,6 +45,7 @@ class TaskConfig:
     max_answer_length: int = 30  # QA: longest answer span, tokens
     negative_windows: float = 1.0  # QA training: fraction kept of the windows that lack the answer
     question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa.py)
+    answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa.py)
     max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
     num_beams: int = 1  # seq2seq decoding: 1 = greedy
     length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty

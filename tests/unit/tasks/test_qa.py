@@ -141,6 +141,58 @@ def test_question_match_marks_context_tokens_whose_word_is_in_the_question(data)
     assert n_matched > 0
 
 
+def test_wh_split_takes_the_first_and_longest_wh_word():
+    from lmlab.tasks.qa import _wh_split
+
+    assert _wh_split("曹雪芹写了什么？") == ("曹雪芹写了", "")
+    assert _wh_split("他为什么哭了？") == ("他", "哭了")  # not 什么 inside 为什么
+    assert _wh_split("蓍分布在哪些地区？") == ("蓍分布在", "地区")  # not 哪 alone
+    assert _wh_split("谁写了什么书?") == ("", "写了什么书")
+    assert _wh_split("红楼梦很长。") is None
+
+
+def _grade(run):
+    return 0 if run < 2 else 1 if run < 4 else 2
+
+
+def test_answer_cues_mark_the_tokens_where_the_wh_word_sits_in_the_context(data):
+    """Against the definition, by slicing: a start cue is the longest k with context[s-k:s] ==
+    before[-k:], an end cue the longest k with context[e:e+k] == after[:k]; the run grade marks a
+    character inside a 4-character string of the question."""
+    from lmlab.datasets.qa import QAExample
+    from lmlab.tasks.qa import _wh_split, segment_types
+
+    examples, tok = data
+    cued = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True)
+    matched = TaskConfig(max_length=32, stride=6, question_match=True)
+    assert segment_types(cued) == 28 and TASK.model_fields({}, cued)["type_vocab_size"] == 28
+    context = "《红楼梦》是曹雪芹写的小说。曹雪芹写了红楼梦，高鹗续了后四十回。"
+    own = [QAExample("a", "", context, "曹雪芹写了什么？"), QAExample("b", "", context, "什么是曹雪芹写的小说？"),
+           QAExample("c", "", context, "高鹗续了多少回？")]
+    seen = set()
+    for e in [*own, *(x for x in examples if any("\u4e00" <= c <= "\u9fff" for c in x.question))]:
+        enc = tok.backend.encode(e.context, add_special_tokens=False)
+        before, after = _wh_split(e.question) or ("", "")
+        grams = {e.question[i:i + 4] for i in range(len(e.question) - 3)}
+        for w, v in zip(TASK._windows(e, tok, matched, False), TASK._windows(e, tok, cued, False), strict=True):
+            assert w["input_ids"] == v["input_ids"] and v["token_type_ids"][:v["offset"]] == [0] * v["offset"]
+            for t, plain, got in zip(range(v["begin"], v["stop"]), w["token_type_ids"][w["offset"]:-1],
+                                     v["token_type_ids"][v["offset"]:-1]):
+                s, t_end = enc.offsets[t]
+                start = max([k for k in range(min(s, len(before)) + 1)
+                             if e.context[s - k:s] == before[len(before) - k:]])
+                end = max([k for k in range(len(after) + 1) if e.context[t_end:t_end + k] == after[:k]])
+                run = any(e.context[i:i + 4] in grams for i in range(max(0, s - 3), t_end))
+                want = (3 if run else plain) + 3 * (_grade(start) + 3 * _grade(end))
+                assert got == want, (e.id, e.context[s:t_end])
+                seen.add((e.id, e.context[s:t_end], got))
+    assert ("a", "红", 1 + 3 * 2) in seen  # after 曹雪芹写了 (a start cue of 5 characters)
+    assert ("b", "》", 1 + 3 * 3 * 2) in seen  # before 是曹雪芹写的小说 (an end cue)
+    assert ("c", "后", 1 + 3 * 2) in seen  # after 高鹗续了 (4 characters)
+    assert ("c", "高", 3) in seen  # inside 高鹗续了, a run the question holds
+    assert any(g % 3 == 0 for _, _, g in seen)  # long runs occur
+
+
 def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
     from lmlab.model import Transformer, load_model
     from lmlab.model.config import preset
@@ -162,6 +214,18 @@ def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
         got = grown(input_ids=ids, token_type_ids=as_matched).logits
     torch.testing.assert_close(got, want)
     assert not torch.equal(types, as_matched)
+
+
+def test_answer_cues_end_to_end_in_chinese(tmp_path):
+    s = finetune("qa", str(FIX / "qa_zh_train.json"), str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "a"),
+                 overrides=tiny("--train.max_steps=3", "--task.max_length=32", "--task.stride=8",
+                                "--task.question_match=true", "--task.answer_cues=true"))
+    assert s["eval"]["questions"] > 0
+    qa = lmlab.pipeline("qa", s["model"])
+    assert qa.model.config.type_vocab_size == 28
+    context = "《红楼梦》是曹雪芹写的小说。"
+    out = qa({"question": "曹雪芹写了什么？", "context": context})
+    assert 0 <= out["start"] <= out["end"] and out["answer"] == context[out["start"]:out["end"]]
 
 
 def test_question_match_end_to_end_from_an_init_model(tmp_path):
