@@ -124,7 +124,7 @@ def _matched(context: list[str], question: list[str]) -> list[bool]:
     return out
 
 
-# Chinese wh-words, longest first where one begins another (哪些 before 哪)
+# Chinese wh-words; where two begin at the same character the longer one counts (哪些, not 哪)
 WH_WORDS = ("为什么", "为何", "什么", "哪些", "哪里", "哪儿", "哪个", "哪位", "哪一", "哪", "谁", "多少", "多大",
             "多长", "多久", "多高", "多远", "几", "何时", "何地", "何处", "如何", "何", "怎么", "怎样")
 QUESTION_END = "？?。.!！ \t"
