@@ -239,7 +239,8 @@ class QuestionAnswering(Task):
             yield e.question
 
     def model_fields(self, meta, cfg):
-        return {"head": self.head, **({"type_vocab_size": segment_types(cfg)} if segment_types(cfg) > 2 else {})}
+        types = segment_types(cfg)
+        return {"head": self.head, **({"type_vocab_size": types} if types > 2 else {})}
 
     def _windows(self, example, tok, cfg: TaskConfig, training: bool, contexts: dict | None = None) -> list[dict]:
         """`contexts`: a cache of encoded contexts, by text (a paragraph has several questions)."""
