@@ -37,7 +37,7 @@ from lmlab.tasks.task import load_task_tokenizer
 ENSEMBLE_KIND = "lmlab-ensemble"
 ENSEMBLE_TASKS = ("sentiment", "qa")
 # TaskConfig fields that decide what a member's inputs look like; members must agree on them
-INPUT_FIELDS = ("max_length", "stride", "question_match", "answer_cues", "lowercase", "truncation")
+INPUT_FIELDS = ("max_length", "stride", "question_match", "answer_cues", "sentence_match", "lowercase", "truncation")
 
 
 class Ensemble(nn.Module):

@@ -21,7 +21,11 @@ context token right after a run of characters equal to the question's text befor
 a likely answer start, one right before a run equal to the text after it a likely end. Each cue
 is graded by the run's length (none, 2-3, 4+ characters). A third match grade marks context
 characters inside a run of 4+ that occurs in the question: 1 + 3·3·3 = 28 segment types.
-A context longer than
+With ``task.sentence_match`` each context kind is further split by its sentence's grade: the
+sentence sharing most n-grams with the question (Σ n·|shared n-grams|, n = 1..4, over CJK
+characters and words), the one right after it, the second, or another (×4; 109 types with the cues). It is a retrieval
+rule the small encoder reads poorly from the text: on CMRC2018 the first sentence holds the
+answer for 70 % of the training questions. A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window is a feature per
@@ -130,9 +134,58 @@ WH_WORDS = ("为什么", "为何", "什么", "哪些", "哪里", "哪儿", "哪�
 QUESTION_END = "？?。.!！ \t"
 
 
+def _context_kinds(cfg) -> int:
+    """Segment ids a context token can take before the sentence grade: 1 (context), 2 (+ matched),
+    27 (matched or in a long run, × start cue × end cue)."""
+    return 3 * 9 if cfg.answer_cues else (2 if cfg.question_match else 1)
+
+
 def segment_types(cfg) -> int:
-    """Rows of the segment table: question, context (+ matched) (× start cue × end cue)."""
-    return (1 + 3 * 9) if cfg.answer_cues else (3 if cfg.question_match else 2)
+    """Rows of the segment table: question, then the context kinds × the sentence grades."""
+    return 1 + _context_kinds(cfg) * (SENTENCE_GRADES if cfg.sentence_match else 1)
+
+
+# A unit of the sentence overlap: a CJK character, a word or one punctuation mark
+_UNIT = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
+_SENTENCE_END = re.compile(r"[。！？；!?;]+|\.(?=\s|$)")
+SENTENCE_GRADES = 4  # other sentences, the second in overlap, the one after the first, the first
+
+
+def _sentences(context: str) -> list[tuple[int, int]]:
+    """Character spans of the context's sentences (each ends after its closing mark)."""
+    out, begin = [], 0
+    for m in _SENTENCE_END.finditer(context):
+        out.append((begin, m.end()))
+        begin = m.end()
+    if begin < len(context):
+        out.append((begin, len(context)))
+    return out
+
+
+def _overlap(question: list[str], sentence: list[str]) -> int:
+    """Σ n · |shared n-grams| for n = 1..4: longer shared strings count for more."""
+    return sum(n * len({tuple(question[i:i + n]) for i in range(len(question) - n + 1)}
+                       & {tuple(sentence[i:i + n]) for i in range(len(sentence) - n + 1)}) for n in range(1, 5))
+
+
+def _sentence_grades(context: str, question: str, offsets) -> list[int]:
+    """Per token: 3 in the context sentence sharing most n-grams with the question, 1 in the
+    second, 2 in the one right after the first (unless it is the second), else 0. Ties go to the
+    earlier sentence; a sentence sharing nothing is not ranked. (On CMRC2018's training questions
+    the gold answer starts in the first 70 % of the time, in the one after it 7 %.)"""
+    units = _UNIT.findall(question.lower())
+    spans = _sentences(context)
+    scores = [_overlap(units, _UNIT.findall(context[a:b].lower())) for a, b in spans]
+    order = sorted((i for i, v in enumerate(scores) if v > 0), key=lambda i: -scores[i])
+    grade = [0] * len(spans)
+    for g, i in zip((3, 1), order):
+        grade[i] = g
+    if order and order[0] + 1 < len(spans) and grade[order[0] + 1] == 0:
+        grade[order[0] + 1] = 2
+    of_char = [0] * (len(context) + 1)
+    for (a, b), g in zip(spans, grade):
+        of_char[a:b] = [g] * (b - a)
+    return [of_char[s] if e > s else 0 for s, e in offsets]
 
 
 def _wh_split(question: str) -> tuple[str, str] | None:
@@ -189,6 +242,17 @@ def _candidates(start: torch.Tensor, end: torch.Tensor, max_length: int):
     ok = (e >= s) & (e - s + 1 <= max_length)
     s, e = s[ok], e[ok]
     return s, e, start[s] + end[e]
+
+
+def _expected_f1(chars: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Per candidate span ([N, 2] character [start, end)), its expected character-overlap F1
+    Σ_j p_j·F1(i, j) against the candidates themselves, weighted by their probabilities p [N]
+    (minimum Bayes risk decoding for the F1 metric)."""
+    lo = torch.maximum(chars[:, None, 0], chars[None, :, 0])
+    hi = torch.minimum(chars[:, None, 1], chars[None, :, 1])
+    length = (chars[:, 1] - chars[:, 0]).clamp(min=1)
+    f1 = 2 * (hi - lo).clamp(min=0) / (length[:, None] + length[None, :])  # [N, N]
+    return f1.float() @ (p / p.sum())
 
 
 class QuestionAnswering(Task):
@@ -259,6 +323,10 @@ class QuestionAnswering(Task):
         if cfg.answer_cues:
             runs, starts, ends = _cues(example.context, example.question, offsets)
             segment = [(3 if r else s) + 3 * (a + 3 * b) for s, r, a, b in zip(segment, runs, starts, ends)]
+        if cfg.sentence_match:
+            kinds = _context_kinds(cfg)
+            segment = [s + kinds * g for s, g in zip(segment, _sentence_grades(example.context, example.question,
+                                                                               offsets))]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
@@ -324,10 +392,12 @@ class QuestionAnswering(Task):
                 top = int(logit.argmax())
                 if best[i] is not None and float(logit[top]) <= best[i]["logit"]:
                     continue
-                offsets = f["offsets"]
-                a, b = offsets[f["begin"] + int(s[top])][0], offsets[f["begin"] + int(e[top])][1]
-                p = torch.softmax(start, 0)[s[top]] * torch.softmax(end, 0)[e[top]]
-                best[i] = {"answer": examples[i].context[a:b], "start": a, "end": b, "score": float(p),
+                offsets = f["offsets"][f["begin"]:f["stop"]]
+                chars = torch.tensor([[offsets[a][0], offsets[b][1]] for a, b in zip(s.tolist(), e.tolist())])
+                p = torch.softmax(start, 0)[s] * torch.softmax(end, 0)[e]  # [N]
+                pick = top if cfg.decode == "max" else int(_expected_f1(chars, p).argmax())
+                a, b = chars[pick].tolist()
+                best[i] = {"answer": examples[i].context[a:b], "start": a, "end": b, "score": float(p[pick]),
                            "logit": float(logit[top])}
         return [b if b is not None else {"answer": "", "start": 0, "end": 0, "score": 0.0, "logit": float("-inf")}
                 for b in best]

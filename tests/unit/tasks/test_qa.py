@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import lmlab
+from lmlab.tasks.evaluate import evaluate_task
 from lmlab.errors import ConfigError, DataError
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.qa import TASK
@@ -193,6 +194,83 @@ def test_answer_cues_mark_the_tokens_where_the_wh_word_sits_in_the_context(data)
     assert any(g % 3 == 0 for _, _, g in seen)  # long runs occur
 
 
+def _sentence_grade_oracle(context: str, question: str) -> list[int]:
+    """Per character of a Chinese-only context, by string slicing: 3 in the sentence with the highest
+    Σ n·|shared substrings of length n| (n = 1..4), 1 in the second, 2 in the one after the first
+    (unless second), 0 elsewhere; a sentence sharing nothing is not ranked."""
+    bounds, i = [0], 0
+    while i < len(context):
+        if context[i] in "。！？；!?;":
+            while i + 1 < len(context) and context[i + 1] in "。！？；!?;":
+                i += 1
+            bounds.append(i + 1)
+        i += 1
+    bounds = sorted(set(bounds + [len(context)]))
+    spans = list(zip(bounds, bounds[1:]))
+
+    def score(s: str) -> int:
+        return sum(n * len({question[i:i + n] for i in range(len(question) - n + 1)}
+                           & {s[i:i + n] for i in range(len(s) - n + 1)}) for n in range(1, 5))
+    scores = [score(context[a:b]) for a, b in spans]
+    ranked = sorted((v, -k) for k, v in enumerate(scores) if v > 0)[::-1]
+    grade = {-k: g for (_, k), g in zip(ranked, (3, 1))}
+    if ranked and -ranked[0][1] + 1 < len(spans):
+        grade.setdefault(-ranked[0][1] + 1, 2)
+    return [grade.get(k, 0) for k, (a, b) in enumerate(spans) for _ in range(a, b)]
+
+
+def test_sentence_match_grades_the_sentences_by_what_they_share_with_the_question(data):
+    from lmlab.datasets.qa import QAExample
+    from lmlab.tasks.qa import _sentence_grades, segment_types
+
+    examples, tok = data
+    cued = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True)
+    both = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True, sentence_match=True)
+    matched = TaskConfig(max_length=32, stride=6, question_match=True, sentence_match=True)
+    assert segment_types(both) == 1 + 27 * 4 and TASK.model_fields({}, both)["type_vocab_size"] == 109
+    assert segment_types(matched) == 1 + 2 * 4
+    context = "《红楼梦》是曹雪芹写的小说。曹雪芹写了红楼梦！！高鹗续了后四十回；全书一百二十回"
+    own = [QAExample("a", "", context, "高鹗续了全书多少回？"), QAExample("b", "", context, "谁写了红楼梦？"),
+           QAExample("c", "", context, "天气如何？")]
+    seen = {}
+    for e in [*own, *(x for x in examples if any("\u4e00" <= c <= "\u9fff" for c in x.context))]:
+        want = _sentence_grade_oracle(e.context, e.question)
+        enc = tok.backend.encode(e.context, add_special_tokens=False)
+        for w, v in zip(TASK._windows(e, tok, cued, False), TASK._windows(e, tok, both, False), strict=True):
+            assert w["input_ids"] == v["input_ids"] and v["token_type_ids"][:v["offset"]] == [0] * v["offset"]
+            for t, plain, got in zip(range(v["begin"], v["stop"]), w["token_type_ids"][w["offset"]:-1],
+                                     v["token_type_ids"][v["offset"]:-1]):
+                s, t_end = enc.offsets[t]
+                assert got == plain + 27 * want[s], (e.id, e.context[s:t_end])
+                seen[(e.id, e.context[s:t_end])] = want[s]
+    assert seen[("a", "鹗")] == 3 and seen[("a", "百")] == 1 and seen[("a", "《")] == 0  # 高鹗续了 / 全书, 回 / nothing
+    assert seen[("b", "！")] == 3 and seen[("b", "《")] == 1 and seen[("b", "鹗")] == 2  # 写了红楼梦 / 红楼梦, 写 / next
+    assert {g for (i, _), g in seen.items() if i == "c"} == {0}  # shares nothing: no sentence marked
+    english = "Heidi was born in Oslo. Trains arrive every hour; Heidi takes one."
+    grades = _sentence_grades(english, "Where was Heidi born?", [(i, i + 1) for i in range(len(english))])
+    assert grades[english.index("Oslo")] == 3 and grades[english.index("takes")] == 1
+
+
+def test_expected_f1_is_the_probability_weighted_overlap_f1_of_character_sets():
+    from lmlab.tasks.qa import _expected_f1
+
+    torch.manual_seed(3)
+    starts = torch.randint(0, 40, (7,))
+    chars = torch.stack([starts, starts + torch.randint(1, 12, (7,))], 1)
+    p = torch.rand(7)
+
+    def f1(a, b):  # over the sets of character positions
+        x, y = set(range(*a)), set(range(*b))
+        return 2 * len(x & y) / (len(x) + len(y))
+    want = [sum(float(p[j]) * f1(chars[i].tolist(), chars[j].tolist()) for j in range(7)) / float(p.sum())
+            for i in range(7)]
+    torch.testing.assert_close(_expected_f1(chars, p), torch.tensor(want))
+    one_hot = torch.zeros(7).index_fill_(0, torch.tensor([4]), 1.0)
+    assert int(_expected_f1(chars, one_hot).argmax()) == 4  # all the mass on one span: that span
+    with pytest.raises(ConfigError, match="task.decode"):
+        TaskConfig(decode="mbr")
+
+
 def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
     from lmlab.model import Transformer, load_model
     from lmlab.model.config import preset
@@ -216,16 +294,20 @@ def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
     assert not torch.equal(types, as_matched)
 
 
-def test_answer_cues_end_to_end_in_chinese(tmp_path):
+def test_answer_cues_and_sentence_match_end_to_end_in_chinese(tmp_path):
     s = finetune("qa", str(FIX / "qa_zh_train.json"), str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "a"),
                  overrides=tiny("--train.max_steps=3", "--task.max_length=32", "--task.stride=8",
-                                "--task.question_match=true", "--task.answer_cues=true"))
+                                "--task.question_match=true", "--task.answer_cues=true",
+                                "--task.sentence_match=true"))
     assert s["eval"]["questions"] > 0
     qa = lmlab.pipeline("qa", s["model"])
-    assert qa.model.config.type_vocab_size == 28
+    assert qa.model.config.type_vocab_size == 109
     context = "《红楼梦》是曹雪芹写的小说。"
     out = qa({"question": "曹雪芹写了什么？", "context": context})
     assert 0 <= out["start"] <= out["end"] and out["answer"] == context[out["start"]:out["end"]]
+    mbr = evaluate_task("qa", s["model"], str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "e.json"),
+                        overrides=["--task.decode=expected_f1"])
+    assert mbr["questions"] == s["eval"]["questions"] and 0 <= mbr["f1"] <= 100
 
 
 def test_question_match_end_to_end_from_an_init_model(tmp_path):
