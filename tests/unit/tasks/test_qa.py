@@ -244,7 +244,7 @@ def test_sentence_match_grades_the_sentences_by_what_they_share_with_the_questio
                 assert got == plain + 27 * want[s], (e.id, e.context[s:t_end])
                 seen[(e.id, e.context[s:t_end])] = want[s]
     assert seen[("a", "鹗")] == 3 and seen[("a", "百")] == 1 and seen[("a", "《")] == 0  # 高鹗续了 / 全书, 回 / nothing
-    assert seen[("b", "！")] == 3 and seen[("b", "《")] == 1 and seen[("b", "鹗")] == 2  # 写了红楼梦 / 红楼梦, 写 / next
+    assert seen[("b", "！")] == 3 and seen[("b", "《")] == 1 and seen[("b", "鹗")] == 2  # 写了红楼梦 / 红楼梦 / next
     assert {g for (i, _), g in seen.items() if i == "c"} == {0}  # shares nothing: no sentence marked
     english = "Heidi was born in Oslo. Trains arrive every hour; Heidi takes one."
     grades = _sentence_grades(english, "Where was Heidi born?", [(i, i + 1) for i in range(len(english))])
