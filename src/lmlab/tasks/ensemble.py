@@ -37,7 +37,8 @@ from lmlab.tasks.task import load_task_tokenizer
 ENSEMBLE_KIND = "lmlab-ensemble"
 ENSEMBLE_TASKS = ("sentiment", "qa")
 # TaskConfig fields that decide what a member's inputs look like; members must agree on them
-INPUT_FIELDS = ("max_length", "stride", "question_match", "answer_cues", "sentence_match", "lowercase", "truncation")
+INPUT_FIELDS = ("max_length", "stride", "question_match", "answer_cues", "sentence_match", "sentence_ranker",
+                "lowercase", "truncation")
 
 
 class Ensemble(nn.Module):

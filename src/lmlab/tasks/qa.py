@@ -55,6 +55,8 @@ from lmlab.errors import ConfigError, DataError
 from lmlab.evaluation.span import span_scores
 from lmlab.evaluation.text import has_cjk
 from lmlab.tasks.records import dataset_spec
+from lmlab.tasks.sentences import SentenceRanker, overlap_order, sentences
+from lmlab.tasks.sentences import features as sentence_features
 from lmlab.tasks.task import Task, TaskConfig, encoder_inputs, in_batches, pad_id_of, to_model
 from lmlab.train.objectives import Prepared
 
@@ -145,38 +147,18 @@ def segment_types(cfg) -> int:
     return 1 + _context_kinds(cfg) * (SENTENCE_GRADES if cfg.sentence_match else 1)
 
 
-# A unit of the sentence overlap: a CJK character, a word or one punctuation mark
-_UNIT = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
-_SENTENCE_END = re.compile(r"[。！？；!?;]+|\.(?=\s|$)")
 SENTENCE_GRADES = 4  # other sentences, the second in overlap, the one after the first, the first
 
 
-def _sentences(context: str) -> list[tuple[int, int]]:
-    """Character spans of the context's sentences (each ends after its closing mark)."""
-    out, begin = [], 0
-    for m in _SENTENCE_END.finditer(context):
-        out.append((begin, m.end()))
-        begin = m.end()
-    if begin < len(context):
-        out.append((begin, len(context)))
-    return out
-
-
-def _overlap(question: list[str], sentence: list[str]) -> int:
-    """Σ n · |shared n-grams| for n = 1..4: longer shared strings count for more."""
-    return sum(n * len({tuple(question[i:i + n]) for i in range(len(question) - n + 1)}
-                       & {tuple(sentence[i:i + n]) for i in range(len(sentence) - n + 1)}) for n in range(1, 5))
-
-
-def _sentence_grades(context: str, question: str, offsets) -> list[int]:
-    """Per token: 3 in the context sentence sharing most n-grams with the question, 1 in the
-    second, 2 in the one right after the first (unless it is the second), else 0. Ties go to the
-    earlier sentence; a sentence sharing nothing is not ranked. (On CMRC2018's training questions
-    the gold answer starts in the first 70 % of the time, in the one after it 7 %.)"""
-    units = _UNIT.findall(question.lower())
-    spans = _sentences(context)
-    scores = [_overlap(units, _UNIT.findall(context[a:b].lower())) for a, b in spans]
-    order = sorted((i for i, v in enumerate(scores) if v > 0), key=lambda i: -scores[i])
+def _sentence_grades(context: str, question: str, offsets, ranker: SentenceRanker | None = None) -> list[int]:
+    """Per token: 3 in the context sentence ranked first, 1 in the second, 2 in the one right after
+    the first (unless it is the second), else 0. Ranked by the n-gram overlap with the question (ties
+    to the earlier sentence; one sharing nothing is not ranked) or by a learned `ranker`. (On
+    CMRC2018's training questions the answer starts in the overlap's first sentence 70 % of the
+    time, in the one after it 7 %.)"""
+    spans = sentences(context)
+    order = (ranker.order(sentence_features(context, question, _wh(question))) if ranker
+             else overlap_order(context, question))
     grade = [0] * len(spans)
     for g, i in zip((3, 1), order):
         grade[i] = g
@@ -188,13 +170,19 @@ def _sentence_grades(context: str, question: str, offsets) -> list[int]:
     return [of_char[s] if e > s else 0 for s, e in offsets]
 
 
-def _wh_split(question: str) -> tuple[str, str] | None:
-    """The question's text before and after its first wh-word, or None without one."""
+def _wh(question: str) -> tuple[str, str, str] | None:
+    """The question's text before its first wh-word, the word, and the text after it; None without one."""
     found = [(question.find(w), -len(w), w) for w in WH_WORDS if w in question]
     if not found:
         return None
     at, _, w = min(found)
-    return question[:at], question[at + len(w):].rstrip(QUESTION_END)
+    return question[:at], w, question[at + len(w):].rstrip(QUESTION_END)
+
+
+def _wh_split(question: str) -> tuple[str, str] | None:
+    """The question's text before and after its first wh-word, or None without one."""
+    wh = _wh(question)
+    return (wh[0], wh[2]) if wh else None
 
 
 def _grade(run: int) -> int:
@@ -255,6 +243,10 @@ def _expected_f1(chars: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return f1.float() @ (p / p.sum())
 
 
+def _ranker(meta: dict) -> SentenceRanker | None:
+    return SentenceRanker(meta["sentence_ranker"]) if meta.get("sentence_ranker") else None
+
+
 class QuestionAnswering(Task):
     name = "qa"
     head = "span"
@@ -302,11 +294,27 @@ class QuestionAnswering(Task):
                 yield e.context
             yield e.question
 
+    def meta(self, train, cfg):
+        """With task.sentence_ranker: the sentence ranker fit on the training questions (sentences.py)."""
+        if not (cfg.sentence_match and cfg.sentence_ranker):
+            return {}
+        xs, gold = [], []
+        for e in train:
+            spans = sentences(e.context)
+            at = [i for i, (a, b) in enumerate(spans) if a <= e.answers[0].start < b] if e.answers else []
+            if at:
+                xs.append(sentence_features(e.context, e.question, _wh(e.question)))
+                gold.append(at[0])
+        if not xs:
+            raise DataError("task.sentence_ranker: no training question has an answer inside a sentence")
+        return {"sentence_ranker": SentenceRanker.fit(xs, gold).state()}
+
     def model_fields(self, meta, cfg):
         types = segment_types(cfg)
         return {"head": self.head, **({"type_vocab_size": types} if types > 2 else {})}
 
-    def _windows(self, example, tok, cfg: TaskConfig, training: bool, contexts: dict | None = None) -> list[dict]:
+    def _windows(self, example, tok, cfg: TaskConfig, training: bool, contexts: dict | None = None,
+                 ranker: SentenceRanker | None = None) -> list[dict]:
         """`contexts`: a cache of encoded contexts, by text (a paragraph has several questions)."""
         q_enc = tok.backend.encode(example.question, add_special_tokens=False)
         q_ids = q_enc.ids[:MAX_QUESTION_TOKENS]
@@ -325,8 +333,8 @@ class QuestionAnswering(Task):
             segment = [(3 if r else s) + 3 * (a + 3 * b) for s, r, a, b in zip(segment, runs, starts, ends)]
         if cfg.sentence_match:
             kinds = _context_kinds(cfg)
-            segment = [s + kinds * g for s, g in zip(segment, _sentence_grades(example.context, example.question,
-                                                                               offsets))]
+            grades = _sentence_grades(example.context, example.question, offsets, ranker)
+            segment = [s + kinds * g for s, g in zip(segment, grades)]
         cls = tok.cls_id if tok.cls_id is not None else pad_id_of(tok)
         sep = tok.sep_id if tok.sep_id is not None else pad_id_of(tok)
         room = cfg.max_length - len(q_ids) - 3
@@ -362,7 +370,7 @@ class QuestionAnswering(Task):
     def features(self, examples, tok, meta, cfg):
         out, unaligned, contexts = [], [], {}
         for e in examples:
-            windows = self._windows(e, tok, cfg, training=True, contexts=contexts)
+            windows = self._windows(e, tok, cfg, training=True, contexts=contexts, ranker=_ranker(meta))
             if not windows:
                 unaligned.append(e.id)
             out.extend(w for k, w in enumerate(windows)
@@ -375,10 +383,11 @@ class QuestionAnswering(Task):
         return SpanObjective(pad_id_of(tok))
 
     @torch.no_grad()
-    def _answer(self, model, tok, cfg: TaskConfig, examples: list) -> list[dict]:
+    def _answer(self, model, tok, meta: dict, cfg: TaskConfig, examples: list) -> list[dict]:
         model.eval()
         contexts: dict = {}
-        windows = [(i, f) for i, e in enumerate(examples) for f in self._windows(e, tok, cfg, False, contexts)]
+        ranker = _ranker(meta)
+        windows = [(i, f) for i, e in enumerate(examples) for f in self._windows(e, tok, cfg, False, contexts, ranker)]
         best: list[dict | None] = [None] * len(examples)
         for chunk in in_batches(windows, cfg.predict_batch_size):
             logits = model(**to_model(model, encoder_inputs([f for _, f in chunk], pad_id_of(tok), 2))).logits
@@ -410,7 +419,7 @@ class QuestionAnswering(Task):
     def evaluate(self, model, tok, meta, cfg, examples):
         if not examples:
             raise DataError("no questions to evaluate")
-        answers = self._answer(model, tok, cfg, examples)
+        answers = self._answer(model, tok, meta, cfg, examples)
         metrics = span_scores([a["answer"] for a in answers], [[g.text for g in e.answers] for e in examples],
                               self.style(cfg, examples))
         if isinstance(examples, Examples):
@@ -428,7 +437,7 @@ class QuestionAnswering(Task):
                     or not str(x.get("context", "")).strip()):
                 raise DataError(f"input {i + 1}: QA needs a non-empty 'question' and 'context'")
             examples.append(QAExample(str(i), "", str(x["context"]), str(x["question"])))
-        return [{k: v for k, v in a.items() if k != "logit"} for a in self._answer(model, tok, cfg, examples)]
+        return [{k: v for k, v in a.items() if k != "logit"} for a in self._answer(model, tok, meta, cfg, examples)]
 
 
 TASK = QuestionAnswering()

@@ -48,6 +48,7 @@ class TaskConfig:
     answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa.py)
     decode: str = "max"  # QA: the span with the best start+end logit, or expected_f1 (the best expected F1)
     sentence_match: bool = False  # QA: segments also mark the context sentences that share most with the question
+    sentence_ranker: bool = False  # QA, with sentence_match: rank sentences by a ranker fit on the training questions
     max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
     num_beams: int = 1  # seq2seq decoding: 1 = greedy
     length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty
@@ -75,6 +76,8 @@ class TaskConfig:
         check(self.no_repeat_ngram_size >= 0, "task.no_repeat_ngram_size", "must be >= 0 (0 = off)")
         check(self.lang in ("auto", "en", "zh"), "task.lang", "must be auto, en or zh")
         check(self.decode in ("max", "expected_f1"), "task.decode", "must be max or expected_f1")
+        check(self.sentence_match or not self.sentence_ranker, "task.sentence_ranker",
+              "ranks the sentences that task.sentence_match marks: set task.sentence_match=true too")
         check(self.eval_max_examples >= 0, "task.eval_max_examples", "must be >= 0")
         check(self.predict_batch_size >= 1, "task.predict_batch_size", "must be >= 1")
         check(self.vocab_size >= 64, "task.vocab_size", "must be >= 64")

@@ -4,6 +4,7 @@ model learns the fixture."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -269,6 +270,8 @@ def test_expected_f1_is_the_probability_weighted_overlap_f1_of_character_sets():
     assert int(_expected_f1(chars, one_hot).argmax()) == 4  # all the mass on one span: that span
     with pytest.raises(ConfigError, match="task.decode"):
         TaskConfig(decode="mbr")
+    with pytest.raises(ConfigError, match="task.sentence_match=true"):
+        TaskConfig(sentence_ranker=True)
 
 
 def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
@@ -298,10 +301,12 @@ def test_answer_cues_and_sentence_match_end_to_end_in_chinese(tmp_path):
     s = finetune("qa", str(FIX / "qa_zh_train.json"), str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "a"),
                  overrides=tiny("--train.max_steps=3", "--task.max_length=32", "--task.stride=8",
                                 "--task.question_match=true", "--task.answer_cues=true",
-                                "--task.sentence_match=true"))
+                                "--task.sentence_match=true", "--task.sentence_ranker=true"))
     assert s["eval"]["questions"] > 0
     qa = lmlab.pipeline("qa", s["model"])
     assert qa.model.config.type_vocab_size == 109
+    ranker = json.loads((Path(s["model"]) / "task.json").read_text())["meta"]["sentence_ranker"]
+    assert len(ranker["w2"]) == 32 and len(ranker["w1"][0]) == len(ranker["features"])
     context = "《红楼梦》是曹雪芹写的小说。"
     out = qa({"question": "曹雪芹写了什么？", "context": context})
     assert 0 <= out["start"] <= out["end"] and out["answer"] == context[out["start"]:out["end"]]
