@@ -25,7 +25,11 @@ With ``task.sentence_match`` each context kind is further split by its sentence'
 sentence sharing most n-grams with the question (Σ n·|shared n-grams|, n = 1..4, over CJK
 characters and words), the one right after it, the second, or another (×4; 109 types with the cues). It is a retrieval
 rule the small encoder reads poorly from the text: on CMRC2018 the first sentence holds the
-answer for 70 % of the training questions. A context longer than
+answer for 70 % of the training questions. ``task.sentence_ranker`` orders the sentences by a
+small ranker fit on the training questions instead (sentences.py; 80 % on held-out training
+articles). ``task.decode=expected_f1`` picks, in the best window, the candidate span with the
+highest expected character-overlap F1 under p(start)·p(end) (minimum Bayes risk) instead of the
+highest start + end logit: it prefers longer, central spans. A context longer than
 ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window is a feature per
