@@ -79,7 +79,8 @@ def _remove_punctuation(s: str) -> str:
     return "".join(ch for ch in str(s).lower().strip() if ch not in _CMRC_PUNCT_SET)
 
 
-def _longest_common_run(a: list[str], b: list[str]) -> int:
+def longest_common_run(a: list, b: list) -> int:
+    """The length of the longest run of equal items that `a` and `b` share."""
     best, prev = 0, [0] * (len(b) + 1)
     for x in a:
         cur = [0] * (len(b) + 1)
@@ -97,7 +98,7 @@ def cmrc_exact(prediction: str, truth: str) -> float:
 
 def cmrc_f1(prediction: str, truth: str) -> float:
     t, p = mixed_segmentation(truth, True), mixed_segmentation(prediction, True)
-    same = _longest_common_run(t, p)
+    same = longest_common_run(t, p)
     if same == 0:
         return 0.0
     precision, recall = same / len(p), same / len(t)

@@ -18,6 +18,8 @@ import re
 
 import torch
 
+from lmlab.evaluation.span import longest_common_run
+
 _UNIT = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
 _SENTENCE_END = re.compile(r"[。！？；!?;]+|\.(?=\s|$)")
 WH_CLASSES = "什哪谁为多几何怎如"  # first characters of qa.WH_WORDS: the kind of question
@@ -61,18 +63,6 @@ def overlap_order(context: str, question: str) -> list[int]:
     return sorted((i for i, v in enumerate(scores) if v > 0), key=lambda i: -scores[i])
 
 
-def _longest_run(a: list[str], b: list[str]) -> int:
-    best, prev = 0, [0] * (len(b) + 1)
-    for x in a:
-        cur = [0] * (len(b) + 1)
-        for j, y in enumerate(b):
-            if x == y:
-                cur[j + 1] = prev[j] + 1
-                best = max(best, cur[j + 1])
-        prev = cur
-    return best
-
-
 def _cue_runs(text: str, before: str, after: str) -> tuple[float, float]:
     """The longest end of `before` and start of `after` found in `text`, as fractions of each."""
     k = 0
@@ -96,7 +86,7 @@ def features(context: str, question: str, wh: tuple[str, str, str] | None) -> to
         s = units(context[a:b])
         shared = [len(_grams(q, n) & _grams(s, n)) for n in range(1, 5)]
         rows.append([*(x / m for x, m in zip(shared, q_grams)), sum(n * x for n, x in enumerate(shared, 1)),
-                     _longest_run(q, s) / max(1, len(q)), *_cue_runs(context[a:b], before, after),
+                     longest_common_run(q, s) / max(1, len(q)), *_cue_runs(context[a:b], before, after),
                      math.log1p(len(s))])
     best = max(r[4] for r in rows) or 1.0
     for r in rows:
