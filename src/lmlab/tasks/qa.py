@@ -23,9 +23,9 @@ is graded by the run's length (none, 2-3, 4+ characters). A third match grade ma
 characters inside a run of 4+ that occurs in the question: 1 + 3·3·3 = 28 segment types.
 With ``task.sentence_match`` each context kind is further split by its sentence's grade: the
 sentence sharing most n-grams with the question (Σ n·|shared n-grams|, n = 1..4, over CJK
-characters and words), the one right after it, the second, or another (×4; 109 types with the cues). It is a retrieval
-rule the small encoder reads poorly from the text: on CMRC2018 the first sentence holds the
-answer for 70 % of the training questions. ``task.sentence_ranker`` orders the sentences by a
+characters and words), the one right after it, the second, or another (×4; 109 types with the
+cues). It is a retrieval the small encoder does worse on its own: on CMRC2018 the first sentence
+holds the answer for 70 % of the training questions. ``task.sentence_ranker`` orders the sentences by a
 small ranker fit on the training questions instead (sentences.py; 80 % on held-out training
 articles). ``task.decode=expected_f1`` picks, in the best window, the candidate span with the
 highest expected character-overlap F1 under p(start)·p(end) (minimum Bayes risk) instead of the
@@ -146,12 +146,12 @@ def _context_kinds(cfg) -> int:
     return 3 * 9 if cfg.answer_cues else (2 if cfg.question_match else 1)
 
 
+SENTENCE_GRADES = 4  # other sentences, the second, the one after the first, the first
+
+
 def segment_types(cfg) -> int:
     """Rows of the segment table: question, then the context kinds × the sentence grades."""
     return 1 + _context_kinds(cfg) * (SENTENCE_GRADES if cfg.sentence_match else 1)
-
-
-SENTENCE_GRADES = 4  # other sentences, the second in overlap, the one after the first, the first
 
 
 def _sentence_grades(context: str, question: str, offsets, ranker: SentenceRanker | None = None) -> list[int]:
@@ -372,9 +372,9 @@ class QuestionAnswering(Task):
             begin += step
 
     def features(self, examples, tok, meta, cfg):
-        out, unaligned, contexts = [], [], {}
+        out, unaligned, contexts, ranker = [], [], {}, _ranker(meta)
         for e in examples:
-            windows = self._windows(e, tok, cfg, training=True, contexts=contexts, ranker=_ranker(meta))
+            windows = self._windows(e, tok, cfg, training=True, contexts=contexts, ranker=ranker)
             if not windows:
                 unaligned.append(e.id)
             out.extend(w for k, w in enumerate(windows)
