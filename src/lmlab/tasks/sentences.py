@@ -18,6 +18,7 @@ import re
 
 import torch
 
+from lmlab.errors import CheckpointMismatch
 from lmlab.evaluation.span import longest_common_run
 
 _UNIT = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
@@ -109,6 +110,9 @@ class SentenceRanker:
     """score(sentence) = w2 · tanh(W1 · features + b1) + b2."""
 
     def __init__(self, state: dict):
+        if state.get("features", list(FEATURES)) != list(FEATURES):
+            raise CheckpointMismatch("the model's sentence ranker was fit on other sentence features than this "
+                                     "lmlab computes; fine-tune it again with this version")
         self.w1 = torch.tensor(state["w1"])  # [hidden, FEATURES]
         self.b1 = torch.tensor(state["b1"])
         self.w2 = torch.tensor(state["w2"])  # [hidden]

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from lmlab.errors import CheckpointMismatch
 from lmlab.tasks.qa import _sentence_grades, _wh
 from lmlab.tasks.sentences import FEATURES, SentenceRanker, features, overlap_order, sentences
 
@@ -59,6 +60,8 @@ def test_the_ranker_learns_a_rule_the_overlap_gets_wrong_and_keeps_it_through_js
     by_overlap = sum(overlap_order(c, q)[:1] == [g] for c, q, g in test)
     assert hits >= 95 and by_overlap <= 20
     again = SentenceRanker(json.loads(json.dumps(ranker.state())))
+    with pytest.raises(CheckpointMismatch, match="other sentence features"):
+        SentenceRanker({**ranker.state(), "features": ["shared 1-grams"]})
     x = features(*test[0][:2], _wh(test[0][1]))
     torch.testing.assert_close(again.scores(x), ranker.scores(x))
     c, q, g = test[0]
