@@ -7,7 +7,7 @@ punctuation mark): longer shared strings count for more.
 
 The ranker scores each sentence from FEATURES by a one-hidden-layer MLP, trained with a softmax
 cross-entropy over the sentences of each context (the gold sentence: the one the answer starts
-in). It is small enough (FEATURES × 32 + 33 numbers) to live as JSON in the model directory. On
+in). It is small enough (FEATURES × 32 + 64 numbers) to live as JSON in the model directory. On
 CMRC2018 it picks the gold sentence for 75.7 % of the trial questions, the overlap for 67.2 %.
 """
 
@@ -107,7 +107,8 @@ def features(context: str, question: str, wh: tuple[str, str, str] | None) -> to
 
 
 class SentenceRanker:
-    """score(sentence) = w2 · tanh(W1 · features + b1) + b2."""
+    """score(sentence) = w2 · tanh(W1 · features + b1); no output bias, which a softmax over one
+    context's sentences would cancel."""
 
     def __init__(self, state: dict):
         if state.get("features", list(FEATURES)) != list(FEATURES):
