@@ -81,7 +81,7 @@ class SpanObjective:
         self.pad_id = pad_id
 
     def prepare(self, batch: list[dict], index: int) -> Prepared:
-        inputs = encoder_inputs(batch, self.pad_id, 2)
+        inputs = encoder_inputs(batch, self.pad_id, token_types=True)
         inputs["labels"] = torch.tensor([[f["start"], f["end"]] for f in batch], dtype=torch.long)  # [B, 2]
         return Prepared(inputs, len(batch))
 
@@ -394,7 +394,8 @@ class QuestionAnswering(Task):
         windows = [(i, f) for i, e in enumerate(examples) for f in self._windows(e, tok, cfg, False, contexts, ranker)]
         best: list[dict | None] = [None] * len(examples)
         for chunk in in_batches(windows, cfg.predict_batch_size):
-            logits = model(**to_model(model, encoder_inputs([f for _, f in chunk], pad_id_of(tok), 2))).logits
+            inputs = encoder_inputs([f for _, f in chunk], pad_id_of(tok), token_types=True)
+            logits = model(**to_model(model, inputs)).logits
             logits = logits.float().cpu()  # [B, T, 2]
             for (i, f), lg in zip(chunk, logits):
                 lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions

@@ -49,11 +49,11 @@ class Classification:
     name = "classification"
     predicts_tokens = False  # its loss is not per token: no perplexity
 
-    def __init__(self, pad_id: int, type_vocab: int):
-        self.pad_id, self.type_vocab = pad_id, type_vocab
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
 
     def prepare(self, batch: list[dict], index: int) -> Prepared:
-        inputs = encoder_inputs(batch, self.pad_id, self.type_vocab)
+        inputs = encoder_inputs(batch, self.pad_id, token_types=True)
         inputs["labels"] = torch.tensor([f["label"] for f in batch], dtype=torch.long)  # [B]
         return Prepared(inputs, len(batch))
 
@@ -130,14 +130,14 @@ class Sentiment(Task):
                  "truncated": len(x) + 2 > cfg.max_length} for x, y in zip(ids, labels)]
 
     def objective(self, tok, meta, cfg):
-        return Classification(pad_id_of(tok), 2)
+        return Classification(pad_id_of(tok))
 
     @torch.no_grad()
     def _probabilities(self, model, tok, cfg, features) -> torch.Tensor:
         model.eval()
         out = []
         for batch in in_batches(features, cfg.predict_batch_size):
-            inputs = encoder_inputs(batch, pad_id_of(tok), model.config.type_vocab_size)
+            inputs = encoder_inputs(batch, pad_id_of(tok), token_types=model.config.type_vocab_size > 0)
             logits = model(**to_model(model, inputs)).logits
             out.append(torch.softmax(logits.float(), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, model.config.n_labels)

@@ -183,12 +183,13 @@ def pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def encoder_inputs(batch: list[dict], pad_id: int, type_vocab: int) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask (and token_type_ids for BERT-style models) of features."""
+def encoder_inputs(batch: list[dict], pad_id: int, token_types: bool) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and, when `token_types` (the model has a segment table) and the
+    features carry them, token_type_ids of features."""
     ids = pad([f["input_ids"] for f in batch], pad_id)
     mask = pad([[1] * len(f["input_ids"]) for f in batch], 0)
     out = {"input_ids": ids, "attention_mask": mask}
-    if type_vocab and "token_type_ids" in batch[0]:
+    if token_types and "token_type_ids" in batch[0]:
         out["token_type_ids"] = pad([f["token_type_ids"] for f in batch], 0)
     return out
 

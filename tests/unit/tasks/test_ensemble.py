@@ -45,7 +45,7 @@ def test_sentiment_ensemble_averages_the_members_logits(members, tmp_path):
         model, tok, _, cfg = load_task_model(d, "sentiment")
         feats = [{"input_ids": [tok.cls_id, *tok.encode(t), tok.sep_id]} for t in texts]
         with torch.no_grad():
-            logits.append(model(**encoder_inputs(feats, tok.pad_id, 2)).logits)
+            logits.append(model(**encoder_inputs(feats, tok.pad_id, token_types=True)).logits)
     assert not torch.allclose(logits[0], logits[1])  # the seeds made two different models
     expected = torch.softmax((logits[0] + logits[1]) / 2, -1)  # [3, 2]
     got = lmlab.pipeline("sentiment", r["out"])(texts)
