@@ -110,3 +110,22 @@ def test_cli_ensemble_then_predict(members, tmp_path, capsys):
     assert main(["predict", "sentiment", str(tmp_path / "x"), "a warm film"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("0", "1")
     assert main(["ensemble", "sentiment", *members, "--out", str(tmp_path / "x")]) == 2  # exists: refused
+
+
+def test_qa_members_agree_on_a_sentence_ranker_up_to_float_reductions():
+    """QA members fit their sentence ranker on the same questions with a fixed seed; the thread
+    count still moves its weights (0.014 on CMRC2018), which must not refuse the ensemble."""
+    from lmlab.tasks.ensemble import _meta_difference
+    from lmlab.tasks.sentences import FEATURES, SentenceRanker
+
+    g = torch.Generator().manual_seed(3)
+    contexts = [torch.randn(n, len(FEATURES), generator=g) for n in (3, 5, 7, 4, 6)]
+    ranker = SentenceRanker.fit(contexts, [0, 2, 6, 1, 3], steps=20).state()
+
+    def moved(by: float) -> dict:
+        return {**ranker, "w1": (torch.tensor(ranker["w1"]) + by).tolist()}
+
+    assert _meta_difference({"sentence_ranker": ranker}, {"sentence_ranker": moved(0.014)}) is None
+    assert _meta_difference({"sentence_ranker": ranker}, {"sentence_ranker": moved(0.5)}) == "sentence_ranker"
+    assert _meta_difference({"labels": ["neg", "pos"]}, {"labels": ["pos", "neg"]}) == "labels"
+    assert _meta_difference({"sentence_ranker": ranker}, {}) == "sentence_ranker"
