@@ -32,6 +32,7 @@ from lmlab.model import load_model
 from lmlab.model.ngram import NgramOutput
 from lmlab.model.transformer import ModelOutput
 from lmlab.tasks import get_task
+from lmlab.tasks.sentences import SentenceRanker
 from lmlab.tasks.task import load_task_tokenizer
 
 ENSEMBLE_KIND = "lmlab-ensemble"
@@ -119,23 +120,12 @@ def _meta_difference(a: dict, b: dict) -> str | None:
     """The first key of two members' task metadata on which they differ, or None."""
     for key in sorted(a.keys() | b.keys()):
         x, y = a.get(key), b.get(key)
-        if key == "sentence_ranker" and x and y and _same_ranker(x, y):
+        if (key == "sentence_ranker" and x and y and x["features"] == y["features"]
+                and SentenceRanker(x).close_to(SentenceRanker(y), RANKER_TOLERANCE)):
             continue
         if x != y:
             return key
     return None
-
-
-def _same_ranker(x: dict, y: dict) -> bool:
-    """QA's sentence ranker is fitted with a fixed seed on the training questions, so runs on one
-    training set fit the same one, up to the float reductions that the thread count changes."""
-    if x["features"] != y["features"]:
-        return False
-    for k in ("w1", "b1", "w2"):
-        u, v = torch.tensor(x[k]), torch.tensor(y[k])
-        if u.shape != v.shape or not torch.allclose(u, v, rtol=0, atol=RANKER_TOLERANCE):
-            return False
-    return True
 
 
 def _tokenizer_fingerprint(d: Path) -> str:

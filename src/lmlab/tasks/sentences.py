@@ -121,6 +121,12 @@ class SentenceRanker:
     def state(self) -> dict:
         return {"features": list(FEATURES), "w1": self.w1.tolist(), "b1": self.b1.tolist(), "w2": self.w2.tolist()}
 
+    def close_to(self, other: SentenceRanker, atol: float) -> bool:
+        """The same weights up to `atol`: one seed's fits on one training set differ only by the float
+        reductions that the thread count changes."""
+        return all(a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=atol)
+                   for a, b in ((self.w1, other.w1), (self.b1, other.b1), (self.w2, other.w2)))
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x @ self.w1.T + self.b1) @ self.w2
 
