@@ -1,4 +1,4 @@
-"""Exact resume under kill -9 (RELIABILITY A2): N trials, each killed at a random step ~ U(1, 200)
+"""Exact resume under kill -9: N trials, each killed at a random step ~ U(1, 200)
 of training and restarted with --train.resume=auto; the figure is the largest |Δloss| over every
 step against an uninterrupted run, and the largest |Δparameter| at the end.
 

@@ -1,5 +1,5 @@
-"""The four applications against the issue's targets: pretraining (where a recipe needs it),
-fine-tuning, evaluation on the development splits, one table.
+"""The four applications end to end: pretraining (where a recipe needs it), fine-tuning,
+evaluation on the development splits, one table; each figure next to the threshold its Bench names.
 
     python benchmarks/bench_tasks.py                   # every benchmark, full recipes (hours on 2 CPU cores)
     python benchmarks/bench_tasks.py sst2 cmrc2018     # some of them

@@ -11,7 +11,7 @@ so that machine load affects both alike, it times
 * lmlab — `shard_corpus`: the same reading and encoding, plus the uint16 arrays, document
   offsets, fsync, manifest hashes and the atomic commit.
 
-It prints tokens/s of each (best of --repeats) and their ratio (target ≥ 0.9).
+It prints tokens/s of each (best of --repeats) and their ratio (lmlab ÷ reference).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ torch put each block on its own core:
     y = baddbmm(b [n, 1, O/n], x [n, M, I], Wᵀ-blocks) → [n, M, O/n] → [M, O]
 
 The arithmetic per output is the same dot product, so results equal `F.linear` up to float32
-summation order (tested ≤ 1e-5). On the project's 2-core machine this halves the weight GEMMs
-of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
+summation order (tested ≤ 1e-5). On the 2-core AVX-512 CPU of BENCHMARKS.md this halves the weight
+GEMMs of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
 autograd and larger M go to `F.linear`.
 
 Decoding goes faster still through packed weights. torch's few-row bf16 `F.linear` on CPU

@@ -44,7 +44,7 @@ DEVICES: dict[str, dict[str, float]] = {
     "t4": {"fp16": 65e12, "fp32": 8.1e12},
 }
 # The fallback when a model is too wide to profile: bf16 steps of 10–30 M-parameter models reached
-# ~0.55 of a timed bf16 GEMM on this project's 2-core CPU (benchmarks/bench_cost.py, first session),
+# ~0.55 of a timed bf16 GEMM on the 2-core AVX-512 CPU of BENCHMARKS.md (benchmarks/bench_cost.py),
 # plus ~20 ms per step of fixed work. The fp32 figure is an assumption.
 CPU_MFU = {"bf16": 0.55, "fp32": 0.45}
 CPU_STEP_OVERHEAD_S = 0.02

@@ -1,4 +1,4 @@
-"""Whole-model invariants: causality (I2), KV cache = recomputation (I3), formula = fused,
+"""Whole-model invariants: causality, KV cache = recomputation, formula = fused,
 padding invariance, parameter counts in closed form, config validation."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""AdamW groups and schedules (I5)."""
+"""AdamW groups and schedules."""
 
 import math
 
