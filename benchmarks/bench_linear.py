@@ -40,12 +40,13 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    print(machine.header(), flush=True)
     torch.manual_seed(0)
     w32 = [torch.randn(o, i) * 0.02 for o, i in SHAPES]
     b32 = [torch.randn(o) * 0.02 for o, _ in SHAPES]
     w16, b16 = [w.bfloat16() for w in w32], [b.bfloat16() for b in b32]
     mb_bf16 = sum(w.numel() for w in w32) * 2 / 1e6
-    out = {"threads": torch.get_num_threads(), "packable": sorted(str(d) for d in machine.detect().packed_dtypes)}
+    out = {"packable": sorted(str(d) for d in machine.detect().packed_dtypes)}
     with torch.inference_mode():
         for m in (1, 8):
             x32 = [torch.randn(m, i) for _, i in SHAPES]
