@@ -47,18 +47,23 @@ def newton_schulz(x: torch.Tensor, steps: int = 5, coefficients: tuple[float, fl
 
 
 def orthogonalize(updates: list[torch.Tensor], steps: int, dtype: torch.dtype,
-                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS, eps: float = EPS) -> list[torch.Tensor]:
-    """NS_steps of each matrix, in `dtype`, batched over the matrices of one (wide) shape."""
+                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS, eps: float = EPS,
+                  out_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """NS_steps of each matrix, iterated in `dtype`, batched over the matrices of one (wide) shape;
+    returned in `out_dtype` (default: `dtype`)."""
     batches: dict[tuple, list[int]] = defaultdict(list)
     for i, u in enumerate(updates):
         rows, cols = u.shape
         batches[(min(rows, cols), max(rows, cols), u.device)].append(i)
     out: list[torch.Tensor] = [torch.empty(0)] * len(updates)
-    for members in batches.values():
-        wide = [updates[i].mT if updates[i].size(0) > updates[i].size(1) else updates[i] for i in members]
-        result = newton_schulz(torch.stack(wide).to(dtype), steps, coefficients, eps)  # [N, A, B]
-        for i, o in zip(members, result.unbind(0)):
-            out[i] = o.mT if updates[i].size(0) > updates[i].size(1) else o
+    for (rows, cols, device), members in batches.items():
+        tall = [updates[i].size(0) > updates[i].size(1) for i in members]
+        x = torch.empty(len(members), rows, cols, dtype=dtype, device=device)
+        for j, i in enumerate(members):  # one pass each: cast, and transpose a tall matrix
+            x[j].copy_(updates[i].mT if tall[j] else updates[i])
+        x = newton_schulz(x, steps, coefficients, eps).to(out_dtype or dtype)  # [N, A, B]
+        for j, i in enumerate(members):
+            out[i] = x[j].mT if tall[j] else x[j]
     return out
 
 
@@ -115,7 +120,9 @@ class Muon(torch.optim.Optimizer):
             torch._foreach_lerp_(bufs, grads, 1 - momentum)
             updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
             dtype = self.ns_dtype or machine.detect().newton_schulz_dtype(params[0].device)
-            ortho = orthogonalize(updates, group["ns_steps"], dtype, group["ns_coefficients"], group["eps"])
+            # returned in the parameters' dtype: the same sums as adding the bf16 update to them
+            ortho = orthogonalize(updates, group["ns_steps"], dtype, group["ns_coefficients"], group["eps"],
+                                  out_dtype=params[0].dtype)
             lr = float(group["lr"])
             for p, o in zip(params, ortho):
                 p.mul_(1 - lr * group["weight_decay"])
