@@ -13,9 +13,10 @@ missing (no /proc, no sysctl) the flags are empty and the choices fall back to f
 Chosen: bf16 where the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86, the BF16
 extension on ARM); float32 elsewhere, because there bf16 is emulated: converted to float32 and
 back around every product. Newton–Schulz for the quickstart BERT's 24 matrices (5 iterations,
-batched by shape) takes 3.6 ms in bf16 against 10.5 ms in float32 on a CPU with AMX, but 40 ms
-against 12 ms with AVX-512 alone and 620 ms against 10 ms with AVX2 alone
-(benchmarks/bench_optim.py). On CUDA: bf16 where the device supports it (compute capability ≥ 8).
+batched by shape, 2 threads of a Sapphire Rapids Xeon) takes 3.6 ms in bf16 against 10.5 ms in
+float32 with AMX, but 40 ms against 12 ms with oneDNN limited to AVX-512, and 620 ms against 10 ms
+with torch and oneDNN limited to AVX2 (the whole optimizer step: benchmarks/bench_optim.py). On
+CUDA: bf16 where the device supports it (compute capability ≥ 8).
 
 `LMLAB_MACHINE=KIND` (or `force(KIND)` in tests) makes the CPU pretend to be one of `KINDS`, so
 that each kind's choices can be exercised on any machine; the kernels torch runs do not change
