@@ -258,6 +258,9 @@ def _cpus() -> int:
 def _cuda() -> dict:
     if not torch.cuda.is_available():
         return {"cuda_devices": 0, "cuda_name": "", "cuda_capability": None, "cuda_bf16": False}
-    return {"cuda_devices": torch.cuda.device_count(), "cuda_name": torch.cuda.get_device_name(0),
-            "cuda_capability": tuple(torch.cuda.get_device_capability(0)),
-            "cuda_bf16": bool(torch.cuda.is_bf16_supported())}
+    # the device's properties only: `torch.cuda.is_bf16_supported` may run a kernel, which would
+    # open a context on device 0 in every process of a multi-GPU run
+    props = torch.cuda.get_device_properties(0)
+    capability = (props.major, props.minor)
+    return {"cuda_devices": torch.cuda.device_count(), "cuda_name": props.name, "cuda_capability": capability,
+            "cuda_bf16": capability >= (8, 0) or torch.version.hip is not None}

@@ -142,6 +142,19 @@ def test_cuda_choices(monkeypatch):
     assert "CUDA A100 sm_80" in machine.header()
 
 
+@pytest.mark.parametrize("major, minor, bf16", [(9, 0, True), (8, 6, True), (7, 5, False)])
+def test_cuda_is_read_from_the_device_properties(monkeypatch, major, minor, bf16):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(name="GPU", major=major, minor=minor))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: pytest.fail("may open a context on device 0"))
+    assert machine._cuda() == {"cuda_devices": 2, "cuda_name": "GPU", "cuda_capability": (major, minor),
+                               "cuda_bf16": bf16}
+
+
 def test_header_names_model_flags_threads_and_torch():
     m = machine.detect()
     line = machine.header()
@@ -166,7 +179,7 @@ def test_lmlab_info(capsys):
 
 
 HARDWARE_PROBES = re.compile(r"/proc/cpuinfo|get_cpu_capability|_is_mkldnn_bf16_supported|cuda\.is_available|"
-                             r"is_bf16_supported|get_device_capability|get_device_name|sysctl")
+                             r"is_bf16_supported|get_device_capability|get_device_name|get_device_properties|sysctl")
 
 
 def test_no_other_module_looks_at_the_hardware():
