@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from lmlab import machine
 from lmlab.model import Transformer, preset
 from lmlab.train.cost import CPU_MFU, _profile_inputs, estimate_cost
 from lmlab.train.optim import OptimConfig, build_optimizer
@@ -58,6 +59,7 @@ def main() -> None:
     p.add_argument("--held-out", action="store_true", help="shapes the defaults were not fitted on")
     p.add_argument("--formula", action="store_true", help="predict with FLOPs / (GEMM peak × CPU_MFU)")
     a = p.parse_args()
+    print(machine.header(), flush=True)
     import tempfile
 
     from lmlab.model import save_model

@@ -198,6 +198,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lmlab-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     corpus = prepare_imdb(Path(args.data), work, args.max_words)

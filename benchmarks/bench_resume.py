@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--work", default="/tmp/lmlab-bench-resume")
     a = p.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     work = Path(a.work)
     shutil.rmtree(work, ignore_errors=True)

@@ -173,6 +173,9 @@ def main() -> None:
         for k, b in BENCHES.items():
             print(f"{k:16} {b.task:14} {b.train:18} → {b.eval:16} target {b.metric} ≥ {b.target}")
         return
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     results = [bench(n, a.short, a.threads) for n in (a.names or list(BENCHES))]
     path = OUT / "results.json"

@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("LMLAB_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--tmp", default=None)
     args = ap.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     from lmlab.data.shards import shard_corpus
 
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-tok-"))

@@ -94,10 +94,11 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
 
     import torch
 
+    from lmlab import machine
     from lmlab.model import Transformer
     from lmlab.train.optim import OptimConfig, build_optimizer
 
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(machine.detect().device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if cfg.arch == "encoder-decoder" and cfg.decoder_layers != cfg.n_layers:
         return None
@@ -185,10 +186,11 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     if device == "measure":
         import torch
 
+        from lmlab import machine
         from lmlab.train.loop import measure_peak_flops
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(machine.detect().device)
         peak = measure_peak_flops(dev, dtype)
         default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.45)
         overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S
