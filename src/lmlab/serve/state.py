@@ -1,0 +1,70 @@
+"""`ServerState`: what every route handler shares — the models, the limits, the model thread and
+the task pipelines built so far — and the lookups and refusals that depend on it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+
+from lmlab.serve.batcher import Batcher
+from lmlab.serve.errors import ApiError
+from lmlab.serve.limits import ServeConfig
+from lmlab.serve.registry import ModelEntry, Registry
+
+TYPE_TAG = re.compile(r"^(int|float|str|bool|none|list|dict)$|[\[\-]")  # pydantic's union-member loc parts
+
+
+@dataclass
+class ServerState:
+    registry: Registry
+    config: ServeConfig
+    batcher: Batcher
+    pipelines: dict[tuple[str, str], Any] = field(default_factory=dict)  # (task, model name) → pipeline
+
+    def entry(self, name: str, generate: bool = False) -> ModelEntry:
+        """The model named `name` (404 when it is not served; 400 when it must generate and cannot)."""
+        entry = self.registry.get(name)
+        if entry is None:
+            raise ApiError(404, f"model {name!r} does not exist; GET /v1/models lists them", param="model",
+                           code="model_not_found")
+        if generate and not entry.can_generate:
+            cfg = entry.model.config
+            raise ApiError(400, f"model {name!r} ({cfg.arch}, head {cfg.head}) cannot generate text", param="model")
+        return entry
+
+    def busy(self) -> ApiError:
+        """429 with Retry-After when the queue is full, 503 while shutting down."""
+        config = self.config
+        if self.batcher.stopping:
+            return ApiError(503, "server is shutting down", "server_error", code="unavailable",
+                            headers={"Retry-After": str(config.retry_after_s)})
+        return ApiError(429, f"server busy: {config.max_batch_size} requests decoding and {config.max_queue} waiting; "
+                        "retry later", "rate_limit_error", code="queue_full",
+                        headers={"Retry-After": str(config.retry_after_s)})
+
+    async def read(self, request: Request, model_cls):
+        """The request body as `model_cls`: size-capped (413), JSON (400), schema-checked (400 naming the field)."""
+        cap = self.config.max_body_bytes
+        size, chunks = 0, []
+        async for chunk in request.stream():  # counted: a chunked body has no Content-Length
+            size += len(chunk)
+            if size > cap:
+                raise ApiError(413, f"request body over max_body_bytes={cap}", code="body_too_large")
+            chunks.append(chunk)
+        try:
+            data = json.loads(b"".join(chunks) or b"null")
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise ApiError(400, f"body is not valid JSON ({type(e).__name__}: {str(e)[:100]})") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "body must be a JSON object")
+        try:
+            return model_cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"] if not TYPE_TAG.search(str(p)))
+            raise ApiError(400, f"{where}: {err['msg']}", param=where or None) from None
