@@ -16,6 +16,11 @@ away (`Row.cancel`) is dropped from its batch with `BatchStream.cancel` — no f
 spent on it, and a batch whose rows are all gone stops — and a row past its deadline ends with
 ``finish_reason "timeout"``. Events reach the request's asyncio queue via
 ``loop.call_soon_threadsafe``.
+
+Isolation: when a batch raises, each of its unfinished rows is decoded again alone; the row
+that raises alone ends with an error of its own and the others finish normally. Every row
+carries a seed (the server draws one when a request gives none), so a row decoded again
+repeats the text it already sent, and only what goes beyond it is sent (`Row.deliver`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Row:
     cancelled: bool = False
     finished: bool = False
     completion: Any = None  # generate.Completion once done
+    sent: str = ""  # the text delivered so far
+    redone: str | None = None  # while decoded again after its batch failed: the text produced so far
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -51,6 +58,26 @@ class Row:
             self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, *payload))
         except RuntimeError:  # the event loop is gone (shutdown)
             self.cancelled = True
+
+    def deliver(self, text: str, reason: str | None) -> None:
+        """Send a piece of text; while decoding again, only what goes beyond the text already sent
+        (which must come out the same, or the row fails: `Diverged`)."""
+        if self.redone is not None and reason == "timeout":  # out of time while catching up: nothing new
+            text, self.redone = "", None
+        if self.redone is not None:
+            self.redone += text
+            n = min(len(self.redone), len(self.sent))
+            if self.redone[:n] != self.sent[:n] or (reason is not None and len(self.redone) < len(self.sent)):
+                raise Diverged("decoding the row again gave another text than the one already sent")
+            if len(self.redone) <= len(self.sent) and reason is None:
+                return
+            text, self.redone = self.redone[len(self.sent):], None
+        self.sent += text
+        self.emit("delta", text, reason)
+
+    def fail(self, error: BaseException) -> None:
+        self.finished = True
+        self.emit("error", error)
 
 
 @dataclass
@@ -111,7 +138,7 @@ class Batcher:
             self.stopping = True
             for job in self.pending:
                 if isinstance(job, Row):
-                    job.emit("error", RuntimeError("server is shutting down"))
+                    job.fail(ShuttingDown("server is shutting down"))
             self.pending.clear()
             self.cond.notify_all()
 
@@ -175,6 +202,9 @@ class Batcher:
             pass
 
     def _run_batch(self, rows: list[Row]) -> None:
+        """Decode `rows` as one batch. When the batch raises, each row that had not finished is
+        decoded again alone (its text so far is not sent twice: every row carries a seed, so it
+        comes out the same), so an exception that one row causes ends that row only."""
         from lmlab.generate import stream_batch
 
         now = time.monotonic()
@@ -184,14 +214,14 @@ class Batcher:
                 r.finished = True
             elif now > r.deadline:
                 r.finished = True
-                r.emit("delta", "", "timeout")
+                r.deliver("", "timeout")
             else:
                 live.append(r)
         if not live:
             return
         entry = live[0].entry
         self.batches += 1
-        bs = None
+        bs, again = None, []
         try:
             bs = stream_batch(entry.model, entry.tokenizer, [r.prompt for r in live], [r.config for r in live],
                               pack=entry.pack)
@@ -202,21 +232,29 @@ class Batcher:
                     if d.finish_reason is not None:
                         row.finished = True
                         row.completion = bs.completions[d.index]
-                    row.emit("delta", d.text, d.finish_reason)
+                    row.deliver(d.text, d.finish_reason)
                 self._sweep(bs, live)
                 if all(r.finished for r in live):
                     break
         except Exception as e:
-            log.exception("generation failed for model %s", entry.name)
-            for r in live:
-                if not r.finished:
-                    r.finished = True
-                    r.emit("error", e)
+            unfinished = [r for r in live if not r.finished]
+            if len(live) > 1:
+                log.warning("a batch of %d rows for model %s failed (%s); decoding its %d unfinished rows alone",
+                            len(live), entry.name, type(e).__name__, len(unfinished))
+                again = unfinished
+            else:
+                log.error("generation failed for model %s: %s: %s", entry.name, type(e).__name__,
+                          str(e).splitlines()[0][:200] if str(e) else "")
+                for r in unfinished:
+                    r.fail(e)
         finally:
             if bs is not None:
                 bs.close()
                 self.steps_done += bs.steps
             self.current = None
+        for r in again:
+            r.redone = "" if r.sent else None
+            self._run_batch([r])
 
     @staticmethod
     def _sweep(bs, rows: list[Row]) -> None:
@@ -230,8 +268,16 @@ class Batcher:
             elif now > r.deadline:
                 r.finished = True
                 bs.cancel(i)
-                r.emit("delta", "", "timeout")
+                r.deliver("", "timeout")
 
 
 class BusyError(Exception):
     """The server's queue is full."""
+
+
+class ShuttingDown(Exception):
+    """The server stopped before the row was decoded."""
+
+
+class Diverged(Exception):
+    """A row decoded again did not give the text it had already sent."""

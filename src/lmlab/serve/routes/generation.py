@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from typing import Any
 
@@ -14,16 +15,37 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from lmlab.errors import ConfigError
-from lmlab.serve.batcher import Row
+from lmlab.serve.batcher import Row, ShuttingDown
 from lmlab.serve.errors import ApiError, log
 from lmlab.serve.schema import SamplingParams, error_body
 from lmlab.serve.state import ServerState
+
+# Sampling runs in float32: logits / temperature and logits · repetition_penalty must stay finite and
+# non-zero there (1e-300 is 0 in float32 and 1e39 is inf; either turns the softmax into NaN). Outside
+# these ranges a request is refused, never clamped; OpenAI's own temperature range is [0, 2].
+SAMPLING_RANGES = {"temperature": (0.01, 100.0), "repetition_penalty": (0.01, 100.0)}
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32; top_p below it is 0 there
+
+
+def check_sampling(p: SamplingParams) -> None:
+    """400 naming the field for sampling values that float32 arithmetic cannot carry."""
+    for name, (lo, hi) in SAMPLING_RANGES.items():
+        v = getattr(p, name)
+        if name == "temperature" and v == 0:
+            continue  # greedy
+        if not lo <= v <= hi:
+            greedy = "0 (greedy) or " if name == "temperature" else ""
+            raise ApiError(400, f"{name}: {v!r} is outside what sampling in float32 can use; give {greedy}"
+                           f"a value in [{lo:g}, {hi:g}]", param=name)
+    if 0 < p.top_p < FLOAT32_TINY:
+        raise ApiError(400, f"top_p: {p.top_p!r} is 0 in float32; give a value in [1e-30, 1]", param="top_p")
 
 
 def generation_config(state: ServerState, p: SamplingParams, stop_extra: list[str] | None = None,
                       max_tokens: int | None = None):
     from lmlab.generate import GenerationConfig
 
+    check_sampling(p)
     n = 16 if max_tokens is None else max_tokens
     if n > state.config.max_tokens:
         raise ApiError(400, f"max_tokens: {n} is over this server's cap of {state.config.max_tokens}",
@@ -38,10 +60,10 @@ def generation_config(state: ServerState, p: SamplingParams, stop_extra: list[st
 
 def check_prompt(state: ServerState, entry, prompt: str) -> int:
     """The prompt's token count; 400 when it is over max_input_tokens or the model's context."""
-    n = len(entry.tokenizer.encode(prompt, add_special_tokens=entry.model.config.arch == "encoder-decoder"))
-    limit = state.config.max_input_tokens
-    if entry.model.config.arch == "decoder":
-        limit = min(limit, entry.max_seq_len - 1)
+    seq2seq = entry.model.config.arch == "encoder-decoder"
+    n = len(entry.tokenizer.encode(prompt, add_special_tokens=seq2seq))
+    # a decoder needs room for one new token after the prompt; an encoder reads at most its context
+    limit = min(state.config.max_input_tokens, entry.max_seq_len if seq2seq else entry.max_seq_len - 1)
     if n > limit:
         raise ApiError(400, f"prompt: {n} tokens, over the limit of {limit} (max_input_tokens and the model's "
                        f"context {entry.max_seq_len})", param="prompt", code="context_length_exceeded")
@@ -56,7 +78,10 @@ async def start_rows(state: ServerState, request: Request, entry, prompts: list[
         check_prompt(state, entry, p)
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + config.request_timeout_s
-    rows = [Row(entry, p, gcfg, deadline, loop) for p in prompts]
+    # every row gets a seed (fresh entropy when the request gave none), so that a row decoded again
+    # after its batch failed gives the text it had already sent (`Batcher._run_batch`)
+    rows = [Row(entry, p, gcfg if gcfg.seed is not None else gcfg.replace(seed=secrets.randbits(63)), deadline, loop)
+            for p in prompts]
     if not state.batcher.admit(rows):
         raise state.busy()
     if config.log_prompts:
@@ -80,7 +105,7 @@ async def collect(state: ServerState, request: Request, rows: list[Row]) -> list
                 except asyncio.TimeoutError:
                     continue
                 if kind == "error":  # logged by the batcher
-                    raise ApiError(500, f"generation failed ({type(payload[0]).__name__})", "server_error")
+                    raise row_error(payload[0])
                 out[i][0] += payload[0]
                 out[i][1] = payload[1]
     finally:
@@ -90,6 +115,16 @@ async def collect(state: ServerState, request: Request, rows: list[Row]) -> list
         raise ApiError(504, f"request took longer than request_timeout_s={state.config.request_timeout_s}",
                        "timeout_error", code="timeout")
     return [tuple(o) for o in out]
+
+
+def row_error(e: BaseException) -> ApiError:
+    """The answer for a row that ended with an exception: 400 for input the generator refused
+    (`ConfigError` names the field), 503 when the server stopped first, else 500."""
+    if isinstance(e, ConfigError):
+        return ApiError(400, str(e), param=str(e).split(":", 1)[0] if ":" in str(e) else None)
+    if isinstance(e, ShuttingDown):
+        return ApiError(503, "server is shutting down", "server_error", code="unavailable")
+    return ApiError(500, f"generation failed ({type(e).__name__})", "server_error")
 
 
 def usage(rows: list[Row], prompt_tokens: int) -> dict[str, int]:
@@ -112,7 +147,8 @@ def sse(rows: list[Row], chunk, final_usage) -> StreamingResponse:
                         continue
                     kind, *payload = queues[i].result()
                     if kind == "error":
-                        yield from_chunk(error_body("generation failed", "server_error"))
+                        e = row_error(payload[0])
+                        yield from_chunk(error_body(e.message, e.kind, e.param, e.code))
                         left.clear()
                         break
                     text, reason = payload
