@@ -8,9 +8,12 @@ decodes wait for the next one (this is request-level batching, not continuous ba
 ``max_batch_size=1`` turns batching off: requests are decoded one after another.
 
 Every other use of a model (attention maps, task pipelines) runs on the same thread as a
-`call`, so a model is never used by two threads at once.
+`Call`, so a model is never used by two threads at once. A task request's texts are split into
+calls of at most ``max_batch_size`` texts, queued together and run in order, so that other
+requests are served between them and a request that is cancelled or past its deadline stops
+between two calls (a call already running finishes; its result is dropped).
 
-Admission (backpressure): at most ``max_batch_size + max_queue`` rows are in flight; beyond
+Admission (backpressure): at most ``max_batch_size + max_queue`` rows (or task texts) are in flight; beyond
 that `admit` says no and the server answers 429 with ``Retry-After``. A row whose client went
 away (`Row.cancel`) is dropped from its batch with `BatchStream.cancel` — no further decoding is
 spent on it, and a batch whose rows are all gone stops — and a row past its deadline ends with
@@ -82,9 +85,18 @@ class Row:
 
 @dataclass
 class Call:
+    """A function to run on the model thread (attention maps, a chunk of a task's texts)."""
     fn: Callable[[], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    deadline: float = float("inf")  # time.monotonic(); a call still waiting then is not run
+    size: int = 1  # the slots it takes in admission (texts of a task request)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """From the event loop: do not run it (if not started) and drop its result."""
+        self.cancelled = True
+        self.future.cancel()
 
 
 class Batcher:
@@ -105,7 +117,8 @@ class Batcher:
 
     @property
     def in_flight(self) -> int:
-        return len(self.pending) + self.active
+        """Slots taken: rows, and the texts of calls, waiting or being worked on."""
+        return sum(j.size if isinstance(j, Call) else 1 for j in self.pending) + self.active
 
     @property
     def steps(self) -> int:
@@ -122,15 +135,21 @@ class Batcher:
             self.cond.notify()
             return True
 
+    def submit(self, calls: list[Call]) -> bool:
+        """Queue the calls (run in order), or return False when the server is full (nothing is queued then)."""
+        with self.cond:
+            if self.stopping or self.in_flight + sum(c.size for c in calls) > self.max_batch_size + self.max_queue:
+                return False
+            self.pending.extend(calls)
+            self.cond.notify()
+            return True
+
     async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the model thread (raises RuntimeError('busy') when full)."""
+        """Run `fn` on the model thread, no deadline (raises BusyError when full)."""
         loop = asyncio.get_running_loop()
         job = Call(fn, loop, loop.create_future())
-        with self.cond:
-            if self.stopping or self.in_flight + 1 > self.max_batch_size + self.max_queue:
-                raise BusyError()
-            self.pending.append(job)
-            self.cond.notify()
+        if not self.submit([job]):
+            raise BusyError()
         return await job.future
 
     def stop(self) -> None:
@@ -139,6 +158,8 @@ class Batcher:
             for job in self.pending:
                 if isinstance(job, Row):
                     job.fail(ShuttingDown("server is shutting down"))
+                else:
+                    self._settle(job, False, ShuttingDown("server is shutting down"))
             self.pending.clear()
             self.cond.notify_all()
 
@@ -152,7 +173,7 @@ class Batcher:
                 return None
             first = self.pending.popleft()
             if isinstance(first, Call):
-                self.active += 1
+                self.active += first.size
                 return first
             batch, end = [first], time.monotonic() + self.window
             while len(batch) < self.max_batch_size:
@@ -174,7 +195,7 @@ class Batcher:
             job = self._take()
             if job is None:
                 return
-            n = 1 if isinstance(job, Call) else len(job)
+            n = job.size if isinstance(job, Call) else len(job)
             try:
                 if isinstance(job, Call):
                     self._run_call(job)
@@ -187,19 +208,27 @@ class Batcher:
                     self.active -= n
 
     @staticmethod
-    def _run_call(job: Call) -> None:
-        def settle(ok: bool, value: Any) -> None:
+    def _settle(job: Call, ok: bool, value: Any) -> None:
+        def settle() -> None:
             if not job.future.done():
                 (job.future.set_result if ok else job.future.set_exception)(value)
 
         try:
-            value, ok = job.fn(), True
-        except BaseException as e:  # handed to the awaiting request
-            value, ok = e, False
-        try:
-            job.loop.call_soon_threadsafe(settle, ok, value)
-        except RuntimeError:
+            job.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the event loop is gone (shutdown)
             pass
+
+    def _run_call(self, job: Call) -> None:
+        if job.cancelled:  # the request is gone (client left, timed out, an earlier call failed)
+            return
+        if time.monotonic() > job.deadline:
+            value, ok = TimeoutError("request_timeout_s passed before the call ran"), False
+        else:
+            try:
+                value, ok = job.fn(), True
+            except BaseException as e:  # handed to the awaiting request
+                value, ok = e, False
+        self._settle(job, ok, value)
 
     def _run_batch(self, rows: list[Row]) -> None:
         """Decode `rows` as one batch. When the batch raises, each row that had not finished is

@@ -3,15 +3,17 @@ the task pipelines built so far — and the lookups and refusals that depend on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Request
 from pydantic import ValidationError
 
-from lmlab.serve.batcher import Batcher
+from lmlab.serve.batcher import Batcher, Call, ShuttingDown
 from lmlab.serve.errors import ApiError
 from lmlab.serve.limits import ServeConfig
 from lmlab.serve.registry import ModelEntry, Registry
@@ -68,3 +70,51 @@ class ServerState:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"] if not TYPE_TAG.search(str(p)))
             raise ApiError(400, f"{where}: {err['msg']}", param=where or None) from None
+
+    def check_input(self, entry: ModelEntry, text: str, param: str) -> None:
+        """400 (context_length_exceeded) when `text` is over max_input_tokens."""
+        n, limit = len(entry.tokenizer.encode(text)), self.config.max_input_tokens
+        if n > limit:
+            raise ApiError(400, f"{param}: {n} tokens, over this server's max_input_tokens={limit}", param=param,
+                           code="context_length_exceeded")
+
+    async def run(self, request: Request, fns: list[tuple[Callable[[], Any], int]]) -> list[Any]:
+        """Run the functions on the model thread, in order, under the request's limits; their results.
+
+        `fns`: (function, slots) — slots count in admission as rows do (429 when full). 504 once
+        request_timeout_s has passed, 499 when the client has gone; either way the calls not yet
+        started are dropped (one already running finishes and its result is dropped). An exception
+        of a function is raised here, and the calls after it are dropped.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.config.request_timeout_s
+        deadline = time.monotonic() + timeout
+        calls = [Call(fn, loop, loop.create_future(), deadline, size) for fn, size in fns]
+        if not self.batcher.submit(calls):
+            raise self.busy()
+        results, checked = [], time.monotonic()
+        try:
+            for call in calls:
+                while True:
+                    if time.monotonic() - checked > 0.2:  # is the client still there?
+                        checked = time.monotonic()
+                        if await request.is_disconnected():
+                            raise ApiError(499, "client closed the request", code="client_closed")
+                    if call.future.done():
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ApiError(504, f"request took longer than request_timeout_s={timeout}", "timeout_error",
+                                       code="timeout")
+                    await asyncio.wait([call.future], timeout=min(0.2, left))
+                try:
+                    results.append(call.future.result())
+                except TimeoutError:
+                    raise ApiError(504, f"request took longer than request_timeout_s={timeout}", "timeout_error",
+                                   code="timeout") from None
+                except ShuttingDown:
+                    raise self.busy() from None
+        finally:
+            for call in calls:
+                call.cancel()  # no-op for finished calls
+        return results
