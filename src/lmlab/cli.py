@@ -129,6 +129,8 @@ COMMANDS: list[Command] = [
              arg("--request-timeout-s", type=float, default=120.0),
              arg("--max-tokens", type=int, default=1024, help="cap on a request's max_tokens"),
              arg("--log-prompts", action="store_true", help="write prompts to the log (off by default)"),
+             arg("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                 help="let web pages from ORIGIN (scheme://host[:port]) call the API (repeatable; none by default)"),
              arg("--dtype", choices=["float32", "bfloat16"], default="float32",
                  help="weights' dtype (bfloat16: about 2x faster decoding on CPUs with avx512_bf16)")]),
     Command("viz attention", "lmlab.viz.attention:attention_command",

@@ -70,12 +70,14 @@ def bind(handler, state: ServerState):
 
 def serve(model_dirs: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch_size: int = 8, max_queue: int = 64, request_timeout_s: float = 120.0,
-          max_tokens: int = 1024, log_prompts: bool = False, dtype: str = "float32") -> None:
+          max_tokens: int = 1024, log_prompts: bool = False, dtype: str = "float32",
+          cors_origin: list[str] | None = None) -> None:
     """CLI: ``lmlab serve MODEL_DIR... [--host H] [--port N] [--api-key KEY]`` (blocks until Ctrl-C)."""
     import uvicorn
 
     config = ServeConfig(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size, max_queue=max_queue,
-                         request_timeout_s=request_timeout_s, max_tokens=max_tokens, log_prompts=log_prompts)
+                         request_timeout_s=request_timeout_s, max_tokens=max_tokens, log_prompts=log_prompts,
+                         cors_origins=cors_origin or [])
     config.check_bind()
     registry = Registry.load(model_dirs, dtype=dtype)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -16,17 +16,26 @@ with a 4xx/5xx that names it:
   proxy in front of a public server for slow-loris protection.
 * ``log_prompts``     off by default: logs carry method, path, status, model, token counts and
   timings, never prompts, outputs or keys.
+
+Web pages: a server bound to a loopback address answers only requests whose ``Host`` is a
+loopback name or address (``localhost``, ``127.x.x.x``, ``[::1]``, with or without a port), so
+that a page on another site cannot reach it through DNS rebinding (403); every POST must
+declare ``Content-Type: application/json`` (415), which a cross-site form or a ``fetch``
+without a CORS preflight cannot send; and no CORS header is sent unless ``cors_origins`` lists
+the origin (``--cors-origin https://app.example``; then only that origin may call the API).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from lmlab.config import check
 from lmlab.errors import ConfigError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")  # scheme://host[:port], no path
 
 
 def _int(v) -> bool:
@@ -41,7 +50,7 @@ def _num(v) -> bool:
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log line or traceback
     max_body_bytes: int = 1 << 20  # 1 MiB of JSON is far more than any prompt a model here can take
     max_input_tokens: int = 2048
     max_tokens: int = 1024  # cap on a request's max_tokens
@@ -53,6 +62,7 @@ class ServeConfig:
     retry_after_s: int = 1
     max_prompts: int = 16  # a completions request may carry a list of prompts
     log_prompts: bool = False
+    cors_origins: list[str] = field(default_factory=list)  # origins whose pages may call the API
 
     def __post_init__(self) -> None:
         check(isinstance(self.host, str) and self.host != "", "host", "must be a host name or IP address")
@@ -68,6 +78,12 @@ class ServeConfig:
             check(_num(v) and v >= 0, name, f"must be a finite number ≥ 0, got {v!r}")
         check(self.request_timeout_s > 0, "request_timeout_s", "must be > 0")
         check(isinstance(self.log_prompts, bool), "log_prompts", "must be true or false")
+        check(isinstance(self.cors_origins, (list, tuple)), "cors_origins", "must be a list of origins")
+        for origin in self.cors_origins:
+            check(isinstance(origin, str) and bool(ORIGIN.match(origin)), "cors_origins",
+                  f"{origin!r} is not an origin; give scheme://host[:port] such as http://localhost:5173 "
+                  "(no path, no '*')")
+        self.cors_origins = list(self.cors_origins)
 
     @property
     def public(self) -> bool:
@@ -87,3 +103,27 @@ def is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_local_host_header(value: str) -> bool:
+    """A ``Host`` header naming this machine's loopback: ``localhost``, ``127.x.x.x`` or ``[::1]``,
+    with or without ``:port`` (anything a DNS name could rebind to is refused)."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [v6] or [v6]:port
+        name, sep, port = value[1:].partition("]")
+        if not sep or (port and not (port.startswith(":") and port[1:].isdigit())):
+            return False
+        version = 6
+    else:
+        name, sep, port = value.partition(":")
+        if sep and not port.isdigit():
+            return False
+        if name == "localhost":
+            return True
+        version = 4
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    # a dotted quad in full: "127.1" is read as 127.0.0.1 by some clients and not by others
+    return address.version == version and address.is_loopback and (version == 6 or name.count(".") == 3)
