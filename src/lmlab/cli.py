@@ -123,7 +123,10 @@ COMMANDS: list[Command] = [
             [arg("model_dirs", nargs="+", metavar="MODEL_DIR", help="model directories (NAME=DIR to name one)"),
              arg("--host", default="127.0.0.1", help="bind address; a public one needs --api-key"),
              arg("--port", type=int, default=8000),
-             arg("--api-key", default=None, help="required as 'Authorization: Bearer KEY' on every route but /health"),
+             arg("--api-key", default=None, help="required as 'Authorization: Bearer KEY' on every route but /health "
+                 "(visible in ps: prefer --api-key-file or $LMLAB_API_KEY)"),
+             arg("--api-key-file", default=None, metavar="PATH",
+                 help="read the API key from PATH (one line; not readable by other users)"),
              arg("--max-batch-size", type=int, default=8, help="requests decoded together; 1 = no dynamic batching"),
              arg("--max-queue", type=int, default=64, help="requests waiting beyond those (then 429)"),
              arg("--request-timeout-s", type=float, default=120.0),

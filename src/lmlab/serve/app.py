@@ -38,7 +38,7 @@ from fastapi import FastAPI, Request
 from lmlab.serve.batcher import Batcher
 from lmlab.serve.errors import add_error_handlers
 from lmlab.serve.guard import Guard
-from lmlab.serve.limits import ServeConfig
+from lmlab.serve.limits import ServeConfig, api_key_from
 from lmlab.serve.registry import Registry
 from lmlab.serve.routes import ROUTES
 from lmlab.serve.state import ServerState
@@ -69,12 +69,17 @@ def bind(handler, state: ServerState):
 
 
 def serve(model_dirs: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_batch_size: int = 8, max_queue: int = 64, request_timeout_s: float = 120.0,
-          max_tokens: int = 1024, log_prompts: bool = False, dtype: str = "float32",
+          api_key_file: str | None = None, max_batch_size: int = 8, max_queue: int = 64,
+          request_timeout_s: float = 120.0, max_tokens: int = 1024, log_prompts: bool = False, dtype: str = "float32",
           cors_origin: list[str] | None = None) -> None:
-    """CLI: ``lmlab serve MODEL_DIR... [--host H] [--port N] [--api-key KEY]`` (blocks until Ctrl-C)."""
+    """CLI: ``lmlab serve MODEL_DIR... [--host H] [--port N] [--api-key-file PATH]`` (blocks until Ctrl-C).
+
+    The key: ``--api-key``, ``--api-key-file`` or ``$LMLAB_API_KEY`` (`limits.api_key_from`)."""
+    import os
+
     import uvicorn
 
+    api_key = api_key_from(api_key, api_key_file, os.environ)
     config = ServeConfig(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size, max_queue=max_queue,
                          request_timeout_s=request_timeout_s, max_tokens=max_tokens, log_prompts=log_prompts,
                          cors_origins=cors_origin or [])

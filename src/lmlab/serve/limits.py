@@ -17,6 +17,11 @@ with a 4xx/5xx that names it:
 * ``log_prompts``     off by default: logs carry method, path, status, model, token counts and
   timings, never prompts, outputs or keys.
 
+The API key: ``--api-key KEY`` shows in ``ps`` and the shell history, so prefer the
+``LMLAB_API_KEY`` environment variable or ``--api-key-file PATH`` (one line; the trailing
+newline and surrounding spaces are stripped; a file that every user of the machine can read is
+refused: ``chmod 600 PATH``). `api_key_from` picks one; the key is never printed or logged.
+
 Web pages: a server bound to a loopback address answers only requests whose ``Host`` is a
 loopback name or address (``localhost``, ``127.x.x.x``, ``[::1]``, with or without a port), so
 that a page on another site cannot reach it through DNS rebinding (403); every POST must
@@ -28,12 +33,15 @@ the origin (``--cors-origin https://app.example``; then only that origin may cal
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 from lmlab.config import check
 from lmlab.errors import ConfigError
 
+API_KEY_ENV = "LMLAB_API_KEY"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")  # scheme://host[:port], no path
 
@@ -127,3 +135,34 @@ def is_local_host_header(value: str) -> bool:
         return False
     # a dotted quad in full: "127.1" is read as 127.0.0.1 by some clients and not by others
     return address.version == version and address.is_loopback and (version == 6 or name.count(".") == 3)
+
+
+def api_key_from(flag: str | None, path: str | None, environ) -> str | None:
+    """The API key: ``--api-key``, else ``--api-key-file``, else ``$LMLAB_API_KEY``, else none."""
+    if flag is not None and path is not None:
+        raise ConfigError("api_key: give one of --api-key and --api-key-file, not both")
+    if flag is not None:
+        return flag
+    if path is not None:
+        return read_key_file(path)
+    return environ.get(API_KEY_ENV) or None
+
+
+def read_key_file(path: str) -> str:
+    """The key in `path` (one line, surrounding whitespace stripped); errors name the file, never the key."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such file (--api-key-file)")
+    mode = os.stat(path).st_mode
+    if os.name == "posix" and mode & stat.S_IROTH:
+        raise ConfigError(f"{path}: every user of this machine can read this API key file "
+                          f"(mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}")
+    try:
+        with open(path, "rb") as f:
+            key = f.read(4097).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the API key file is not UTF-8 text") from None
+    if not key:
+        raise ConfigError(f"{path}: the API key file is empty")
+    if len(key) < 8 or len(key) > 4096 or any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigError(f"{path}: the API key must be one line of 8 to 4096 printable characters without spaces")
+    return key
