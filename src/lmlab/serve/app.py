@@ -89,5 +89,18 @@ def serve(model_dirs: list[str], host: str = "127.0.0.1", port: int = 8000, api_
     app = create_app(registry, config)
     print(f"lmlab serve: {', '.join(registry.names())} on http://{host}:{port}/ "
           f"({'API key required' if api_key else 'no API key'})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
-                timeout_keep_alive=int(config.keep_alive_s), server_header=False)
+    uvicorn.Server(server_config(app, config)).run()
+
+
+def server_config(app: FastAPI, config: ServeConfig, log_level: str = "info"):
+    """The uvicorn configuration `lmlab serve` runs `app` with: the bind of `config` and its
+    connection limits (head deadline, keep-alive, connection and head-size caps)."""
+    import uvicorn
+
+    from lmlab.serve.connection import with_header_timeout
+
+    return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, access_log=False,
+                          server_header=False, http=with_header_timeout(config.header_timeout_s),
+                          timeout_keep_alive=max(1, round(config.keep_alive_s)),
+                          limit_concurrency=config.max_connections,
+                          h11_max_incomplete_event_size=config.max_header_bytes, lifespan="on")

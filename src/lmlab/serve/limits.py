@@ -12,8 +12,15 @@ with a 4xx/5xx that names it:
 * ``request_timeout_s`` wall time from arrival to the last token: a stream ends with
   ``finish_reason: "timeout"``, a non-streamed request gets 504.
 * ``keep_alive_s``    idle keep-alive connections are closed after this (uvicorn's
-  ``timeout_keep_alive``). Note: uvicorn has no separate header-read timeout; put a reverse
-  proxy in front of a public server for slow-loris protection.
+  ``timeout_keep_alive``).
+* ``header_timeout_s`` a request head (line and headers) must arrive within this, counted from
+  the connection's opening or its previous response → 408 and closed (slow loris;
+  `connection.HeadDeadlineH11`).
+* ``body_timeout_s``  the whole body must arrive within this of the head → 408.
+* ``max_connections`` open connections (idle ones included) beyond which a request is answered
+  503 at once (uvicorn's ``limit_concurrency``); ``max_header_bytes`` caps a request head
+  (uvicorn's ``h11_max_incomplete_event_size``; over it: 400). A public server should still sit
+  behind a reverse proxy, which can limit connections per client.
 * ``log_prompts``     off by default: logs carry method, path, status, model, token counts and
   timings, never prompts, outputs or keys.
 
@@ -67,6 +74,10 @@ class ServeConfig:
     batch_window_ms: float = 5.0
     request_timeout_s: float = 120.0
     keep_alive_s: float = 5.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 512
+    max_header_bytes: int = 16 * 1024
     retry_after_s: int = 1
     max_prompts: int = 16  # a completions request may carry a list of prompts
     log_prompts: bool = False
@@ -78,13 +89,15 @@ class ServeConfig:
         check(self.api_key is None or (isinstance(self.api_key, str) and len(self.api_key) >= 8), "api_key",
               "must be a string of at least 8 characters")
         for name, lo in [("max_body_bytes", 256), ("max_input_tokens", 1), ("max_tokens", 1), ("max_batch_size", 1),
-                         ("max_queue", 0), ("retry_after_s", 1), ("max_prompts", 1)]:
+                         ("max_queue", 0), ("retry_after_s", 1), ("max_prompts", 1),
+                         ("max_connections", 1), ("max_header_bytes", 1024)]:
             v = getattr(self, name)
             check(_int(v) and v >= lo, name, f"must be an integer ≥ {lo}, got {v!r}")
-        for name in ("batch_window_ms", "request_timeout_s", "keep_alive_s"):
+        for name in ("batch_window_ms", "request_timeout_s", "keep_alive_s", "header_timeout_s", "body_timeout_s"):
             v = getattr(self, name)
             check(_num(v) and v >= 0, name, f"must be a finite number ≥ 0, got {v!r}")
-        check(self.request_timeout_s > 0, "request_timeout_s", "must be > 0")
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
+            check(getattr(self, name) > 0, name, "must be > 0")
         check(isinstance(self.log_prompts, bool), "log_prompts", "must be true or false")
         check(isinstance(self.cors_origins, (list, tuple)), "cors_origins", "must be a list of origins")
         for origin in self.cors_origins:

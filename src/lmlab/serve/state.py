@@ -50,14 +50,24 @@ class ServerState:
                         headers={"Retry-After": str(config.retry_after_s)})
 
     async def read(self, request: Request, model_cls):
-        """The request body as `model_cls`: size-capped (413), JSON (400), schema-checked (400 naming the field)."""
-        cap = self.config.max_body_bytes
-        size, chunks = 0, []
-        async for chunk in request.stream():  # counted: a chunked body has no Content-Length
-            size += len(chunk)
-            if size > cap:
-                raise ApiError(413, f"request body over max_body_bytes={cap}", code="body_too_large")
-            chunks.append(chunk)
+        """The request body as `model_cls`: size-capped (413), in time (408), JSON (400), schema-checked
+        (400 naming the field)."""
+        cap, timeout = self.config.max_body_bytes, self.config.body_timeout_s
+        chunks: list[bytes] = []
+
+        async def receive_all() -> None:
+            size = 0
+            async for chunk in request.stream():  # counted: a chunked body has no Content-Length
+                size += len(chunk)
+                if size > cap:
+                    raise ApiError(413, f"request body over max_body_bytes={cap}", code="body_too_large")
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(receive_all(), timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within body_timeout_s={timeout}",
+                           code="body_timeout", headers={"Connection": "close"}) from None
         try:
             data = json.loads(b"".join(chunks) or b"null")
         except (ValueError, UnicodeDecodeError, RecursionError) as e:

@@ -14,11 +14,11 @@ SECRET = "sk-from-elsewhere-0123456789"
 
 @pytest.fixture()
 def started(monkeypatch):
-    """`lmlab serve` up to uvicorn.run, which records the app instead of serving it."""
+    """`lmlab serve` up to uvicorn's Server.run, which records the app instead of serving it."""
     import uvicorn
 
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **kw: seen.update(app=self.config.app))
     monkeypatch.delenv("LMLAB_API_KEY", raising=False)
     return seen
 
