@@ -74,6 +74,11 @@ class ServerState:
             raise ApiError(400, f"body is not valid JSON ({type(e).__name__}: {str(e)[:100]})") from None
         if not isinstance(data, dict):
             raise ApiError(400, "body must be a JSON object")
+        try:  # JSON can escape half a UTF-16 pair ("\ud800"), which is not text a tokenizer can take
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(400, f"body holds a lone UTF-16 surrogate (\\u{ord(e.object[e.start]):04x}); "
+                           "send valid Unicode text") from None
         try:
             return model_cls.model_validate(data)
         except ValidationError as e:
