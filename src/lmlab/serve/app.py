@@ -1,6 +1,6 @@
 """The HTTP server: an OpenAI-compatible API, task endpoints, attention maps and the playground.
 
-    lmlab serve out/gpt out/sentiment --port 8000 [--host 0.0.0.0 --api-key KEY]
+    lmlab serve out/gpt out/sentiment --port 8000 [--host 0.0.0.0 --api-key-file PATH]
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="KEY or anything")
@@ -22,8 +22,13 @@ Task endpoints load their pipeline on first use; they answer 501 when this build
 pipeline's output through as JSON (``{"result": ...}``).
 
 Errors follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for bad
-parameters, 401 auth, 404 unknown model or route, 413 body too large, 429 queue full (with
-``Retry-After``), 504 timeout (non-streamed). Limits live in `limits.ServeConfig`.
+parameters, 401 auth, 403 a foreign ``Host`` on a loopback bind, 404 unknown model or route,
+408 a body slower than ``body_timeout_s``, 413 body too large, 415 a POST that is not
+``application/json``, 429 queue full (with ``Retry-After``), 499 client gone (never read),
+503 shutting down or too many connections, 504 timeout (non-streamed). A request head slower
+than ``header_timeout_s`` gets 408 and its connection is closed. Limits live in
+`limits.ServeConfig`; `server_config` is how `serve` runs uvicorn (a benchmark can start the
+same server with it).
 
 Each route is a plain function ``handler(state, request)`` in `lmlab.serve.routes`; `create_app`
 only wires them to one `ServerState` behind the `Guard` middleware.
