@@ -54,7 +54,7 @@ def test_slow_loris_head_is_closed_with_408(strict):
     head = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port_of(url)}\r\nX-Pad: {'a' * 200}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", port_of(url))) as sock:
         after, got = closed_after(sock, head, 0.1, 5)
-    assert after is not None and 0.9 < after < 2.0, after
+    assert after is not None and 0.9 < after < 3.0, after
     assert got.startswith(b"HTTP/1.1 408 ")
 
 
@@ -62,7 +62,7 @@ def test_a_connection_that_sends_nothing_is_closed(strict):
     url, _ = strict
     with socket.create_connection(("127.0.0.1", port_of(url))) as sock:
         after, _ = closed_after(sock, b"", 0.05, 5)
-    assert after is not None and after < 2.0, after
+    assert after is not None and after < 3.0, after
 
 
 def test_keep_alive_then_trickle_is_closed(strict):
@@ -75,7 +75,7 @@ def test_keep_alive_then_trickle_is_closed(strict):
         time.sleep(0.2)
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
         after, _ = closed_after(sock, head * 10, 0.1, 5)
-    assert after is not None and after < 2.0, after
+    assert after is not None and after < 3.0, after
 
 
 def test_prompt_heads_and_pipelined_requests_are_unaffected(strict):

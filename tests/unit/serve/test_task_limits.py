@@ -75,12 +75,12 @@ def test_texts_over_the_token_cap_are_400(registry, slow_pipeline):
 
 
 def test_task_timeout_is_504_and_frees_the_model_thread(registry, slow_pipeline):
-    slow_pipeline["delay"] = 0.1
+    slow_pipeline["delay"] = 0.2
     with live_server(registry, request_timeout_s=0.5, max_batch_size=2) as (url, app):
         start = time.monotonic()
-        r = post(url, "/v1/summarize", {"model": "tiny", "text": ["a"] * 16})  # 1.6 s of work
+        r = post(url, "/v1/summarize", {"model": "tiny", "text": ["a"] * 16})  # 3.2 s of work
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
-        assert time.monotonic() - start < 1.2
+        assert time.monotonic() - start < 2.0
         assert idle(app.state.batcher)
         assert slow_pipeline["texts"] < 12  # the texts left when time ran out were not run
         r = post(url, "/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 3})
@@ -88,11 +88,11 @@ def test_task_timeout_is_504_and_frees_the_model_thread(registry, slow_pipeline)
 
 
 def test_attention_timeout_is_504(registry, slow_model):
-    slow_model["delay"] = 1.0
+    slow_model["delay"] = 2.0
     with live_server(registry, request_timeout_s=0.3) as (url, app):
         start = time.monotonic()
         r = post(url, "/v1/attention", {"model": "tiny", "text": "the cat"})
-        assert r.status_code == 504 and time.monotonic() - start < 0.9, r.text
+        assert r.status_code == 504 and time.monotonic() - start < 1.5, r.text
         assert idle(app.state.batcher)
 
 
