@@ -3,8 +3,10 @@
 Reference: the OpenAI API reference (Completions, Chat Completions, Models). Every field is
 strictly typed (a string is not a number, a bool is not an int, NaN and ±inf are refused) and
 unknown fields are refused by name, so bad input is a 400 that names the field, never a 500.
-Ranges are checked by `GenerationConfig` (temperature ≥ 0, 0 < top_p ≤ 1, ...) and by the
-server's limits (`max_tokens` cap, prompt tokens).
+Ranges are checked by `GenerationConfig` (temperature ≥ 0, 0 < top_p ≤ 1, ...), by what
+sampling in float32 can carry (temperature 0 or in [0.01, 100], repetition_penalty in
+[0.01, 100], top_p not 0 in float32: `routes.generation.check_sampling`) and by the server's
+limits (`max_tokens` cap, prompt tokens within the model's context).
 
 Supported as in OpenAI: ``model``, ``prompt`` (a string or a list of strings), ``messages``,
 ``max_tokens`` (chat: also ``max_completion_tokens``), ``temperature``, ``top_p``, ``stop``,
