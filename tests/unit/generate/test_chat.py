@@ -77,3 +77,82 @@ def test_bad_tokenizer_config_is_named(tmp_path):
     (tmp_path / "tok/tokenizer_config.json").write_text('{"chat_template": "x",\n oops}')
     with pytest.raises(Exception, match=r"tokenizer_config.json: line 2: not valid JSON"):
         render_chat(tmp_path / "tok", HI)
+
+
+# -- lmlab generate --chat -------------------------------------------------------------------------
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_models(bpe_dir, bpe, tmp_path_factory):
+    """The same tiny decoder twice: without a chat template, and with a ChatML one."""
+    import shutil
+
+    from lmlab.model import save_model
+
+    from .conftest import tiny
+
+    root = tmp_path_factory.mktemp("chat")
+    shutil.copytree(bpe_dir, root / "tok")
+    (root / "tok/chat_template.jinja").write_text(CHATML)
+    model = tiny("gpt2", vocab_size=bpe.vocab_size, max_seq_len=128)
+    save_model(model, root / "plain", tokenizer_dir=bpe_dir)
+    save_model(model, root / "templated", tokenizer_dir=root / "tok")
+    return root
+
+
+def expected_reply(model_dir, prompt, stop=()):
+    from lmlab.generate import generate, load_for_generation
+
+    model, tok = load_for_generation(model_dir)
+    return generate(model, tok, prompt, max_new_tokens=8, temperature=0, stop=list(stop)).text
+
+
+def test_cli_chat_uses_the_model_template(chat_models, capsys):
+    from lmlab.cli import main
+
+    args = ["generate", str(chat_models / "templated"), "--chat", "--prompt", "你好", "--max-new-tokens", "8",
+            "--temperature", "0"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    prompt = "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
+    reply = expected_reply(chat_models / "templated", prompt)
+    assert out == reply + "\n" and reply.strip()  # the reply only, no echo
+    assert "[chat: the model's chat template]" in err
+
+
+def test_cli_chat_falls_back_to_plain_and_says_so(chat_models, capsys, tmp_path):
+    from lmlab.cli import main
+
+    (tmp_path / "chat.json").write_text(json.dumps({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."}]}))
+    args = ["generate", str(chat_models / "plain"), "--messages", str(tmp_path / "chat.json"), "--prompt", "Bye",
+            "--max-new-tokens", "8", "--temperature", "0"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    prompt = "System: Be brief.\nUser: Hi\nAssistant: Hello.\nUser: Bye\nAssistant:"
+    assert out == expected_reply(chat_models / "plain", prompt, [PLAIN_STOP]) + "\n"
+    assert "no chat template; plain System/User/Assistant prompt" in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[{\"role\": \"user\",\n \"content\": }]", "chat.json: line 2: not valid JSON"),
+    ('{"role": "user", "content": "hi"}', "expected a list of"),
+    ('[{"role": "user"}]', "messages[0]: must be an object with string 'role' and 'content'"),
+])
+def test_cli_bad_messages_files_are_clear_errors(chat_models, capsys, tmp_path, content, message):
+    from lmlab.cli import main
+
+    (tmp_path / "chat.json").write_text(content)
+    assert main(["generate", str(chat_models / "plain"), "--messages", str(tmp_path / "chat.json")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_needs_a_prompt_or_messages(chat_models, capsys):
+    from lmlab.cli import main
+
+    assert main(["generate", str(chat_models / "plain"), "--chat"]) == 2
+    assert "error: --prompt" in capsys.readouterr().err
