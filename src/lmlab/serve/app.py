@@ -13,7 +13,7 @@ playground page also accepts HTTP Basic auth with the key as password, so a brow
     GET  /                       the playground (one self-contained HTML page)
     GET  /v1/models              the allow-list of models
     POST /v1/completions         OpenAI Completions (stream: server-sent events ending "data: [DONE]")
-    POST /v1/chat/completions    OpenAI Chat Completions (see `schema` for the prompt convention)
+    POST /v1/chat/completions    OpenAI Chat Completions (the model's chat template: `lmlab.generate.chat`)
     POST /v1/attention           {"model", "text"} → tokens and weights [layer][head][T][S]
     POST /v1/classify|answer|summarize|translate   `lmlab.pipeline(TASK, MODEL_DIR)` on the input
 
@@ -48,8 +48,9 @@ from lmlab.errors import ConfigError, LmlabError
 from lmlab.serve.batcher import Batcher, BusyError, Row
 from lmlab.serve.limits import ServeConfig
 from lmlab.serve.registry import Registry
-from lmlab.serve.schema import (CHAT_STOP, AnswerRequest, AttentionRequest, ChatRequest, CompletionRequest,
-                                TextTask, chat_prompt, error_body)
+from lmlab.generate.chat import render_chat
+from lmlab.serve.schema import (AnswerRequest, AttentionRequest, ChatRequest, CompletionRequest, TextTask,
+                                error_body)
 
 log = logging.getLogger("lmlab.serve")
 TASKS = {"classify": "classification", "answer": "qa", "summarize": "summarization", "translate": "translation"}
@@ -311,13 +312,18 @@ def create_app(registry: Registry, config: ServeConfig | None = None):
     async def chat(request: Request):
         p = await body(request, ChatRequest)
         entry = entry_of(p.model, generate=True)
-        gcfg = gen_config(p, [CHAT_STOP], p.max_completion_tokens if p.max_completion_tokens is not None
+        try:  # the model's chat template, else the plain System/User/Assistant convention (lmlab.generate.chat)
+            conv = render_chat(entry.path / "tokenizer", [m.model_dump(exclude_none=True) for m in p.messages])
+        except LmlabError as e:
+            raise ApiError(400, str(e), param="messages") from None
+        gcfg = gen_config(p, conv.stop, p.max_completion_tokens if p.max_completion_tokens is not None
                           else p.max_tokens)
-        prompt = chat_prompt(p.messages)
+        prompt = conv.text
         rows = await start_rows(request, entry, [prompt], gcfg)
         prompt_tokens = len(entry.tokenizer.encode(prompt))
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        head = {"id": cid, "created": created, "model": entry.name}
+        # lmlab_chat_template: "model" | "plain" (an extra field; OpenAI clients keep or ignore it)
+        head = {"id": cid, "created": created, "model": entry.name, "lmlab_chat_template": conv.template}
         if p.stream:
             include = bool(p.stream_options and p.stream_options.include_usage)
 
