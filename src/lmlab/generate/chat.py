@@ -58,7 +58,7 @@ class ChatTemplate:
         messages = _check_messages(messages)
         if self.source is None:
             return Chat(plain_prompt(messages, add_generation_prompt), "plain", [PLAIN_STOP])
-        import jinja2
+        jinja2 = _jinja2()
 
         try:
             text = _compile(self.source).render(messages=messages, tools=None, documents=None,
@@ -136,7 +136,7 @@ def _token_text(value: Any, path: Path, key: str) -> str | None:
 
 def _checked(source: str, where: Any) -> str:
     """The template, compiled once here so that a syntax error names the file and line."""
-    import jinja2
+    jinja2 = _jinja2()
 
     try:
         _compile(source)
@@ -158,9 +158,21 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
 
 # -- the environment -----------------------------------------------------------------------------
 
+def _jinja2():
+    """jinja2, at a version without the known sandbox escapes (as transformers requires)."""
+    try:
+        import jinja2
+    except ImportError:
+        raise ConfigError("rendering a model's chat template needs jinja2: pip install 'lmlab[chat]'") from None
+    if tuple(int(x) for x in jinja2.__version__.split(".")[:3] if x.isdigit()) < (3, 1, 6):
+        raise ConfigError(f"jinja2 {jinja2.__version__} has known sandbox escapes; chat templates need jinja2>=3.1.6 "
+                          "(pip install -U 'lmlab[chat]')")
+    return jinja2
+
+
 @functools.lru_cache(maxsize=16)
 def _compile(source: str):
-    import jinja2
+    _jinja2()
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
