@@ -42,6 +42,17 @@ def hf_model(name: str, init_std: float = 0.02):
     return T_.LlamaForCausalLM(cfg)
 
 
+def perturb(model):
+    """Norm gains and biases away from their 1 and 0 init, so that a swapped or missing one shows."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                p.normal_(0, 0.5)
+    return model
+
+
 MODELS = ["qwen2-tied", "qwen2-untied", "qwen3-tied", "qwen3-untied", "llama3-untied", "llama3-tied"]
 CLASSES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama3": "LlamaForCausalLM"}
 
@@ -53,7 +64,7 @@ def logits(model, ids, mask=None):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_import_export_round_trip_parity(name, tmp_path, figure):
-    hf = hf_model(name).eval()
+    hf = perturb(hf_model(name)).eval()
     hf.save_pretrained(tmp_path / "hf")
     summary = import_hf(tmp_path / "hf", tmp_path / "lm")
     model = load_model(tmp_path / "lm").eval()
