@@ -108,7 +108,13 @@ COMMANDS: list[Command] = [
     Command("generate", "lmlab.generate.command:generate_command",
             "sample text from a model directory (with tokenizer/), streamed to the terminal",
             [arg("model_dir"),
-             arg("--prompt", required=True, help='text to continue (the source for an encoder–decoder)'),
+             arg("--prompt", default=None, help="text to continue (the source for an encoder–decoder); "
+                 "with --chat, the user's message"),
+             arg("--chat", action="store_true", help="render the conversation with the model's chat template "
+                 "(tokenizer/chat_template.jinja or tokenizer_config.json; else a plain System/User/Assistant "
+                 "prompt) and print only the reply"),
+             arg("--messages", default=None, help="JSON file of the conversation, [{role, content}, ...] "
+                 "(implies --chat; --prompt adds a last user message)"),
              arg("--max-new-tokens", type=int, default=64),
              arg("--temperature", type=float, default=1.0, help="0 = greedy"),
              arg("--top-k", type=int, default=0, help="0 = off"),

@@ -13,7 +13,7 @@ playground page also accepts HTTP Basic auth with the key as password, so a brow
     GET  /                       the playground (one self-contained HTML page)
     GET  /v1/models              the allow-list of models
     POST /v1/completions         OpenAI Completions (stream: server-sent events ending "data: [DONE]")
-    POST /v1/chat/completions    OpenAI Chat Completions (see `schema` for the prompt convention)
+    POST /v1/chat/completions    OpenAI Chat Completions (the model's chat template: `lmlab.generate.chat`)
     POST /v1/attention           {"model", "text"} → tokens and weights [layer][head][T][S]
     POST /v1/classify|answer|summarize|translate   `lmlab.pipeline(TASK, MODEL_DIR)` on the input
 
