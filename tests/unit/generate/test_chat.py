@@ -114,7 +114,7 @@ def test_cli_chat_uses_the_model_template(chat_models, capsys):
     from lmlab.cli import main
 
     args = ["generate", str(chat_models / "templated"), "--chat", "--prompt", "你好", "--max-new-tokens", "8",
-            "--temperature", "0"]
+            "--temperature", "0", "--dtype", "float32"]
     assert main(args) == 0
     out, err = capsys.readouterr()
     prompt = "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
@@ -130,7 +130,7 @@ def test_cli_chat_falls_back_to_plain_and_says_so(chat_models, capsys, tmp_path)
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello."}]}))
     args = ["generate", str(chat_models / "plain"), "--messages", str(tmp_path / "chat.json"), "--prompt", "Bye",
-            "--max-new-tokens", "8", "--temperature", "0"]
+            "--max-new-tokens", "8", "--temperature", "0", "--dtype", "float32"]
     assert main(args) == 0
     out, err = capsys.readouterr()
     prompt = "System: Be brief.\nUser: Hi\nAssistant: Hello.\nUser: Bye\nAssistant:"
