@@ -4,8 +4,10 @@ Every stage writes a directory. It is built under a temporary sibling name
 (``.NAME.tmp-PID-XXXX``) and becomes visible under its real name only after every file and
 the ``manifest.json`` (sha256 and size of each file, format version, library versions) are
 written and fsynced: a directory with a manifest is complete, one without is not an artifact.
-Readers verify hashes and raise `ArtifactCorrupt` naming the file. Weights are safetensors,
-configs JSON or YAML; nothing here can unpickle.
+Readers verify hashes and raise `ArtifactCorrupt` naming the file; a manifest entry that
+leaves the directory (an absolute path, ``..``, a symlink out) or names anything but a regular
+file is refused before it is opened. Weights are safetensors, configs JSON or YAML; nothing here
+can unpickle.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import platform
 import secrets
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -175,7 +177,7 @@ def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, A
             "(an interrupted write, or a directory made by another tool)"
         )
     manifest = read_json(directory / MANIFEST)
-    if not isinstance(manifest, dict) or "files" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise ArtifactCorrupt(f"{directory / MANIFEST}: malformed manifest")
     if kind is not None and manifest.get("kind") != kind:
         raise ArtifactError(f"{directory}: holds a {manifest.get('kind')!r} artifact, expected {kind!r}")
@@ -187,6 +189,21 @@ def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, A
     return manifest
 
 
+def inside(directory: str | Path, rel: str) -> Path | None:
+    """``directory/rel`` when `rel` stays inside `directory`: relative, no ``..`` component, and
+    not leaving it through a symlink (one to a file inside is fine); else None."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts:
+        return None
+    path = Path(directory) / pure
+    try:
+        if not path.resolve().is_relative_to(Path(directory).resolve()):
+            return None
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return path
+
+
 def verify(directory: str | Path, kind: str | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Check the manifest's hashes (of `only` files, or all); return the manifest."""
     directory = Path(directory)
@@ -194,10 +211,16 @@ def verify(directory: str | Path, kind: str | None = None, only: list[str] | Non
     for rel, meta in manifest["files"].items():
         if only is not None and rel not in only:
             continue
-        p = directory / rel
+        p = inside(directory, rel) if isinstance(rel, str) else None
+        if p is None:  # e.g. "/dev/zero": reading it would never end
+            raise ArtifactCorrupt(f"{directory / MANIFEST}: entry {rel!r} points outside {directory}; an "
+                                  "artifact lists only its own files: rewrite it with the command that made it")
         if not p.exists():
             raise ArtifactCorrupt(f"{p}: listed in the manifest but missing")
-        if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+        if not p.is_file():  # a pipe blocks its reader, a device may never end
+            raise ArtifactCorrupt(f"{directory / MANIFEST}: entry {rel!r} is not a regular file; rewrite the "
+                                  "artifact with the command that made it")
+        if not isinstance(meta, dict) or p.stat().st_size != meta.get("bytes") or sha256_file(p) != meta.get("sha256"):
             raise ArtifactCorrupt(f"{p}: contents differ from the manifest (truncated or modified)")
     return manifest
 

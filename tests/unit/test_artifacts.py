@@ -68,3 +68,67 @@ def test_weights_get_the_mode_of_any_other_file(tmp_path):
         os.umask(old)
     mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
     assert mode("model.safetensors") == mode("other.json") == 0o644  # not safetensors' private 0600
+
+
+def _point_manifest_at(directory, entry, target):
+    """Make the manifest list `entry` with the size and hash of `target`, as a forged manifest would."""
+    import json
+
+    from lmlab.artifacts import sha256_file
+
+    m = json.loads((directory / "manifest.json").read_text())
+    m["files"][entry] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+    (directory / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("entry", ["ABSOLUTE", "../outside.txt", "sub/../../outside.txt", "link.txt",
+                                   "dirlink/outside.txt"])
+def test_manifest_entries_may_not_leave_the_directory(tmp_path, entry):
+    """An entry that names a file outside the artifact (absolute, through `..` or through a
+    symlink) is refused by name, even when that file's hash matches: verify reads nothing outside."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    with ArtifactWriter(tmp_path / "a", kind="test") as w:
+        (w.path / "f").write_text("x")
+        (w.path / "sub").mkdir()
+    (tmp_path / "a" / "link.txt").symlink_to(outside)
+    (tmp_path / "a" / "dirlink").symlink_to(tmp_path)
+    entry = str(outside) if entry == "ABSOLUTE" else entry
+    _point_manifest_at(tmp_path / "a", entry, outside)
+    with pytest.raises(ArtifactCorrupt, match="manifest.json") as e:
+        verify(tmp_path / "a")
+    assert repr(entry) in str(e.value) and "outside" in str(e.value)
+
+
+@pytest.mark.parametrize("entry", ["/dev/zero", "fifo"])
+def test_a_manifest_naming_a_device_or_a_pipe_fails_at_once(tmp_path, entry):
+    """`/dev/zero` (size 0, endless to read) or a named pipe (open blocks) would hang every reader."""
+    import json
+    import signal
+
+    with ArtifactWriter(tmp_path / "a", kind="test") as w:
+        (w.path / "f").write_text("x")
+    if entry == "fifo":
+        os.mkfifo(tmp_path / "a" / "fifo")
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    m["files"][entry] = {"sha256": "0" * 64, "bytes": 0}
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(m))
+
+    def hang(*_):
+        raise TimeoutError("verify hangs")
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(5)
+    try:
+        with pytest.raises(ArtifactCorrupt, match=f"manifest.json.*{entry}"):
+            verify(tmp_path / "a")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_symlink_inside_the_directory_is_allowed(tmp_path):
+    with ArtifactWriter(tmp_path / "a", kind="test") as w:
+        (w.path / "f").write_text("x")
+    (tmp_path / "a" / "g").symlink_to("f")
+    _point_manifest_at(tmp_path / "a", "g", tmp_path / "a" / "f")
+    assert "g" in verify(tmp_path / "a")["files"]
