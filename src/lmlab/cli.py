@@ -3,8 +3,8 @@
 Each row names the function by import path (imported only when its command runs, so that
 ``lmlab --help`` is instant), its help line and its arguments. Unrecognised
 ``--section.field=value`` (and top-level ``--field=value``) arguments are passed as config
-overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``
-with exit status 2, never as a traceback.
+overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``,
+never as a traceback, with the exit status of its class (`lmlab.errors`).
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except LmlabError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

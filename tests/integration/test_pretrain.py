@@ -201,3 +201,17 @@ def test_activation_checkpointing_recomputes_both_stacks_to_the_same_losses(tmp_
     model = load_model(tmp_path / "plain" / "model")
     layers = transformer_layers(model)  # what the option wraps: both stacks, in order
     assert layers == [*model.encoder.layers, *model.decoder.layers] and len(layers) == 4
+
+
+def test_a_diverging_run_exits_with_the_divergence_code(tmp_path, capsys):
+    """`lmlab pretrain` whose loss turns non-finite stops with TrainingDiverged's exit status (3),
+    which a scheduler can tell apart from a bad option (2)."""
+    from lmlab.cli import main
+    from lmlab.train.guard import TrainingDiverged
+
+    code = main(["pretrain", "--out", str(tmp_path), f"--data.inputs=[{FIXTURE}]", "--data.dataset=null",
+                 "--data.tokenizer_kind=char", "--data.vocab_size=64", "--data.block_size=16",
+                 "--train.max_steps=6", *TINY, "--optim.lr=1e30", "--optim.grad_clip=0"])
+    err = capsys.readouterr().err
+    assert code == TrainingDiverged.exit_code == 3, err
+    assert err.startswith("error: step") and "non-finite" in err and "Traceback" not in err

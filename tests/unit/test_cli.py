@@ -57,3 +57,25 @@ def test_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # before the child has imported torch, let alone printed
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err, err
+
+
+def test_each_error_exits_with_its_own_code_as_the_readme_says(capsys, monkeypatch):
+    """The README's exit-status line and the error classes agree; main() returns the class's code."""
+    import re
+    from pathlib import Path
+
+    import lmlab.cli as cli
+    from lmlab.errors import ConfigError, DiskFull, LmlabError
+    from lmlab.train.guard import TrainingDiverged
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    line = readme[readme.index("\nExit status:"):].split("\n\n")[0]
+    documented = {int(n) for n in re.findall(r"(\d+) [a-z]", line)}
+    codes = {LmlabError.exit_code, ConfigError.exit_code, TrainingDiverged.exit_code, DiskFull.exit_code}
+    assert codes <= documented and len({TrainingDiverged.exit_code, DiskFull.exit_code, LmlabError.exit_code}) == 3
+    for error in (ConfigError("x"), TrainingDiverged("y"), DiskFull("z")):
+        def fail(*a, error=error, **k):
+            raise error
+        monkeypatch.setattr(cli, "_resolve", lambda target, fail=fail: fail)
+        assert main(["model", "info", "gpt2-tiny"]) == type(error).exit_code
+        assert capsys.readouterr().err == f"error: {error}\n"
