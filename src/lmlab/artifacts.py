@@ -157,14 +157,49 @@ class ArtifactWriter:
         with open(self.path / MANIFEST, "rb") as f:
             os.fsync(f.fileno())
         _fsync_dir(self.path)
+        # A directory cannot be renamed over a non-empty one: the old copy steps aside first. A
+        # kill between the two renames leaves both complete under dot-names; `recover` puts one back.
         old = None
         if self.out_dir.exists():
             old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             os.replace(self.out_dir, old)
-        os.replace(self.path, self.out_dir)
-        _fsync_dir(self.out_dir.parent)
+        try:
+            os.replace(self.path, self.out_dir)
+        except BaseException:
+            if old is not None:
+                os.replace(old, self.out_dir)
+            raise
+        try:  # committed: the rename is visible; a failed directory fsync only weakens durability
+            _fsync_dir(self.out_dir.parent)
+        except OSError:
+            pass
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(out_dir: str | Path) -> bool:
+    """Put back `out_dir` when a replacement was cut short between its two renames (see
+    `ArtifactWriter`): the new copy if its manifest verifies, else the old one; other leftovers
+    of `out_dir` are removed. Only for a caller that holds the directory's lock (a run's)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        return False
+    leftovers = sorted(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) + \
+        sorted(out_dir.parent.glob(f".{out_dir.name}.old-*"))
+    restored = False
+    for path in leftovers:
+        if not restored:
+            try:
+                verify(path)
+            except ArtifactError:
+                pass
+            else:
+                os.replace(path, out_dir)
+                _fsync_dir(out_dir.parent)
+                restored = True
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+    return restored
 
 
 def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:

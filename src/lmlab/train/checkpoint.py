@@ -11,7 +11,9 @@ It is built under a temporary name and renamed into place only when complete (se
 `lmlab.artifacts`), so a step exists exactly when its manifest does. Discovery picks the newest
 directory named ``step-<8 digits>`` whose manifest verifies, ignoring anything else; retention
 renames a directory out of the ``step-`` namespace before deleting it, so a deletion cut short
-can never be mistaken for a checkpoint.
+can never be mistaken for a checkpoint. Overwriting a step (a run resumed from an earlier one)
+renames the old copy aside and the new one into place; `recover_interrupted` puts back a step
+that a kill between those two renames left only under its temporary names.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, verify, write_json
+from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, recover, save_tensors, verify, write_json
 from lmlab.config import to_dict
 from lmlab.errors import ArtifactError, CheckpointMismatch, LmlabError
 from lmlab.model.config import TransformerConfig
@@ -34,6 +36,7 @@ from lmlab.train import rng
 
 KIND = "lmlab-checkpoint"
 STEP_RE = re.compile(r"^step-(\d{8})$")
+LEFTOVER_RE = re.compile(r"^\.(step-\d{8})\.(?:tmp|old)-")
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -115,6 +118,14 @@ def latest_checkpoint(root: Path) -> Path | None:
         except LmlabError:
             continue
     return None
+
+
+def recover_interrupted(root: Path) -> list[Path]:
+    """Put back every step whose overwrite a kill cut short (call with the run lock held)."""
+    if not root.is_dir():
+        return []
+    names = sorted({m.group(1) for p in root.iterdir() if (m := LEFTOVER_RE.match(p.name))})
+    return [root / name for name in names if recover(root / name)]
 
 
 def apply_retention(root: Path, keep_last: int) -> None:

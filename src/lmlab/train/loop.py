@@ -34,12 +34,14 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 
+from lmlab.artifacts import recover
 from lmlab.config import check
 from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
 from lmlab.train.adversarial import adversarial, embedding_module
 from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, identity_changes,
-                                    latest_checkpoint, load_checkpoint, read_identity, save_checkpoint)
+                                    latest_checkpoint, load_checkpoint, read_identity, recover_interrupted,
+                                    save_checkpoint)
 from lmlab.train.ema import WeightEMA
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
@@ -317,6 +319,10 @@ class Trainer:
 
     def _resume(self) -> None:
         mode = self.cfg.resume
+        if self.ctx.is_main:  # a step or OUT/best whose overwrite a kill cut short (the lock is held)
+            recover_interrupted(self.out / "checkpoints")
+            recover(self.out / "best")
+        D.barrier(self.ctx)
         latest = latest_checkpoint(self.out / "checkpoints")
         if mode == "never":
             if latest is not None or (self.metrics.enabled and self.metrics.path.exists()
