@@ -13,6 +13,7 @@ can unpickle.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from lmlab.config import dump_config
-from lmlab.errors import ArtifactCorrupt, ArtifactError
+from lmlab.errors import ArtifactCorrupt, ArtifactError, DiskFull
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -50,6 +51,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def no_space(e: BaseException) -> bool:
+    """Whether `e` reports a full device or an exhausted quota (safetensors, written in Rust,
+    reports it in its message)."""
+    if isinstance(e, DiskFull):
+        return True
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(e)
+    return f"(os error {errno.ENOSPC})" in text or f"(os error {errno.EDQUOT})" in text
+
+
+def _disk_full(what: Path, left: str, e: BaseException) -> DiskFull:
+    quota = isinstance(e, OSError) and e.errno == errno.EDQUOT or f"(os error {errno.EDQUOT})" in str(e)
+    return DiskFull(f"{what}: no space left on the device{' (disk quota exceeded)' if quota else ''}; {left}. "
+                    "Free some space there "
+                    "(a training run keeps fewer checkpoints with a lower --train.keep_last) and run the "
+                    "command again: a training run resumes from its last checkpoint")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a single file atomically: temp file in the same directory, fsync, rename."""
     path = Path(path)
@@ -60,6 +80,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if no_space(e):
+            raise _disk_full(path, "the file is as it was before", e) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -128,12 +152,21 @@ class ArtifactWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            if no_space(exc):
+                raise self._disk_full(exc) from exc
             return
         try:
             self._commit()
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(self.path, ignore_errors=True)
+            if no_space(e):
+                raise self._disk_full(e) from e
             raise
+
+    def _disk_full(self, e: BaseException) -> DiskFull:
+        left = (f"{self.out_dir} is as it was before" if self.out_dir.exists()
+                else "nothing was written")
+        return _disk_full(self.out_dir, f"{left}, no partial copy is left", e)
 
     def _commit(self) -> None:
         if self.config is not None and not (self.path / "config.yaml").exists():
@@ -264,7 +297,12 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
                  metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    try:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    except Exception as e:
+        if no_space(e):
+            raise _disk_full(Path(path), "the file is incomplete", e) from None
+        raise
     # safetensors writes through a private temporary file (mode 0600); give the weights the mode
     # any other file of the directory gets, so that a model shared with a group stays readable
     umask = os.umask(0)

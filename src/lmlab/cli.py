@@ -297,6 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`lmlab ... | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush at exit
         return 1
+    except OSError as e:  # a full device met outside the artifact writers (metrics.jsonl, a plot)
+        from lmlab.artifacts import no_space
+        from lmlab.errors import DiskFull
+
+        if not no_space(e):
+            raise
+        print(f"error: {e.filename or 'a write'}: no space left on the device; free some space there and run "
+              "the command again (a training run resumes from its last checkpoint)", file=sys.stderr)
+        return DiskFull.exit_code
     return 0
 
 

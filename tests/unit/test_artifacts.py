@@ -4,7 +4,7 @@ import os
 import pytest
 
 from lmlab.artifacts import ArtifactWriter, verify, write_json
-from lmlab.errors import ArtifactCorrupt, ArtifactError
+from lmlab.errors import ArtifactCorrupt, ArtifactError, DiskFull
 
 
 def test_commit_writes_manifest_and_config(tmp_path):
@@ -36,9 +36,10 @@ def test_disk_full_during_commit_keeps_previous(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFull, match="no space left.*as it was before.*Free some space") as e:
         with ArtifactWriter(tmp_path / "a", kind="test", overwrite=True) as w:
             (w.path / "f").write_text("new")
+    assert str(tmp_path / "a") in str(e.value) and e.value.exit_code == 4
     monkeypatch.setattr(os, "fsync", real_fsync)
     verify(tmp_path / "a")
     assert (tmp_path / "a" / "f").read_text() == "old"
@@ -132,3 +133,28 @@ def test_a_symlink_inside_the_directory_is_allowed(tmp_path):
     (tmp_path / "a" / "g").symlink_to("f")
     _point_manifest_at(tmp_path / "a", "g", tmp_path / "a" / "f")
     assert "g" in verify(tmp_path / "a")["files"]
+
+
+def test_disk_full_in_the_weights_or_a_single_file_is_typed(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as its own error (from Rust); a lone atomic file write as OSError."""
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from lmlab.artifacts import save_tensors
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(DiskFull, match="model.safetensors: no space left"):
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    write_json(tmp_path / "summary.json", {"v": 1})
+
+    def enospc(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", enospc)
+    with pytest.raises(DiskFull, match="summary.json: no space left"):
+        write_json(tmp_path / "summary.json", {"v": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    assert '"v": 1' in (tmp_path / "summary.json").read_text()

@@ -79,3 +79,17 @@ def test_each_error_exits_with_its_own_code_as_the_readme_says(capsys, monkeypat
         monkeypatch.setattr(cli, "_resolve", lambda target, fail=fail: fail)
         assert main(["model", "info", "gpt2-tiny"]) == type(error).exit_code
         assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_full_device_anywhere_exits_4_without_a_traceback(capsys, monkeypatch, tmp_path):
+    """A write outside the artifact code (metrics.jsonl, a plot) that meets ENOSPC."""
+    import errno
+
+    import lmlab.cli as cli
+
+    def fail(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+    monkeypatch.setattr(cli, "_resolve", lambda target: fail)
+    assert main(["model", "info", "gpt2-tiny"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'metrics.jsonl'}: no space left") and "Traceback" not in err

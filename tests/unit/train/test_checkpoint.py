@@ -159,3 +159,69 @@ def test_discovery_puts_back_a_checkpoint_whose_overwrite_was_cut_short(run, tmp
     assert latest_checkpoint(root).name == "step-00000012"
     assert (step / "NEW").exists() == ("tmp" in left)
     assert _dots(root) == []
+
+
+def test_disk_full_at_any_write_of_a_save_keeps_the_previous_checkpoint(run, tmp_path, monkeypatch, figure):
+    """A4: ENOSPC at a random write of a checkpoint save (a JSON file, the weights, an fsync, a
+    rename), 30 trials: a typed DiskFull (exit status 4) or a committed save, the previous
+    checkpoint still verifies, no temporary directory is left."""
+    import builtins
+    import errno
+    import shutil
+    from pathlib import Path
+
+    import safetensors.torch
+
+    import lmlab.artifacts
+    from lmlab.artifacts import verify
+    from lmlab.errors import DiskFull
+    from lmlab.train.checkpoint import KIND, save_checkpoint
+
+    tr = make_trainer(tmp_path / "t")
+    model_state, optim_state = tr.model.state_dict(), tr.optimizer.state_dict()
+    state = dict(model_state=model_state, optimizer_state=optim_state, scaler=None, trainer_state={"x": 1},
+                 run_config={"test": True}, model_config=tr.model.config)
+    calls = {"n": 0, "fail_at": -1}
+
+    def counted(fn):
+        def wrapper(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == calls["fail_at"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return fn(*a, **k)
+        return wrapper
+
+    def writing_open(file, mode="r", *a, **k):  # a write to a file the artifact code opens itself
+        f = builtins.open(file, mode, *a, **k)
+        if "w" in mode or "a" in mode:
+            f.write = counted(f.write)
+        return f
+
+    rng = random.Random(0)
+    ok = typed = leftovers = 0
+    for trial in range(30):
+        root = tmp_path / f"trial{trial}"
+        shutil.copytree(run / "checkpoints" / "step-00000012", root / "step-00000012")
+        calls.update(n=0, fail_at=rng.randint(1, 24))  # a save makes 21-22 such calls
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", counted(os.fsync))
+            m.setattr(os, "replace", counted(os.replace))
+            m.setattr(Path, "write_text", counted(Path.write_text))
+            m.setattr(safetensors.torch, "save_file", counted(safetensors.torch.save_file))
+            m.setattr(lmlab.artifacts, "open", writing_open, raising=False)
+            step = 12 if trial % 2 else 16  # overwrite the previous step, or write the next one
+            try:
+                save_checkpoint(root, step, **state)
+            except DiskFull as e:
+                typed += e.exit_code == 4 and "no space left" in str(e)
+            else:  # past the last write, or at the directory fsync after the rename: committed
+                verify(root / f"step-{step:08d}", kind=KIND)
+                typed += 1
+        try:
+            verify(root / "step-00000012", kind=KIND)
+            ok += 1
+        except Exception:
+            pass
+        leftovers += len([p for p in root.iterdir() if p.name.startswith(".")])
+    figure(previous_verifies=ok, typed_errors=typed, leftover_tmp_dirs=leftovers, trials=30)
+    assert (ok, typed, leftovers) == (30, 30, 0)
