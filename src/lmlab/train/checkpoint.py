@@ -109,14 +109,20 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def damage(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be resumed (the error, which names the file), or None."""
+    try:
+        verify(path, kind=KIND)
+    except LmlabError as e:
+        return str(e)
+    return None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest checkpoint whose manifest verifies; junk and partial directories are skipped."""
     for _, path in reversed(list_checkpoints(root)):
-        try:
-            verify(path, kind=KIND)
+        if damage(path) is None:
             return path
-        except LmlabError:
-            continue
     return None
 
 
