@@ -204,16 +204,34 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return state
 
 
+def run_lock(directory: Path):
+    """The run lock of `directory` in the process that writes (rank 0 under torchrun), taken
+    before a stage writes anything there; a no-op context on the other ranks."""
+    import contextlib
+
+    return RunLock(directory) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+
+
 class RunLock:
     """An exclusive lock on an output directory for the life of a run (flock: released by the
-    kernel if the process dies, so a crashed run never leaves a stale lock)."""
+    kernel if the process dies, so a crashed run never leaves a stale lock). Re-entrant within a
+    process: a stage that locks its directory before preparing data keeps it through the
+    trainer's own lock."""
+
+    _held: dict[str, int] = {}  # lock file → nesting depth, in this process
 
     def __init__(self, directory: Path):
-        self.path = directory / ".lock"
+        self.path = Path(directory) / ".lock"
         self.fd: int | None = None
+        self.nested = False
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        if key in RunLock._held:
+            RunLock._held[key] += 1
+            self.nested = True
+            return self
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -225,10 +243,16 @@ class RunLock:
                                 "directory; wait for it or choose another --out") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        RunLock._held[key] = 1
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.nested:
+            RunLock._held[str(self.path.resolve())] -= 1
+            self.nested = False
+            return
         if self.fd is not None:
+            RunLock._held.pop(str(self.path.resolve()), None)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -146,12 +146,22 @@ def test_consecutive_bad_steps_stop_with_skip_policy(tmp_path):
         tr.fit()
 
 
-def test_two_runs_in_one_directory_are_refused(tmp_path):
+def test_two_runs_in_one_directory_are_refused(tmp_path, another_run):
+    with another_run(tmp_path) as pid:
+        with pytest.raises(ArtifactError, match=f"another run \\(pid {pid}\\)"):
+            make_trainer(tmp_path).fit()
+
+
+def test_the_run_lock_is_reentrant_within_a_process(tmp_path, another_run):
+    """A stage takes the lock before preparing its data and keeps it through the trainer's."""
     from lmlab.train.checkpoint import RunLock
 
     with RunLock(tmp_path):
-        with pytest.raises(ArtifactError, match="another run"):
-            make_trainer(tmp_path).fit()
+        make_trainer(tmp_path, max_steps=2).fit()  # the trainer's own lock nests
+        assert RunLock._held == {str((tmp_path / ".lock").resolve()): 1}  # still held after it
+    assert RunLock._held == {}
+    with another_run(tmp_path):  # released: another process can take it
+        pass
 
 
 def test_resume_with_changed_architecture_names_the_field(tmp_path):
