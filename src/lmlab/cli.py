@@ -3,8 +3,8 @@
 Each row names the function by import path (imported only when its command runs, so that
 ``lmlab --help`` is instant), its help line and its arguments. Unrecognised
 ``--section.field=value`` (and top-level ``--field=value``) arguments are passed as config
-overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``
-with exit status 2, never as a traceback.
+overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``,
+never as a traceback, with the exit status of its class (`lmlab.errors`).
 """
 
 from __future__ import annotations
@@ -305,13 +305,22 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except LmlabError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`lmlab ... | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush at exit
         return 1
+    except OSError as e:  # a full device met outside the artifact writers (metrics.jsonl, a plot)
+        from lmlab.artifacts import no_space
+        from lmlab.errors import DiskFull
+
+        if not no_space(e):
+            raise
+        print(f"error: {e.filename or 'a write'}: no space left on the device; free some space there and run "
+              "the command again (a training run resumes from its last checkpoint)", file=sys.stderr)
+        return DiskFull.exit_code
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, write_json
+from lmlab.artifacts import ArtifactWriter, inside, load_tensors, read_json, save_tensors, write_json
 from lmlab.errors import ArtifactError, ConfigError, UnsafeFormat
 from lmlab.hf.mapping import (ARCHITECTURES, EXPORT_ARCHITECTURE, config_from_hf, config_to_hf,
                               family_of, from_hf_state, to_hf_state)
@@ -24,6 +24,25 @@ from lmlab.model.transformer import Transformer
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "source.spm",
                    "target.spm", "sentencepiece.bpe.model")
+
+
+def tokenizer_sources(hf_dir: Path) -> list[Path]:
+    """The tokenizer files of `hf_dir`. A symlink may lead to another file of the directory or,
+    in a Hugging Face cache snapshot (…/snapshots/REV/FILE), to the cache's …/blobs/; one that
+    leads anywhere else is refused: copying it would put an unrelated file into the output."""
+    root = hf_dir.resolve()
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    files = []
+    for name in TOKENIZER_FILES:
+        path = hf_dir / name
+        if not path.is_file():
+            continue
+        target = path.resolve()
+        if inside(hf_dir, name) is None and not (blobs is not None and target.is_relative_to(blobs)):
+            raise ArtifactError(f"{path}: a symlink to {target}, outside {hf_dir}; copy the file into the "
+                                "directory if it belongs to this model")
+        files.append(path)
+    return files
 
 
 def read_hf_config(hf_dir: Path) -> dict:
@@ -84,7 +103,7 @@ class _tokenizer_files:
     """Context manager: a temporary directory with the HF tokenizer files, or None."""
 
     def __init__(self, hf_dir: Path):
-        self.files = [hf_dir / f for f in TOKENIZER_FILES if (hf_dir / f).is_file()]
+        self.files = tokenizer_sources(hf_dir)
         self.tmp = None
 
     def __enter__(self) -> Path | None:
@@ -118,6 +137,9 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = Fals
         tok = model_dir / "tokenizer"
         if tok.is_dir():
             for f in tok.iterdir():
+                if f.is_file() and inside(tok, f.name) is None:
+                    raise ArtifactError(f"{f}: a symlink to {f.resolve()}, outside {tok}; the tokenizer's "
+                                        "files belong in its directory")
                 if f.is_file() and f.name not in ("manifest.json", "config.yaml"):
                     shutil.copy2(f, w.path / f.name)
     return {"out": str(out_dir), "architecture": arch, "family": family, "tensors": len(state)}

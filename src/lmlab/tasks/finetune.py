@@ -203,14 +203,22 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
              out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
              data_root: str | None = None) -> dict:
     """Fine-tune (or train from scratch) a task model; see the module docstring."""
+    from lmlab.train.checkpoint import run_lock
+
+    T = get_task(task)
+    cfg = load_finetune_config(T, bool(init), config, overrides)
+    with run_lock(Path(out)):  # before anything is written under OUT (its tokenizer in work/)
+        return _finetune(T, cfg, train, eval, init, out, data_root)
+
+
+def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | None, out: str,
+              data_root: str | None) -> dict:
     from lmlab.tasks.lora import apply_lora, export_best, load_adapter, lora_state, merge_lora
     from lmlab.tasks.task import EpochSource, in_batches, save_task_model
     from lmlab.train.loop import Trainer
     from lmlab.train.metrics import plot_losses
     from lmlab.train.rng import seed_everything
 
-    T = get_task(task)
-    cfg = load_finetune_config(T, bool(init), config, overrides)
     out_dir, work = Path(out), Path(out) / "work"
     train_ex = T.read(train, cfg.task, data_root)
     eval_ex = T.read(eval, cfg.task, data_root) if eval else []

@@ -4,7 +4,9 @@
     torchrun --nproc-per-node=2 -m lmlab pretrain --config RECIPE.yaml --out DIR
 
 The data section names where tokens come from, and the missing stages run into
-``OUT/data/`` (each reused when already complete there):
+``OUT/data/`` (each reused when already complete there; ``OUT/data/data_config.json`` records
+the options they were built with, and a run with other options is refused by field rather than
+fed stale data), after the run lock on OUT is taken:
     data.dataset  a named text dataset under $LMLAB_DATA (tinyshakespeare: its 90 %/10 % split)
     data.inputs   raw files or globs (relative ones under $LMLAB_DATA) → `lmlab corpus clean`
     data.corpus   a cleaned corpus directory
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmlab.artifacts import ArtifactWriter, read_manifest, write_json
+from lmlab.artifacts import ArtifactWriter, read_json, read_manifest, write_json
 from lmlab.config import check, load_config, to_dict
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.train.loop import TrainConfig, Trainer
@@ -98,6 +100,56 @@ def dataset_corpus(name: str, out: Path) -> Path:
                 (w.path / f"{split}-00000.jsonl").write_text(
                     json.dumps({"text": tinyshakespeare(split)}, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
+
+
+DATA_RECORD = "data_config.json"
+
+
+def data_options(cfg: PretrainConfig) -> dict[str, Any]:
+    """The options that decide what OUT/data holds, by their override names."""
+    d = cfg.data
+    if d.shards:
+        return {}  # ready shards: OUT/data is not used
+    if d.dataset:
+        options: dict[str, Any] = {"data.dataset": d.dataset}
+    elif d.inputs:
+        options = {"data.inputs": list(d.inputs), "data.text_field": d.text_field,
+                   "data.valid_fraction": d.valid_fraction}
+    else:
+        options = {"data.corpus": d.corpus}
+    if cfg.init:
+        options["init"] = cfg.init  # its tokenizer (an hf: one is imported into OUT/hf-import)
+    elif d.tokenizer:
+        options["data.tokenizer"] = d.tokenizer
+    else:
+        options.update({"data.tokenizer_kind": d.tokenizer_kind, "data.vocab_size": d.vocab_size,
+                        "data.lowercase": d.lowercase, "data.max_documents": d.max_documents})
+    return options
+
+
+def claim_data(cfg: PretrainConfig, out: Path) -> None:
+    """Refuse OUT/data built with other options (naming each field); record them before a first
+    build. Refused rather than rebuilt: OUT/data belongs to the run whose checkpoints are in OUT,
+    and a rebuild would change that run's tokens under it."""
+    want = data_options(cfg)
+    work = out / "data"
+    if not want:
+        return
+    record = work / DATA_RECORD
+    if record.exists():
+        have = read_json(record)
+        changed = [f"{k}: {have.get(k)!r} when it was built, {want.get(k)!r} now"
+                   for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+        if changed:
+            raise ConfigError(f"{work}: holds data built with other options ({'; '.join(changed)}). Restore "
+                              f"the options, delete {work} to rebuild it (the checkpoints in {out}, if any, "
+                              "then no longer resume), or give another --out")
+        return
+    if work.is_dir() and any(not p.name.startswith(".") for p in work.iterdir()):
+        raise ConfigError(f"{work}: holds data without a record of the options it was built with; delete "
+                          f"{work} to rebuild it, or give another --out")
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(record, want)
 
 
 def prepare_data(cfg: PretrainConfig, out: Path, tokenizer: Path | None = None) -> tuple[Path, Path]:
@@ -234,6 +286,14 @@ def continued_model(cfg: PretrainConfig, init_dir: Path, tok):
 
 def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: list[str] = ()) -> dict:
     """Run a pretraining recipe; resumable (train.resume=auto) from OUT/checkpoints."""
+    from lmlab.train.checkpoint import run_lock
+
+    cfg = load_config(PretrainConfig, config, overrides)
+    with run_lock(Path(out)):  # before anything is written under OUT: its data too
+        return _pretrain(cfg, Path(out))
+
+
+def _pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
     from lmlab.model import Transformer, save_model
     from lmlab.model.summary import flops_per_token
     from lmlab.tokenizer.tokenizer import Tokenizer
@@ -242,9 +302,8 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
     from lmlab.train.rng import seed_everything
     from lmlab.tasks.task import resolve_init
 
-    cfg = load_config(PretrainConfig, config, overrides)
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    claim_data(cfg, out_dir)
     init_dir = resolve_init(cfg.init, out_dir)
     shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
     tok = Tokenizer.load(tok_dir)
