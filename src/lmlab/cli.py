@@ -238,6 +238,11 @@ COMMANDS: list[Command] = [
     Command("hf export", "lmlab.hf.convert:export_hf",
             "write an lmlab model directory in the Hugging Face layout (from_pretrained loads it)",
             [arg("model_dir"), arg("out_dir"), OVERWRITE]),
+    Command("config show", "lmlab.config_reference:show_config",
+            "every config field: its type, default and meaning (docs/config.md is this with --markdown)",
+            [arg("section", nargs="?", default=None, help="a section (model, train, optim, task, ...) or a field "
+                 "(optim.lr); none: all"),
+             arg("--markdown", action="store_true", help="a Markdown page instead of text")]),
 ]
 
 
@@ -253,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Each command reads and writes a directory of artifacts.",
     )
     from lmlab import __version__
+    from lmlab.config_reference import sections_of
 
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -268,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                 stages[stage] = top.add_parser(stage, help=f"{stage} commands")
                 groups[stage] = stages[stage].add_subparsers(dest="action", metavar="<action>", required=True)
             sub = groups[stage].add_parser(action, help=cmd.help, description=cmd.help)
+        sections = [s.name for s in sections_of(cmd.name)]
+        if sections:
+            sub.epilog = (f"config fields: --SECTION.FIELD=VALUE, --FIELD=VALUE at the top level (or in a recipe); "
+                          f"`lmlab config show {'|'.join(sections)}` lists them")
         for flags, kwargs in cmd.args:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(_target=cmd.target)
