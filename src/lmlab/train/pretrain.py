@@ -164,9 +164,7 @@ def _objective_and_data(cfg: PretrainConfig, shards: Path, tok, model_cfg):
         evals = (lambda: iter_eval_blocks(valid, block, t.batch_size)) if valid else None
         return O.CausalLM(), source, evals, valid
     pad = tok.pad_id if tok.pad_id is not None else 0
-    if tok.mask_id is None:
-        raise ConfigError(f"objective {cfg.objective}: the tokenizer has no mask token; train a wordpiece "
-                          "or unigram tokenizer, or one with special_tokens.mask")
+    tok.require("mask", f"objective {cfg.objective}")
     cls_sep = (tok.cls_id, tok.sep_id) if cfg.objective == "mlm" else (None, None)
     source = MaskedSequenceSampler(train, block, t.batch_size, pad, *cls_sep, seed=t.seed)
     evals = None
