@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.errors import DataError
 from lmlab.tasks.records import cell, pick_column, read_records
 from lmlab.tasks.task import Task, TaskConfig, in_batches, pad, pad_id_of
 from lmlab.train.objectives import Prepared
