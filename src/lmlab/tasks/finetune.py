@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.artifacts import load_tensors, write_json
-from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
+from lmlab.config import from_dict, merge, parse_overrides, read_yaml, run_record, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
 from lmlab.model.ngram import PRESET as NGRAM_PRESET
 from lmlab.tasks import get_task
@@ -231,8 +231,8 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     evals = (lambda: in_batches(eval_features, cfg.train.batch_size)) if eval_features else None
     subset = eval_ex[:cfg.task.eval_max_examples] if cfg.task.eval_max_examples else eval_ex
     hook = (lambda: _scalars(T.evaluate(model, tok, meta, cfg.task, subset)[0], "val_")) if eval_ex else None
-    run_config = {**to_dict(cfg), "stage": f"finetune {T.name}", "train_data": train, "eval_data": eval,
-                  "init": init, "meta": meta}
+    run_config = run_record(to_dict(cfg), stage=f"finetune {T.name}", train_data=train, eval_data=eval, init=init,
+                            meta=meta)
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, eval_hook=hook, export=export_best if cfg.lora.rank else None,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmlab.artifacts import ArtifactWriter, read_manifest, write_json
-from lmlab.config import check, load_config, to_dict
+from lmlab.config import check, load_config, run_record, to_dict
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.train.loop import TrainConfig, Trainer
 from lmlab.train.optim import OptimConfig
@@ -259,7 +259,7 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
         from lmlab.embeddings.initialize import init_model_embeddings
 
         vectors = init_model_embeddings(model, tok, cfg.init_vectors)
-    run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
+    run_config = run_record(to_dict(cfg), stage="pretrain", model=to_dict(model_cfg))
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
                       flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True,
