@@ -7,7 +7,7 @@
     ... --config configs/finetune/sst2.yaml --train.max_steps=500 --lora.rank=8
 
 ``--init`` is an lmlab model directory (e.g. ``OUT/model`` of `lmlab pretrain`; its tokenizer is
-used), ``hf:DIR`` (a Hugging Face directory on disk, imported with `lmlab.hf.convert.import_hf`),
+used), ``hf:DIR`` (a Hugging Face directory on disk, imported as `lmlab hf import` does, tokenizer included),
 or absent: a tokenizer is trained on the training texts and a small model of
 ``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works);
 ``--task.vectors=DIR`` then initialises its token embeddings from word vectors (`lmlab embed train`).

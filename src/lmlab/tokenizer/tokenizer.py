@@ -147,7 +147,8 @@ class Tokenizer:
         """Copy the tokenizer files into a new artifact directory (same kind and manifest)."""
         src = getattr(self, "directory", None)
         if src is None:
-            raise ArtifactError("Tokenizer.save: only a loaded tokenizer can be saved; use train_tokenizer")
+            raise ArtifactError("only a tokenizer loaded from a directory can be saved; make one with "
+                                "`lmlab tokenizer train` or `lmlab hf import`")
         with ArtifactWriter(directory, kind=KIND, overwrite=overwrite) as w:
             for name in FILES + ("config.yaml",):
                 if (src / name).exists():
