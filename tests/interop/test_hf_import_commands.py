@@ -126,3 +126,27 @@ def test_a_missing_role_names_the_file_and_field(hf_bert, tmp_path):
         pretrain(out=str(tmp_path / "pt"), overrides=[f"--init={tmp_path / 'lm'}", "--objective=mlm",
                                                       f"--data.inputs=[{corpus}]", "--data.dataset=null",
                                                       "--train.max_steps=1", "--data.block_size=16"])
+
+
+def test_lora_on_an_imported_bert_exports_with_equal_logits(hf_bert, tmp_path):
+    """LoRA (rank 4 on q, v; head and pooler trained in full) on the imported BertModel: the merged
+    model exports to BertForSequenceClassification with lmlab's logits."""
+    from lmlab.model import load_model
+    from lmlab.tasks.finetune import finetune
+
+    s = finetune("sentiment", str(FIX / "sentiment_train.csv"), None, init=f"hf:{hf_bert}", out=str(tmp_path / "run"),
+                 overrides=[*TINY, "--train.max_steps=4", "--lora.rank=4", "--optim.lr=1e-2"])
+    assert s["lora"]["wrapped_layers"] == 4 and s["lora"]["trainable_fraction"] < 0.5
+    base = load_model(tmp_path / "run" / "work" / "hf-import").state_dict()
+    tuned = load_model(tmp_path / "run").state_dict()
+    q = "encoder.layers.0.self_attn.q.weight"
+    assert not torch.equal(base[q], tuned[q])  # the merged update moved W_q
+    assert torch.equal(base["encoder.layers.0.self_attn.k.weight"], tuned["encoder.layers.0.self_attn.k.weight"])
+    assert main(["hf", "export", str(tmp_path / "run"), str(tmp_path / "hf-out")]) == 0
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf-out").eval()
+    ids = torch.tensor([[2, 17, 40, 9, 3, 0, 0], [2, 55, 61, 23, 70, 81, 3]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask).logits
+        got = load_model(tmp_path / "run")(ids, attention_mask=mask).logits
+    assert (ref - got).abs().max() <= 1e-5
