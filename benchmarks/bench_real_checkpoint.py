@@ -3,6 +3,7 @@ on SST-2 by lmlab and by a plain transformers loop at the same settings, in one 
 
     python benchmarks/bench_real_checkpoint.py                 # 2000 steps each (about an epoch)
     python benchmarks/bench_real_checkpoint.py --steps 60      # a smoke run
+    python benchmarks/bench_real_checkpoint.py --only lmlab    # one side (no ratio)
 
 Both sides: batch 32, lr 5e-5 with linear warmup (10 % of the steps) and linear decay, AdamW
 (weight decay 0.01, none on biases and norms), gradient clipping at 1.0, inputs truncated to 64
@@ -77,7 +78,8 @@ def lmlab_run(ckpt: Path, out: Path, a) -> dict:
         "--optim.min_lr=0", "--optim.weight_decay=0.01", "--optim.grad_clip=1.0", "--optim.beta2=0.999",
         f"--train.seed={a.seed}", f"--train.threads={a.threads}", "--train.precision=auto",
         f"--train.eval_every_steps={a.steps}", f"--train.save_every_steps={a.steps}", "--train.select_metric=",
-        "--task.eval_max_examples=0", "--train.progress=false", "--train.resume=never", *LMLAB_OPTIONS])
+        "--train.patience=0", "--task.eval_max_examples=0", "--train.progress=false", "--train.resume=never",
+        *LMLAB_OPTIONS])
     return {"wall_s": time.perf_counter() - start, "accuracy": s["eval"]["accuracy"], "steps": s["steps"]}
 
 
@@ -150,6 +152,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=str(ROOT / "out" / "bench-real-checkpoint"))
+    ap.add_argument("--only", choices=["lmlab", "transformers"], default=None, help="run one side (no ratio)")
     ap.add_argument("--side", choices=["lmlab", "transformers"], default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     from real_checkpoint import CheckpointUnavailable, minilm_dir
@@ -168,11 +171,13 @@ def main() -> None:
     info = machine(a.threads)
     print(f"machine: {info['cpu']}; ISA {' '.join(info['isa']) or '-'}; {a.threads} threads; torch {info['torch']}; "
           f"transformers {info['transformers']}; bf16 autocast {'on' if info['bf16'] else 'off'}", flush=True)
-    results = {"machine": info, "settings": {k: v for k, v in vars(a).items() if k not in ("side", "out")},
+    results = {"machine": info, "settings": {k: v for k, v in vars(a).items() if k not in ("side", "only", "out")},
                "lmlab_options": LMLAB_OPTIONS}
-    for side in ("transformers", "lmlab"):
+    for side in [a.only] if a.only else ["transformers", "lmlab"]:
         results[side] = child(side, a)
         print(f"{side:>12}: {results[side]['wall_s']:8.1f} s  dev accuracy {results[side]['accuracy']:.4f}", flush=True)
+    if a.only:
+        return
     ratio = results["lmlab"]["wall_s"] / results["transformers"]["wall_s"]
     gap = 100 * (results["transformers"]["accuracy"] - results["lmlab"]["accuracy"])
     results.update(ratio=ratio, accuracy_gap_points=gap)
