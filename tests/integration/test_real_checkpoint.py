@@ -37,7 +37,7 @@ def minilm():
 @pytest.fixture(scope="module")
 def sst2_dev():
     from lmlab.datasets import data_root
-    from lmlab.errors import DatasetMissing
+    from lmlab.datasets.root import DatasetMissing
 
     try:
         path = data_root() / "sst2" / "dev.tsv"
