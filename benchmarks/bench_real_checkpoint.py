@@ -7,10 +7,10 @@ on SST-2 by lmlab and by a plain transformers loop at the same settings, in one 
 
 Both sides: batch 32, lr 5e-5 with linear warmup (10 % of the steps) and linear decay, AdamW
 (weight decay 0.01, none on biases and norms), gradient clipping at 1.0, inputs truncated to 64
-tokens, bf16 autocast only where the CPU has it natively (avx512_bf16 / amx_bf16; the test of
-`lmlab.train.loop`), the same threads. Each side runs in a fresh process and is timed from
-the Hugging Face directory on disk to its SST-2 dev accuracy (all 872 sentences): reading and
-tokenising the data, building the model, training, evaluating.
+tokens, bf16 autocast only where the CPU has it natively (avx512_bf16 / amx_bf16: `lmlab.machine`,
+which training's ``train.precision=auto`` asks too), the same threads. Each side runs in a fresh
+process and is timed from the Hugging Face directory on disk to its SST-2 dev accuracy (all 872
+sentences): reading and tokenising the data, building the model, training, evaluating.
 
 * lmlab: ``lmlab finetune sentiment --init hf:DIR`` (the import is part of its time) with the
   options in `LMLAB_OPTIONS` (``--lmlab-options`` replaces them): no dropout on the attention
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,27 +43,19 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 LMLAB_OPTIONS = ["--model.attn_dropout=0"]
-ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def machine(threads: int) -> dict:
+def machine(threads: int) -> tuple[str, dict]:
+    """(`lmlab.machine.header()`, the same facts as a dict for results.json)."""
     import torch
-
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("unknown", "x86_64", ""):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
     import transformers
 
-    from lmlab.train.loop import cpu_has_bf16
+    from lmlab.machine import detect, header
 
-    return {"cpu": cpu, "isa": [f for f in ISA if f in flags], "threads": threads, "torch": torch.__version__,
-            "transformers": transformers.__version__, "bf16": cpu_has_bf16()}
+    torch.set_num_threads(threads)
+    m = detect()
+    return header(), {"cpu": m.cpu_model, "isa": sorted(m.isa), "threads": threads, "torch": torch.__version__,
+                      "transformers": transformers.__version__, "bf16": m.native_bf16}
 
 
 def schedule(steps: int) -> int:
@@ -93,7 +84,7 @@ def hf_run(ckpt: Path, a) -> dict:
     import transformers
 
     from lmlab.datasets import sst2
-    from lmlab.train.loop import cpu_has_bf16
+    from lmlab.machine import detect
 
     transformers.logging.set_verbosity_error()
     start = time.perf_counter()
@@ -109,7 +100,7 @@ def hf_run(ckpt: Path, a) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
                             lr=a.lr)
     sched = transformers.get_linear_schedule_with_warmup(opt, schedule(a.steps), a.steps)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_bf16())
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=detect().native_bf16)
     g = torch.Generator().manual_seed(a.seed)
     order: list[int] = []
     model.train()
@@ -174,9 +165,8 @@ def main() -> None:
     if a.side == "transformers":
         print(json.dumps(hf_run(ckpt, a)))
         return
-    info = machine(a.threads)
-    print(f"machine: {info['cpu']}; ISA {' '.join(info['isa']) or '-'}; {a.threads} threads; torch {info['torch']}; "
-          f"transformers {info['transformers']}; bf16 autocast {'on' if info['bf16'] else 'off'}", flush=True)
+    line, info = machine(a.threads)
+    print(f"{line} | transformers {info['transformers']} | bf16 autocast {'on' if info['bf16'] else 'off'}", flush=True)
     results = {"machine": info, "settings": {k: v for k, v in vars(a).items()
                                              if k not in ("side", "only", "out", "lmlab_options")},
                "lmlab_options": a.lmlab_options.split()}
