@@ -56,7 +56,8 @@ class Delta:
 
 
 def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any = None):
-    """(model, tokenizer) from an lmlab model directory that holds a ``tokenizer/`` subdirectory.
+    """(model, tokenizer) from an lmlab model directory that holds a ``tokenizer/`` subdirectory
+    (or from a run directory: its ``model/``).
 
     The model directory's manifest covers the tokenizer files (they are hash-checked with the
     weights), so the copy inside it carries no manifest of its own. ``dtype`` ("bfloat16", a
@@ -66,16 +67,17 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
     import torch
 
     from lmlab.model import load_model
-    from lmlab.model.pretrained import require_transformer
+    from lmlab.model.pretrained import require_transformer, resolve_model_dir
     from lmlab.tokenizer.tokenizer import Tokenizer
 
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     tok_dir = model_dir / "tokenizer"
     model = load_model(model_dir, device=device)  # verifies every hash in the manifest
     require_transformer(model.config, str(model_dir), "generation")
-    if not (tok_dir / "lmlab_tokenizer.json").is_file() or not (tok_dir / "tokenizer.json").is_file():
-        raise ArtifactError(f"{model_dir}: no lmlab tokenizer in tokenizer/ (tokenizer.json + lmlab_tokenizer.json); "
-                            "save the model with save_model(..., tokenizer_dir=...) to generate text from it")
+    if not tok_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: has no tokenizer/ to turn text into ids; `lmlab pretrain` and `lmlab "
+                            "finetune` write one, `lmlab hf import` copies the Hugging Face directory's tokenizer "
+                            "files (import it again from a directory that has tokenizer.json)")
     tokenizer = Tokenizer.load(tok_dir, verify_hashes=False)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ArtifactError(f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "

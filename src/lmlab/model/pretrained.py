@@ -2,6 +2,10 @@
 bag-of-n-grams classifier: ``"kind": "ngram"``), ``model.safetensors``,
 an optional ``tokenizer/`` directory, ``config.yaml`` (how it was made) and ``manifest.json``.
 
+Every command that reads a model takes either such a directory or a run directory (the
+``--out`` of `lmlab pretrain` / `lmlab finetune`), whose ``model/`` it then reads
+(`resolve_model_dir`, the one place this is decided).
+
 Loading verifies the manifest's hashes, rejects unknown config keys, and requires every
 stored tensor to match a parameter of the same shape and every parameter to be filled;
 otherwise `CheckpointMismatch` names the tensor and the config field that disagrees.
@@ -17,7 +21,7 @@ import torch
 
 from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, verify, write_json
 from lmlab.config import to_dict
-from lmlab.errors import CheckpointMismatch, ConfigError
+from lmlab.errors import ArtifactError, CheckpointMismatch, ConfigError
 from lmlab.model.config import TransformerConfig
 from lmlab.model.ngram import NgramClassifier, NgramConfig
 from lmlab.model.transformer import Transformer
@@ -34,6 +38,23 @@ def save_model(model: Transformer, out_dir: str | Path, tokenizer_dir: str | Pat
         if tokenizer_dir is not None:
             shutil.copytree(tokenizer_dir, w.path / "tokenizer")  # verbatim: it stays a tokenizer artifact
     return Path(out_dir)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory as given, or a run directory's ``model/``; else a clear error."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / "model.json").is_file() or (candidate / "task.json").is_file():  # task.json: an ensemble
+            return candidate
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such directory")
+    if (path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file():
+        raise ArtifactError(f"{path}: a training run whose model/ is not written yet (it has not finished); run "
+                            "the same `lmlab pretrain` / `lmlab finetune` command again to continue it")
+    if (path / "config.json").is_file():
+        raise ArtifactError(f"{path}: a Hugging Face model directory; convert it first with "
+                            f"`lmlab hf import {path} OUT` and use OUT")
+    raise ArtifactError(f"{path}: not an lmlab model directory (no model.json) nor a run directory (no model/)")
 
 
 def read_model_config(model_dir: str | Path) -> TransformerConfig | NgramConfig:
@@ -101,7 +122,7 @@ def load_state(model: Transformer | NgramClassifier, tensors: dict[str, torch.Te
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
                verify_hashes: bool = True) -> Transformer | NgramClassifier:
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     if verify_hashes:
         verify(model_dir, kind=MODEL_KIND)
     cfg = read_model_config(model_dir)

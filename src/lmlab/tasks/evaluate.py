@@ -50,6 +50,9 @@ def task_config_with(cfg, overrides) -> Any:
 
 def evaluate_task(task: str, model_dir: str, data: str, out: str | None = None, data_root: str | None = None,
                   overrides: list[str] = ()) -> dict:
+    from lmlab.model.pretrained import resolve_model_dir
+
+    model_dir = str(resolve_model_dir(model_dir))  # a run directory: its model/ (and eval/ beside it)
     if task == "lm":
         from lmlab.evaluation.lm import evaluate_lm
 

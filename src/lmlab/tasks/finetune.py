@@ -7,7 +7,7 @@
     ... --config configs/finetune/sst2.yaml --train.max_steps=500 --lora.rank=8
 
 ``--init`` is an lmlab model directory (e.g. ``OUT/model`` of `lmlab pretrain`; its tokenizer is
-used), ``hf:DIR`` (a Hugging Face directory on disk, imported with `lmlab.hf.convert.import_hf`),
+used), ``hf:DIR`` (a Hugging Face directory on disk, imported as `lmlab hf import` does, tokenizer included),
 or absent: a tokenizer is trained on the training texts and a small model of
 ``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works);
 ``--task.vectors=DIR`` then initialises its token embeddings from word vectors (`lmlab embed train`).
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.artifacts import load_tensors, write_json
-from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
+from lmlab.config import from_dict, merge, parse_overrides, read_yaml, run_record, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
 from lmlab.model.ngram import PRESET as NGRAM_PRESET
 from lmlab.tasks import get_task
@@ -239,8 +239,8 @@ def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | 
     evals = (lambda: in_batches(eval_features, cfg.train.batch_size)) if eval_features else None
     subset = eval_ex[:cfg.task.eval_max_examples] if cfg.task.eval_max_examples else eval_ex
     hook = (lambda: _scalars(T.evaluate(model, tok, meta, cfg.task, subset)[0], "val_")) if eval_ex else None
-    run_config = {**to_dict(cfg), "stage": f"finetune {T.name}", "train_data": train, "eval_data": eval,
-                  "init": init, "meta": meta}
+    run_config = run_record(to_dict(cfg), stage=f"finetune {T.name}", train_data=train, eval_data=eval, init=init,
+                            meta=meta)
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, eval_hook=hook, export=export_best if cfg.lora.rank else None,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.errors import DataError
 from lmlab.tasks.records import cell, pick_column, read_records
 from lmlab.tasks.task import Task, TaskConfig, in_batches, pad, pad_id_of
 from lmlab.train.objectives import Prepared
@@ -106,8 +106,10 @@ class Seq2SeqTask(Task):
     def _special(self, tok) -> tuple[int, int]:
         bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
         eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
-        if bos is None or eos is None:
-            raise ConfigError("the tokenizer has no start/end tokens (bos/eos or [CLS]/[SEP]) for a decoder")
+        if bos is None:
+            tok.require("bos", f"the {self.name} decoder (its start token; cls would do too)")
+        if eos is None:
+            tok.require("eos", f"the {self.name} decoder (its end token; sep would do too)")
         return bos, eos
 
     def features(self, examples, tok, meta, cfg):

@@ -229,49 +229,17 @@ def wrap_single(tok, ids: list[int], max_length: int, truncation: str = "end") -
 
 # -- tokenizers --------------------------------------------------------------------------------
 
-HF_ROLES = {"pad_token": "pad", "unk_token": "unk", "cls_token": "cls", "sep_token": "sep",
-            "mask_token": "mask", "bos_token": "bos", "eos_token": "eos"}
-
-
 def load_task_tokenizer(directory: str | Path):
-    """An lmlab tokenizer directory, or the Hugging Face tokenizer files that `lmlab hf import`
-    copies into a model's ``tokenizer/`` (tokenizer.json, else a BERT vocab.txt)."""
+    """An lmlab tokenizer directory (written by `lmlab tokenizer train` or `lmlab hf import`), Hugging
+    Face tokenizer files alone (an older import), or a bag-of-n-grams vocabulary."""
     from lmlab.tokenizer.tokenizer import Tokenizer
 
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no tokenizer directory")
-    if (directory / "lmlab_tokenizer.json").exists():
-        return Tokenizer.load(directory)
     if (directory / NGRAM_FILE).exists():  # the bag-of-n-grams classifier's vocabulary
         return NgramVocab.load(directory)
-    roles: dict[str, str] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        if (directory / name).exists():
-            for key, value in read_json(directory / name).items():
-                token = value.get("content") if isinstance(value, dict) else value
-                if key in HF_ROLES and isinstance(token, str):
-                    roles.setdefault(HF_ROLES[key], token)
-    if (directory / "tokenizer.json").exists():
-        from tokenizers import Tokenizer as Backend
-
-        backend = Backend.from_file(str(directory / "tokenizer.json"))
-        kind = "hf"
-    elif (directory / "vocab.txt").exists():
-        from tokenizers import BertWordPieceTokenizer
-
-        lower = True
-        if (directory / "tokenizer_config.json").exists():
-            lower = bool(read_json(directory / "tokenizer_config.json").get("do_lower_case", True))
-        backend = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
-        roles = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", **roles}
-        kind = "wordpiece"
-    else:
-        raise ArtifactError(f"{directory}: neither an lmlab tokenizer nor tokenizer.json / vocab.txt")
-    roles = {r: t for r, t in roles.items() if backend.token_to_id(t) is not None}
-    tok = Tokenizer(backend, kind, roles)
-    tok.directory = directory
-    return tok
+    return Tokenizer.load(directory)
 
 
 def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: TaskConfig):
@@ -294,7 +262,10 @@ def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: Task
 # -- models ------------------------------------------------------------------------------------
 
 def resolve_init(init: str | None, work: Path) -> Path | None:
-    """``MODEL_DIR`` or ``hf:HF_DIR`` (imported once into work/hf-import) → an lmlab model directory."""
+    """``MODEL_DIR`` (or a run directory), or ``hf:HF_DIR`` (imported once into work/hf-import) → an lmlab
+    model directory."""
+    from lmlab.model.pretrained import resolve_model_dir
+
     if not init:
         return None
     if init.startswith("hf:"):
@@ -305,10 +276,12 @@ def resolve_init(init: str | None, work: Path) -> Path | None:
             import_hf(init[3:], target, overwrite=True)
         return target
     path = Path(init)
-    if not (path / "model.json").exists():
-        raise ArtifactError(f"--init {init}: not an lmlab model directory (no model.json); "
-                            "for a Hugging Face directory write hf:PATH")
-    return path
+    if (path / "config.json").is_file() and not (path / "model.json").is_file():
+        raise ArtifactError(f"--init {init}: a Hugging Face model directory; write hf:{init}")
+    try:
+        return resolve_model_dir(path)
+    except ArtifactError as e:
+        raise ArtifactError(f"--init {e}") from None
 
 
 def model_from_init(init_dir: Path, fields: dict[str, Any]):
@@ -373,8 +346,9 @@ def load_task_model(model_dir: str | Path, task_name: str):
     """(model, tokenizer, meta, TaskConfig) of a task model directory (or of an ensemble of
     them); a directory of another task, or a bare pretrained model, is a clear error."""
     from lmlab.model import load_model
+    from lmlab.model.pretrained import resolve_model_dir
 
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     path = model_dir / TASK_FILE
     if not path.exists():
         raise ArtifactError(f"{model_dir}: not a fine-tuned task model (no {TASK_FILE}); "

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmlab.artifacts import ArtifactWriter, read_json, read_manifest, write_json
-from lmlab.config import check, load_config, to_dict
+from lmlab.config import check, load_config, run_record, to_dict
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.train.loop import TrainConfig, Trainer
 from lmlab.train.optim import OptimConfig
@@ -216,9 +216,7 @@ def _objective_and_data(cfg: PretrainConfig, shards: Path, tok, model_cfg):
         evals = (lambda: iter_eval_blocks(valid, block, t.batch_size)) if valid else None
         return O.CausalLM(), source, evals, valid
     pad = tok.pad_id if tok.pad_id is not None else 0
-    if tok.mask_id is None:
-        raise ConfigError(f"objective {cfg.objective}: the tokenizer has no mask token; train a wordpiece "
-                          "or unigram tokenizer, or one with special_tokens.mask")
+    tok.require("mask", f"objective {cfg.objective}")
     cls_sep = (tok.cls_id, tok.sep_id) if cfg.objective == "mlm" else (None, None)
     source = MaskedSequenceSampler(train, block, t.batch_size, pad, *cls_sep, seed=t.seed)
     evals = None
@@ -320,7 +318,7 @@ def _pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
         from lmlab.embeddings.initialize import init_model_embeddings
 
         vectors = init_model_embeddings(model, tok, cfg.init_vectors)
-    run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
+    run_config = run_record(to_dict(cfg), stage="pretrain", model=to_dict(model_cfg))
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
                       flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True,
