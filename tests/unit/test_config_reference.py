@@ -159,12 +159,12 @@ def test_every_field_is_shown_once_per_section_with_its_default():
 UNDOCUMENTED = {
     "normalize.lowercase", "filter.max_chars", "filter.max_digit_ratio", "dedup.seed", "tokenizer.kind",
     "algo", "seed", "word2vec.architecture", "objective", "mlm_probability", "whole_word_masking",
-    "data.tokenizer_kind", "data.vocab_size", "model.arch", "model.position", "model.rope_theta", "model.norm",
+    "data.tokenizer_kind", "data.vocab_size", "model.arch", "model.position", "model.norm",
     "model.norm_eps", "model.norm_position", "model.activation", "model.pad_token_id", "model.init_std",
     "model.head", "model.n_labels", "model.lowercase", "train.eval_every_steps", "train.save_every_steps",
     "train.log_every_steps", "train.seed", "train.nonfinite", "train.max_consecutive_bad", "train.device",
     "train.progress", "optim.schedule", "optim.weight_decay", "optim.beta1", "optim.beta2", "optim.eps",
-    "host", "port", "api_key", "max_input_tokens", "max_batch_size", "max_queue", "batch_window_ms",
+    "host", "port", "max_input_tokens", "max_batch_size", "max_queue", "batch_window_ms",
     "request_timeout_s", "keep_alive_s", "retry_after_s", "log_prompts",
 }
 
