@@ -131,6 +131,46 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval()
 
 
+def model_from_init(init_dir: Path, fields: dict[str, Any]):
+    """A model with the head `fields` name (a task's, or a pretraining objective's) on the backbone of
+    `init_dir` (the ``--init`` of `lmlab finetune` / `lmlab pretrain`): every tensor except the old
+    head's is loaded; a new head (and a pooler the checkpoint lacks) starts from the init."""
+    base = read_model_config(init_dir)
+    if base.arch == "ngram":
+        raise ConfigError(f"--init {init_dir}: a bag-of-n-grams classifier has no encoder to fine-tune; "
+                          "train it again with --model.preset=ngram instead")
+    changes = dict(fields)
+    if changes.get("head") == "classification" and base.arch == "encoder":
+        changes["pooler"] = True
+    try:
+        cfg = base.replace(**changes)
+        cfg.__post_init__()
+    except ConfigError as e:
+        raise ConfigError(f"--init {init_dir}: a {base.arch} model cannot take this task's head ({e})") from None
+    model = Transformer(cfg)
+    own = model.state_dict()
+    weights = load_tensors(init_dir / "model.safetensors")
+    keep_head = base.head == cfg.head and base.n_labels == cfg.n_labels
+    state = {k: v for k, v in weights.items() if keep_head or not k.startswith("head.")}
+    segments = state.get("embed.segments.weight")
+    if segments is not None and 0 < segments.shape[0] < cfg.type_vocab_size:
+        # a task that adds segment types (qa's question_match): new rows copy the last one, the
+        # model's output is unchanged until they train apart
+        extra = segments[-1:].expand(cfg.type_vocab_size - segments.shape[0], -1)
+        state["embed.segments.weight"] = torch.cat([segments, extra])
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    unused = sorted(k for k in state if k not in own)
+    if bad or unused:
+        raise CheckpointMismatch(f"{init_dir}: weights do not fit ({'; '.join(bad + unused)[:400]})")
+    fresh = sorted(k for k in own if k not in state)
+    allowed = ("head.", "pooler.", "pointer.")
+    if any(not k.startswith(allowed) for k in fresh):
+        raise CheckpointMismatch(f"{init_dir}: missing backbone tensors {fresh[:6]}")
+    model.load_state_dict(state, strict=False)
+    return model, fresh
+
+
 def init_model(preset_name: str = "gpt2-tiny", out: str | Path = "out/model", seed: int = 0,
                overrides: list[str] = (), overwrite: bool = False) -> dict:
     """`lmlab model init`: a randomly initialised model directory from a preset and

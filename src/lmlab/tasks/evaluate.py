@@ -61,7 +61,7 @@ def evaluate_task(task: str, model_dir: str, data: str, out: str | None = None, 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, result)
         return {**result, "written": str(path)}
-    from lmlab.tasks.task import load_task_model
+    from lmlab.tasks.task_model import load_task_model
 
     T = get_task(task)
     model, tok, meta, cfg = load_task_model(model_dir, T.name)

@@ -117,7 +117,9 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
     """(model, tokenizer, tokenizer directory, notes) for --init or from scratch."""
     from lmlab.model import Transformer
     from lmlab.model.config import preset
-    from lmlab.tasks.task import load_task_tokenizer, model_from_init, resolve_init, train_task_tokenizer
+    from lmlab.hf.init_source import resolve_init
+    from lmlab.model.pretrained import model_from_init
+    from lmlab.tasks.task import load_task_tokenizer, train_task_tokenizer
 
     init_dir = resolve_init(init, work)
     fields = task.model_fields(meta, cfg.task)
@@ -214,7 +216,8 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
 def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | None, out: str,
               data_root: str | None) -> dict:
     from lmlab.tasks.lora import apply_lora, export_best, load_adapter, lora_state, merge_lora
-    from lmlab.tasks.task import EpochSource, in_batches, save_task_model
+    from lmlab.tasks.task import EpochSource, in_batches
+    from lmlab.tasks.task_model import save_task_model
     from lmlab.train.loop import Trainer
     from lmlab.train.metrics import plot_losses
     from lmlab.train.rng import seed_everything

@@ -1,21 +1,16 @@
-"""What every fine-tuning task shares: its config, the task model directory, the tokenizer,
-building the model from ``--init``, and a shuffled batch source for the training loop.
+"""What every fine-tuning task shares: its config, the tokenizer, and a shuffled batch source for
+the training loop. The model from ``--init`` is `lmlab.model.pretrained.model_from_init` (of the
+directory `lmlab.hf.init_source.resolve_init` finds); the directory a fine-tuned model is saved in
+is `lmlab.tasks.task_model`.
 
 A task (one file each: sentiment, qa, summarization, translation) subclasses `Task` and adds
 a reader, the head it needs, an objective (``prepare(batch, g) -> Prepared``) and a metric;
 the training itself is the one loop of `lmlab.train.loop`.
-
-A task model directory is an lmlab model directory (``load_model`` reads it) plus
-``tokenizer/`` and ``task.json`` (the task, its label names and the `TaskConfig` used), so
-that evaluation and prediction need nothing but the directory:
-
-    OUT/model/  model.json  model.safetensors  tokenizer/  task.json  config.yaml  manifest.json
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,14 +18,11 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, write_json
-from lmlab.config import check, from_dict, to_dict
-from lmlab.errors import ArtifactError, CheckpointMismatch, ConfigError
-from lmlab.model.pretrained import MODEL_KIND
+from lmlab.config import check
+from lmlab.errors import ArtifactError, ConfigError
 from lmlab.tokenizer.ngrams import FILE as NGRAM_FILE
 from lmlab.tokenizer.ngrams import NgramVocab
 
-TASK_FILE = "task.json"
 TRUNCATIONS = ("end", "start", "middle")
 
 
@@ -258,109 +250,3 @@ def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: Task
     train_tokenizer([str(corpus)], work / "tokenizer", config=tcfg, overwrite=True)
     return load_task_tokenizer(work / "tokenizer")
 
-
-# -- models ------------------------------------------------------------------------------------
-
-def resolve_init(init: str | None, work: Path) -> Path | None:
-    """``MODEL_DIR`` (or a run directory), or ``hf:HF_DIR`` (imported once into work/hf-import) → an lmlab
-    model directory."""
-    from lmlab.model.pretrained import resolve_model_dir
-
-    if not init:
-        return None
-    if init.startswith("hf:"):
-        from lmlab.hf.convert import import_hf
-
-        target = work / "hf-import"
-        if not (target / "manifest.json").exists():
-            import_hf(init[3:], target, overwrite=True)
-        return target
-    path = Path(init)
-    if (path / "config.json").is_file() and not (path / "model.json").is_file():
-        raise ArtifactError(f"--init {init}: a Hugging Face model directory; write hf:{init}")
-    try:
-        return resolve_model_dir(path)
-    except ArtifactError as e:
-        raise ArtifactError(f"--init {e}") from None
-
-
-def model_from_init(init_dir: Path, fields: dict[str, Any]):
-    """A model with the task's head on the backbone of `init_dir`: every tensor except the old
-    head's is loaded; a new head (and a pooler the checkpoint lacks) starts from the init."""
-    from lmlab.model import Transformer
-    from lmlab.model.pretrained import read_model_config
-
-    base = read_model_config(init_dir)
-    if base.arch == "ngram":
-        raise ConfigError(f"--init {init_dir}: a bag-of-n-grams classifier has no encoder to fine-tune; "
-                          "train it again with --model.preset=ngram instead")
-    changes = dict(fields)
-    if changes.get("head") == "classification" and base.arch == "encoder":
-        changes["pooler"] = True
-    try:
-        cfg = base.replace(**changes)
-        cfg.__post_init__()
-    except ConfigError as e:
-        raise ConfigError(f"--init {init_dir}: a {base.arch} model cannot take this task's head ({e})") from None
-    model = Transformer(cfg)
-    own = model.state_dict()
-    weights = load_tensors(init_dir / "model.safetensors")
-    keep_head = base.head == cfg.head and base.n_labels == cfg.n_labels
-    state = {k: v for k, v in weights.items() if keep_head or not k.startswith("head.")}
-    segments = state.get("embed.segments.weight")
-    if segments is not None and 0 < segments.shape[0] < cfg.type_vocab_size:
-        # a task that adds segment types (qa's question_match): new rows copy the last one, the
-        # model's output is unchanged until they train apart
-        extra = segments[-1:].expand(cfg.type_vocab_size - segments.shape[0], -1)
-        state["embed.segments.weight"] = torch.cat([segments, extra])
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-           for k, v in state.items() if k in own and own[k].shape != v.shape]
-    unused = sorted(k for k in state if k not in own)
-    if bad or unused:
-        raise CheckpointMismatch(f"{init_dir}: weights do not fit ({'; '.join(bad + unused)[:400]})")
-    fresh = sorted(k for k in own if k not in state)
-    allowed = ("head.", "pooler.", "pointer.")
-    if any(not k.startswith(allowed) for k in fresh):
-        raise CheckpointMismatch(f"{init_dir}: missing backbone tensors {fresh[:6]}")
-    model.load_state_dict(state, strict=False)
-    return model, fresh
-
-
-def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta: dict, cfg: TaskConfig,
-                    stage_config: Any, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-                    extra_info: dict[str, Any] | None = None) -> Path:
-    """An lmlab model directory + tokenizer/ + task.json (+ e.g. adapter.safetensors)."""
-    with ArtifactWriter(out_dir, kind=MODEL_KIND, config=stage_config, overwrite=True) as w:
-        write_json(w.path / "model.json", to_dict(model.config))
-        save_tensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, w.path / "model.safetensors",
-                     metadata={"format": "pt"})
-        shutil.copytree(tokenizer_dir, w.path / "tokenizer",
-                        ignore=shutil.ignore_patterns(".lock"))
-        write_json(w.path / TASK_FILE, {"task": task.name, "meta": meta, "config": to_dict(cfg), **(extra_info or {})})
-        for name, tensors in (extra_tensors or {}).items():
-            save_tensors(tensors, w.path / name)
-    return out_dir
-
-
-def load_task_model(model_dir: str | Path, task_name: str):
-    """(model, tokenizer, meta, TaskConfig) of a task model directory (or of an ensemble of
-    them); a directory of another task, or a bare pretrained model, is a clear error."""
-    from lmlab.model import load_model
-    from lmlab.model.pretrained import resolve_model_dir
-
-    model_dir = resolve_model_dir(model_dir)
-    path = model_dir / TASK_FILE
-    if not path.exists():
-        raise ArtifactError(f"{model_dir}: not a fine-tuned task model (no {TASK_FILE}); "
-                            f"make one with `lmlab finetune {task_name} --init {model_dir} ...`")
-    info = read_json(path)
-    if info.get("task") != task_name:
-        raise ArtifactError(f"{model_dir}: is a {info.get('task')!r} model, not {task_name!r}; "
-                            f"use `lmlab ... {info.get('task')} {model_dir}`")
-    if "ensemble" in info:  # `lmlab ensemble`: members whose logits are averaged
-        from lmlab.tasks.ensemble import load_ensemble
-
-        model, tok_dir = load_ensemble(model_dir, info)
-    else:
-        model, tok_dir = load_model(model_dir), model_dir / "tokenizer"
-    return model, load_task_tokenizer(tok_dir), info.get("meta", {}), from_dict(TaskConfig, info.get("config", {}))

@@ -275,7 +275,7 @@ def _check_fits(model_cfg, cfg: PretrainConfig, vocab_size: int, where: str) -> 
 
 def continued_model(cfg: PretrainConfig, init_dir: Path, tok):
     """The init model with the objective's head (kept when it already has it)."""
-    from lmlab.tasks.task import model_from_init
+    from lmlab.model.pretrained import model_from_init
 
     model, fresh = model_from_init(init_dir, {"head": _HEADS[cfg.objective]})
     _check_fits(model.config, cfg, tok.vocab_size, f"init {cfg.init}")
@@ -298,7 +298,7 @@ def _pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
     from lmlab.train.metrics import plot_losses
     from lmlab.train.distributed import teardown
     from lmlab.train.rng import seed_everything
-    from lmlab.tasks.task import resolve_init
+    from lmlab.hf.init_source import resolve_init
 
     out_dir.mkdir(parents=True, exist_ok=True)
     claim_data(cfg, out_dir)

@@ -13,7 +13,8 @@ from lmlab.errors import ArtifactError, ConfigError
 from lmlab.tasks.ensemble import make_ensemble
 from lmlab.tasks.evaluate import evaluate_task
 from lmlab.tasks.finetune import finetune
-from lmlab.tasks.task import encoder_inputs, load_task_model
+from lmlab.tasks.task import encoder_inputs
+from lmlab.tasks.task_model import load_task_model
 
 from .conftest import FIX, tiny
 
