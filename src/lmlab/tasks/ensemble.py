@@ -33,7 +33,7 @@ from lmlab.model.pretrained import resolve_model_dir
 from lmlab.model.ngram import NgramOutput
 from lmlab.model.transformer import ModelOutput
 from lmlab.tasks import get_task
-from lmlab.tasks.sentences import SentenceRanker
+from lmlab.tasks.qa.ranker import SentenceRanker
 from lmlab.tasks.task import load_task_tokenizer
 
 ENSEMBLE_KIND = "lmlab-ensemble"

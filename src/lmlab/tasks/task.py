@@ -36,8 +36,8 @@ class TaskConfig:
     stride: int = 48  # QA: tokens shared by consecutive windows of a long context
     max_answer_length: int = 30  # QA: longest answer span, tokens
     negative_windows: float = 1.0  # QA training: fraction kept of the windows that lack the answer
-    question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa.py)
-    answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa.py)
+    question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa/features.py)
+    answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa/features.py)
     decode: str = "max"  # QA: the span with the best start+end logit, or expected_f1 (the best expected F1)
     sentence_match: bool = False  # QA: segments also mark the context sentences that share most with the question
     sentence_ranker: bool = False  # QA, with sentence_match: rank sentences by a ranker fit on the training questions

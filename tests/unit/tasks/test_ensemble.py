@@ -117,7 +117,7 @@ def test_qa_members_agree_on_a_sentence_ranker_up_to_float_reductions():
     """QA members fit their sentence ranker on the same questions with a fixed seed; the thread
     count still moves its weights (0.014 on CMRC2018), which must not refuse the ensemble."""
     from lmlab.tasks.ensemble import _meta_difference
-    from lmlab.tasks.sentences import FEATURES, SentenceRanker
+    from lmlab.tasks.qa.ranker import FEATURES, SentenceRanker
 
     g = torch.Generator().manual_seed(3)
     contexts = [torch.randn(n, len(FEATURES), generator=g) for n in (3, 5, 7, 4, 6)]
