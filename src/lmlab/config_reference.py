@@ -80,7 +80,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("finetune", "lmlab.tasks.finetune:FinetuneConfig", "", ("finetune",),
             "The top level of a fine-tuning recipe (configs/finetune/); its parts are the sections task, model, "
             "train, optim and lora. Each task starts from its own defaults (a preset, a learning rate, the metric "
-            "that selects the best weights), which a recipe and the command line override."),
+            "that selects the best weights; src/lmlab/tasks/recipes/), which a recipe and the command line "
+            "override."),
     Section("task", "lmlab.tasks.task:TaskConfig", "task.", ("finetune", "evaluate", "predict"),
             "evaluate and predict start from the config the model was trained with; decoding fields "
             "(num_beams, …) may change there."),

@@ -12,7 +12,7 @@ or absent: a tokenizer is trained on the training texts and a small model of
 ``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works);
 ``--task.vectors=DIR`` then initialises its token embeddings from word vectors (`lmlab embed train`).
 
-Config = dataclass defaults ← the task's recipe defaults ← ``--config`` YAML ← overrides.
+Config = dataclass defaults ← the task's recipe defaults (recipes/*.yaml) ← ``--config`` YAML ← overrides.
 ``task.epochs`` (if > 0) sets ``train.max_steps``. With evaluation data, the task metric is computed
 at every evaluation (``val_accuracy``, ``val_f1``, ``val_rougeL``, ``val_bleu`` in
 metrics.jsonl), the best weights by it are kept (``train.select_metric``), ``train.patience``

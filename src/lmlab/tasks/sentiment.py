@@ -68,6 +68,7 @@ class Sentiment(Task):
     default_preset = "bert-tiny"
     tokenizer_kind = "wordpiece"
     select_metric = "accuracy"
+    recipe_name = "sentiment"
 
     def read(self, spec: str, cfg: TaskConfig, data_root: str | None = None) -> list[LabeledExample]:
         named = dataset_spec(spec)
@@ -93,13 +94,6 @@ class Sentiment(Task):
                 raise DataError(f"{spec}: row {i + 1}: missing label in {label_col!r}")
             out.append(LabeledExample(text, label, f"{spec}: row {i + 1}"))
         return out
-
-    def recipe(self, pretrained):
-        return {"train": {"batch_size": 32, "eval_every_steps": 200, "save_every_steps": 200, "keep_last": 2,
-                          "log_every_steps": 20, "patience": 5},
-                "optim": {"lr": 1e-4 if pretrained else 1e-3, "min_lr": 0.0, "schedule": "linear",
-                          "warmup_steps": 100, "weight_decay": 0.01, "beta2": 0.999},
-                "task": {"epochs": 3, "max_length": 128, "eval_max_examples": 2000}}
 
     def texts(self, examples):
         return (e.text for e in examples)

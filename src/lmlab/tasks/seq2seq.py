@@ -85,15 +85,7 @@ class Seq2SeqTask(Task):
     head = "seq2seq"
     default_preset = "transformer-tiny"
     tokenizer_kind = "bpe"
-
-    def recipe(self, pretrained):
-        return {"train": {"batch_size": 32, "eval_every_steps": 500, "save_every_steps": 500, "keep_last": 2,
-                          "log_every_steps": 20, "patience": 4},
-                "optim": {"lr": 1e-4 if pretrained else 7e-4, "min_lr": 0.0, "schedule": "cosine",
-                          "warmup_steps": 400, "weight_decay": 0.01, "beta2": 0.98},
-                "model": {"dropout": 0.1},
-                "task": {"epochs": 10, "max_length": 128, "max_target_length": 64, "eval_max_examples": 300,
-                         "num_beams": 1}}
+    recipe_name = "seq2seq"
 
     def max_positions(self, cfg):
         return max(cfg.max_length, cfg.max_target_length)

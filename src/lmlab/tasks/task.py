@@ -18,12 +18,13 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from lmlab.config import check
+from lmlab.config import check, read_yaml
 from lmlab.errors import ArtifactError, ConfigError
 from lmlab.tokenizer.ngrams import FILE as NGRAM_FILE
 from lmlab.tokenizer.ngrams import NgramVocab
 
 TRUNCATIONS = ("end", "start", "middle")
+RECIPES = Path(__file__).with_name("recipes")  # package data: the tasks' default configs
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Task:
     default_preset = ""  # model preset when training from scratch
     tokenizer_kind = "wordpiece"  # tokenizer trained from scratch
     select_metric = ""  # metric for best checkpoint / early stopping (without the val_ prefix)
+    recipe_name = ""  # its default config: recipes/<recipe_name>-{pretrained,scratch}.yaml ("": none)
 
     # -- data ---------------------------------------------------------------------------------
     def read(self, spec: str, cfg: TaskConfig, data_root: str | None = None) -> list[Any]:
@@ -108,7 +110,7 @@ class Task:
 
     def recipe(self, pretrained: bool) -> dict[str, Any]:
         """Default config of the task (overridden by --config and --section.field=value)."""
-        return {}
+        return read_recipe(self.recipe_name, pretrained) if self.recipe_name else {}
 
     def max_positions(self, cfg: TaskConfig) -> int:
         """Positions the model needs for inputs of this config."""
@@ -121,6 +123,12 @@ class Task:
 
     def predict(self, model, tok, meta: dict, cfg: TaskConfig, inputs: list[Any]) -> list[dict]:
         raise NotImplementedError
+
+
+def read_recipe(name: str, pretrained: bool) -> dict[str, Any]:
+    """The default config of task recipe `name`, for fine-tuning an ``--init`` model (`pretrained`) or
+    training from scratch: recipes/NAME-pretrained.yaml or recipes/NAME-scratch.yaml."""
+    return read_yaml(RECIPES / f"{name}-{'pretrained' if pretrained else 'scratch'}.yaml")
 
 
 # -- batching ----------------------------------------------------------------------------------

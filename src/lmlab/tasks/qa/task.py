@@ -123,14 +123,7 @@ class QuestionAnswering(Task):
     default_preset = "bert-tiny"
     tokenizer_kind = "wordpiece"
     select_metric = "f1"
-
-    def recipe(self, pretrained):
-        return {"train": {"batch_size": 16, "eval_every_steps": 300, "save_every_steps": 300, "keep_last": 2,
-                          "log_every_steps": 20, "patience": 4},
-                "optim": {"lr": 1e-4 if pretrained else 5e-4, "min_lr": 0.0, "schedule": "linear",
-                          "warmup_steps": 100, "weight_decay": 0.01, "beta2": 0.999},
-                "task": {"epochs": 2, "max_length": 256, "stride": 64, "eval_max_examples": 500,
-                         "question_match": True}}
+    recipe_name = "qa"
 
     def read(self, spec, cfg, data_root=None):
         from lmlab.datasets import qa as qa_data
