@@ -91,6 +91,9 @@ class Tokenizer:
         """Load a directory written by `train_tokenizer` (its tokenizer files are hash-checked,
         unless the caller already verified them, e.g. through a model directory's manifest)."""
         directory = Path(directory)
+        if not directory.is_dir():
+            raise ArtifactError(f"{directory}: no such directory; give a directory written by "
+                                "`lmlab tokenizer train` or `lmlab hf import`")
         if not (directory / "lmlab_tokenizer.json").is_file():
             return cls.from_hf_files(directory)
         if verify_hashes:
@@ -121,7 +124,7 @@ class Tokenizer:
             roles = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", **roles}
             kind = "wordpiece"
         else:
-            present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+            present = sorted(p.name for p in directory.iterdir())
             raise ArtifactError(f"{directory}: no tokenizer lmlab can read (lmlab_tokenizer.json, tokenizer.json or "
                                 f"vocab.txt; found {', '.join(present) or 'nothing'}); save the tokenizer with "
                                 "transformers' save_pretrained, which writes tokenizer.json, and import again")
