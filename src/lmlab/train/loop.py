@@ -329,6 +329,8 @@ class Trainer:
             return
         path = latest if mode == "auto" else Path(mode)
         if path is None:
+            # a run killed before its first checkpoint left metrics of steps that are run again
+            self.metrics.truncate_after(0)
             return
         # identity first: another run's weights may not even fit this model (e.g. another LoRA rank)
         changed = identity_changes(read_identity(path), self.identity)

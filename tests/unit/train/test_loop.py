@@ -207,6 +207,17 @@ def test_metrics_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
     assert [r for r in losses(tmp_path)] and len(losses(tmp_path)) == 6
 
 
+def test_rows_of_a_run_killed_before_its_first_checkpoint_are_not_kept(tmp_path):
+    """Killed at step 2, before any checkpoint: the restart trains steps 1, 2 again, so their old
+    rows go (found by the kill-during-save campaign: they were kept, and metrics.jsonl had 14 rows)."""
+    make_trainer(tmp_path / "ref", max_steps=6).fit()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(
+        line + "\n" for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[:2]))
+    make_trainer(tmp_path / "run", max_steps=6).fit()
+    assert losses(tmp_path / "run") == losses(tmp_path / "ref")
+
+
 def test_resume_never_refuses_a_directory_with_an_earlier_run(tmp_path):
     """A fresh run in a used directory would append to the earlier metrics.jsonl and leave the
     earlier run's later checkpoints for the next `resume=auto` to pick up."""
