@@ -86,6 +86,8 @@ ITEMS = {
 
 # Items no campaign or test here measures, and why.
 NOT_MEASURED = {
+    "A7": "not measured: the checkpoint format has one version (format_version 1) and no stored fixture of it "
+          "with golden logits; a v1 fixture belongs in the tests when version 2 appears",
     "D4": "not applicable: lmlab has no loss-spike detector (only the non-finite guard, D1-D3, D5)",
     "D8": "not measured: needs a CUDA device (fp16 with a GradScaler is CUDA-only); this machine has no GPU",
     "C5": "not applicable: lmlab renders no templates (no Jinja; chat prompts are built in Python, schema.py)",
@@ -107,7 +109,6 @@ TESTS = {
     "A4": ["unit/test_artifacts.py::test_disk_full_during_commit_keeps_previous"],
     "A5": ["unit/train/test_checkpoint.py::test_retention_keeps_the_newest"],
     "A6": ["unit/train/test_loop.py::test_two_runs_in_one_directory_are_refused"],
-    "A7": ["unit/train/test_checkpoint.py::test_format_v1_fixture_loads_with_its_golden_logits"],
     "A8": ["unit/train/test_checkpoint.py::test_discovery_skips_junk"],
     "B2": ["unit/train/test_loop.py::test_resume_is_bitwise_exact_with_dropout",
            "unit/train/test_loop.py::test_resume_with_muon_is_bitwise_exact"],
@@ -121,7 +122,7 @@ TESTS = {
            "unit/train/test_select.py::test_resume_keeps_the_selection_state"],
     "B7": ["unit/train/test_loop.py::test_resume_with_changed_architecture_names_the_field",
            "unit/train/test_loop.py::test_checkpoint_of_another_run_is_refused"],
-    "B8": ["unit/train/test_golden.py"],
+    "B8": ["unit/train/test_golden.py::test_clm_losses_equal_the_golden_curve"],
     "C3": ["unit/test_static_bans.py::test_torch_is_at_least_the_floor"],
     "C4": ["interop/test_hf_parity.py::test_refuses_custom_code_and_pickle"],
     "C6": ["unit/test_static_bans.py::test_no_banned_calls_in_lmlab"],
@@ -183,7 +184,6 @@ TESTS = {
            "unit/generate/test_decode.py::test_cached_decoding_equals_full_recomputation"],
     "I4": ["unit/model/test_position.py"],
     "I5": ["unit/train/test_optim.py::test_groups_decay_matrices_only_and_match_torch"],
-    "I6": ["unit/embeddings/test_embed_word2vec.py::test_skipgram_update_equals_the_autograd_sgns_step"],
     "I7": ["unit/model/test_overfit.py"],
 }
 # Tests that take long: only in the full run.
@@ -1436,3 +1436,133 @@ def slow_clients(url: str, proc: subprocess.Popen, port: int, quick: bool) -> li
                 f"slow-loris: {slow_text}. Connection exhaustion: {idle_text}",
                 "campaign F8 (loopback; header bytes trickled at 1 B/s per socket)",
                 slowloris_closed=len(closed_at), idle_closed=dropped)]
+
+
+# -- H3: exported tokenizers vs transformers.AutoTokenizer ------------------------------------------
+
+ALPHABETS = ["abcdefghijklmnopqrstuvwxyz ABCXYZ 0123456789 .,;:!?'\"-()", "我们喜欢明亮的月光心里很高兴中文字符",
+             "👨‍👩‍👧👩🏽‍💻🙂\u200d\ufe0f", "e\u0301a\u0308o\u0327\u0300", "שלום עולם مرحبا بالعالم",
+             "\t\n\r\x00\x01\x1f\x7f\u00a0\u3000\u2028", "éüßøÆ€™©", "ｆｕｌｌｗｉｄｔｈ１２３"]
+
+
+def random_strings(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        pools = rng.sample(ALPHABETS, rng.randint(1, 4))
+        out.append("".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(0, 60))))
+    return out
+
+
+def campaign_h3(work: Path, quick: bool) -> list[dict]:
+    import transformers
+    from tokenizers import Tokenizer as Backend
+
+    from lmlab.tokenizer.tokenizer import Tokenizer
+    from lmlab.tokenizer.train import train_tokenizer
+
+    n = 1000 if quick else 10_000
+    texts = random_strings(n, 8)
+    sizes = {"bpe": 400, "wordpiece": 800, "unigram": 250, "char": 500}
+    mismatches, details = 0, []
+    for kind, size in sizes.items():
+        d = work / f"h3-{kind}"
+        if not d.exists():
+            train_tokenizer(MIXED, d, kind=kind, vocab_size=size, overrides=["--min_frequency=1"])
+        tok = Tokenizer.load(d)
+        hf = transformers.AutoTokenizer.from_pretrained(str(d))
+        raw = Backend.from_file(str(d / "tokenizer.json"))
+        ours = tok.encode_batch(texts)
+        ours_special = tok.encode_batch(texts, add_special_tokens=True)
+        theirs = hf(texts, add_special_tokens=False)["input_ids"]
+        theirs_special = hf(texts)["input_ids"]
+        rust = [e.ids for e in raw.encode_batch(texts, add_special_tokens=False)]
+        ids_bad = sum(a != b for a, b in zip(ours, theirs))
+        special_bad = sum(a != b for a, b in zip(ours_special, theirs_special))
+        rust_bad = sum(a != b for a, b in zip(ours, rust))
+        dec_bad = sum(tok.decode(a) != hf.decode(a) for a in ours)
+        mismatches += ids_bad + special_bad + rust_bad + dec_bad
+        details.append(f"{kind}: ids {ids_bad}, with special tokens {special_bad}, vs tokenizers.Tokenizer "
+                       f"{rust_bad}, decode {dec_bad}")
+    return [row("H3", n * len(sizes), mismatches, "; ".join(details),
+                f"campaign H3 ({n} random strings: ASCII, CJK, emoji+ZWJ, combining marks, RTL, control, "
+                "full-width; lmlab's 4 tokenizer kinds vs AutoTokenizer and tokenizers.Tokenizer on the same files)")]
+
+
+# -- I6: Word2Vec's update vs the SGNS gradient from autograd -----------------------------------------
+
+def campaign_i6(work: Path, quick: bool) -> list[dict]:
+    """One epoch of skip-gram with negative sampling (1 noise word, window 1, no subsampling, a
+    constant learning rate) on "a b c" through `lmlab embed train` (gensim underneath). The
+    noise draws are gensim's own, so every sequence of draws is simulated with autograd (SGD
+    on −log σ(v'_o·h) − log σ(−v'_k·h), in float64) and the closest must match; the gap to the
+    next closest shows that the comparison can tell the updates apart."""
+    import itertools
+
+    import gensim.models
+
+    from lmlab.embeddings.train import train_embeddings
+
+    captured = {}
+    real_train = gensim.models.Word2Vec.train
+
+    def spy(self, *a, **kw):
+        captured["syn0"] = self.wv.vectors.copy()
+        captured["syn1"] = self.syn1neg.copy()
+        out = real_train(self, *a, **kw)
+        captured["syn0_after"] = self.wv.vectors.copy()
+        captured["syn1_after"] = self.syn1neg.copy()
+        captured["index"] = dict(self.wv.key_to_index)
+        return out
+    corpus = work / "i6.txt"
+    corpus.write_text("alpha beta gamma\n")
+    alpha = 0.025
+    gensim.models.Word2Vec.train = spy
+    try:
+        train_embeddings([str(corpus)], str(work / "i6-vectors"), dim=8, window=1, epochs=1, min_count=1, threads=1,
+                         seed=3, overwrite=True, progress=False,
+                         overrides=["--word2vec.negative=1", "--word2vec.sample=0", f"--word2vec.alpha={alpha}",
+                                    f"--word2vec.min_alpha={alpha}", "--vocab.tokenizer=whitespace"])
+    finally:
+        gensim.models.Word2Vec.train = real_train
+    # gensim's rows are lmlab ids written as text; the sentence is ids of alpha, beta, gamma
+    from lmlab.embeddings.vectors import WordVectors
+
+    words = WordVectors.load(work / "i6-vectors").words
+    rows = [captured["index"][str(words.index(w))] for w in ("alpha", "beta", "gamma")]
+    pairs = [(rows[0], rows[1]), (rows[1], rows[0]), (rows[1], rows[2]), (rows[2], rows[1])]  # (centre, context)
+
+    def simulate(noise):
+        w_in = torch.tensor(captured["syn0"], dtype=torch.float64)
+        w_out = torch.tensor(captured["syn1"], dtype=torch.float64)
+        for (centre, context), k in zip(pairs, noise):
+            h = w_in[context].clone().requires_grad_(True)
+            targets = [centre] + ([k] if k is not None and k != centre else [])
+            outs = w_out[targets].clone().requires_grad_(True)
+            labels = torch.tensor([1.0] + [0.0] * (len(targets) - 1), dtype=torch.float64)
+            scores = outs @ h
+            loss = -(labels * torch.nn.functional.logsigmoid(scores)
+                     + (1 - labels) * torch.nn.functional.logsigmoid(-scores)).sum()
+            loss.backward()
+            with torch.no_grad():
+                w_in[context] -= alpha * h.grad
+                for j, t in enumerate(targets):
+                    w_out[t] -= alpha * outs.grad[j]
+        return w_in, w_out
+
+    got_in = torch.tensor(captured["syn0_after"], dtype=torch.float64)
+    got_out = torch.tensor(captured["syn1_after"], dtype=torch.float64)
+    diffs = []
+    for noise in itertools.product([None, *rows], repeat=len(pairs)):
+        w_in, w_out = simulate(noise)
+        diffs.append(((w_in - got_in).abs().max().item(), (w_out - got_out).abs().max().item()))
+    diffs.sort(key=max)
+    moved_in = (got_in - torch.tensor(captured["syn0"], dtype=torch.float64)).abs().max().item()
+    moved_out = (got_out - torch.tensor(captured["syn1"], dtype=torch.float64)).abs().max().item()
+    (d_in, d_out), runner_up = diffs[0], max(diffs[1])
+    return [row("I6", len(diffs), int(max(d_in, d_out) > 1e-6),
+                f"closest autograd simulation: word vectors (syn0, what lmlab keeps) max |Δ| {d_in:.2e} of an update "
+                f"of {moved_in:.2e}; output vectors (syn1neg) max |Δ| {d_out:.2e} of {moved_out:.2e} (next closest "
+                f"{runner_up:.2e}); the syn1neg gap is unexplained (gensim's sigmoid table accounts for ~1e-6)",
+                "campaign I6 (gensim skip-gram + negative sampling through `lmlab embed train`, vs SGD on the SGNS "
+                "objective by autograd, all 256 noise-draw sequences)", syn0_max_abs_diff=d_in, syn1_max_abs_diff=d_out)]
