@@ -139,7 +139,8 @@ TESTS = {
     "D7": ["unit/model/test_attention.py::test_large_scores_stay_finite_in_fp32_and_bf16"],
     "E1": ["unit/corpus/test_robustness.py::test_random_bytes_decode_to_valid_text_under_lenient_policies",
            "unit/corpus/test_read.py::test_replace_counts_every_injected_byte_and_skip_counts_lines"],
-    "E2": ["unit/corpus/test_read.py::test_encodings_detected", "unit/corpus/test_read.py::test_empty_binary_and_nul_files",
+    "E2": ["unit/corpus/test_read.py::test_encodings_detected",
+           "unit/corpus/test_read.py::test_empty_binary_and_nul_files",
            "unit/corpus/test_read.py::test_overlong_line_skipped_and_counted_without_buffering_it"],
     "E4": ["unit/data/test_shards.py::test_truncated_shard_and_bad_manifest_are_named",
            "unit/data/test_shards.py::test_corrupt_corpus_line_fails_or_is_skipped_and_counted"],
@@ -493,7 +494,8 @@ def campaign_checkpoint_faults(work: Path, quick: bool) -> list[dict]:
                     f"{tally['bad_step_dirs']}; resume failed: {tally['resume_failed']}")
         rows.append(row(item, trials, fails, lost, f"campaign A1/A4/A5 ({len(kill_ops)} kill points, "
                         f"{len(nospace_ops)} ENOSPC points, {len(retention_ops)} in retention; {steps} steps, "
-                        f"save every {save_every}; resumed to {final}, compared bitwise with an uninterrupted run)", fired=tally["fired"], exit_codes=tally["exit_codes"]))
+                        f"save every {save_every}; resumed to {final}, compared bitwise with an uninterrupted run)",
+                        fired=tally["fired"], exit_codes=tally["exit_codes"]))
     return rows
 
 
@@ -603,7 +605,8 @@ def campaign_kill_and_term(work: Path, quick: bool) -> list[dict]:
     ref = work / "ref"
     b1_diff = max(abs(a - b) for a, b in zip(*refs)) if len(refs[0]) == len(refs[1]) else float("inf")
     rows = [row("B1", 1, int(refs[0] != refs[1]), f"max |Δloss| over {len(refs[0])} steps: {b1_diff}",
-                "campaign A2 (two uninterrupted `python -m lmlab pretrain` runs, same seed)", max_abs_loss_diff=b1_diff)]
+                "campaign A2 (two uninterrupted `python -m lmlab pretrain` runs, same seed)",
+                max_abs_loss_diff=b1_diff)]
     rng = random.Random(2)
     # A2: SIGKILL at a random step
     trials = 3 if quick else 20
@@ -1078,7 +1081,8 @@ def campaign_c2(work: Path, quick: bool) -> list[dict]:
     untyped = sorted({f"{x['kind']}: {x['outcome']}" for x in results if x["outcome"].startswith("untyped")})
     silent = {k: loaded.count(k) for k in sorted(set(loaded))}
     return [row("C2", n, n - typed,
-                f"typed rejections {typed}/{n}; crashes {len(crashes)}; loaded without error {len(loaded)} {silent or ''}; "
+                f"typed rejections {typed}/{n}; crashes {len(crashes)}; loaded without error {len(loaded)} "
+                f"{silent or ''}; "
                 f"untyped {untyped or 0}; peak RSS {peak / 1024:.0f} MiB ({(peak - base) / 1024:.1f} MiB above the "
                 f"{base / 1024:.0f} MiB of the process with torch loaded)",
                 "campaign C2 (19 kinds of malformed header through lmlab.artifacts.load_tensors, in a child process)",
@@ -1301,7 +1305,8 @@ def fuzz_server(url: str, proc: subprocess.Popen, log: Path, n: int) -> list[dic
     alive = proc.poll() is None
     rows = [row("F6", n, n5 + len(conn_errors) + (not alive),
                 f"5xx: {n5} ({kinds or 'none'}); connection errors: {len(conn_errors)}; server alive: "
-                f"{'yes' if alive else 'NO'}; p99 latency of 4xx: {p99:.1f} ms; statuses {dict(sorted(statuses.items()))}",
+                f"{'yes' if alive else 'NO'}; p99 latency of 4xx: {p99:.1f} ms; "
+                f"statuses {dict(sorted(statuses.items()))}",
                 f"campaign F6 (seeded fuzz of 7 POST routes + GETs against `lmlab serve`, {elapsed:.0f} s; the 5xx "
                 "bodies in reports/reliability-f6-5xx.json)",
                 five_xx=n5, p99_reject_ms=p99, statuses=statuses)]
@@ -1565,4 +1570,165 @@ def campaign_i6(work: Path, quick: bool) -> list[dict]:
                 f"of {moved_in:.2e}; output vectors (syn1neg) max |Δ| {d_out:.2e} of {moved_out:.2e} (next closest "
                 f"{runner_up:.2e}); the syn1neg gap is unexplained (gensim's sigmoid table accounts for ~1e-6)",
                 "campaign I6 (gensim skip-gram + negative sampling through `lmlab embed train`, vs SGD on the SGNS "
-                "objective by autograd, all 256 noise-draw sequences)", syn0_max_abs_diff=d_in, syn1_max_abs_diff=d_out)]
+                "objective by autograd, all 256 noise-draw sequences)",
+                syn0_max_abs_diff=d_in, syn1_max_abs_diff=d_out)]
+
+
+# -- pytest: the tests that already measure an item --------------------------------------------------
+
+def campaign_pytest(work: Path, quick: bool) -> list[dict]:
+    import xml.etree.ElementTree as ET
+
+    ids = sorted({t for tests in TESTS.values() for t in tests if not (quick and t in SLOW_TESTS)})
+    junit = work / "pytest.xml"
+    figures_path = REPORTS / "reliability.json"
+    figures_path.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                    f"--junitxml={junit}", *[f"tests/{t}" for t in ids]], cwd=ROOT, env=env,
+                   stdout=open(work / "pytest.log", "w"), stderr=subprocess.STDOUT)
+    elapsed = time.monotonic() - t0
+    outcomes: dict[str, list[str]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        path = case.get("classname", "").replace(".", "/") + ".py"
+        node = f"{path}::{case.get('name')}".removeprefix("tests/")
+        status = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                status = "failed"
+            elif child.tag == "skipped":
+                status = "skipped"
+        outcomes[node] = outcomes.get(node, []) + [status]
+    figures = json.loads(figures_path.read_text()) if figures_path.exists() else {}
+    rows = []
+    for item, tests in TESTS.items():
+        cases, failed, skipped, figs = 0, [], 0, {}
+        for test in tests:
+            if quick and test in SLOW_TESTS:
+                continue
+            base = test.split("::")[0]
+            name = test.split("::")[1] if "::" in test else ""
+            for node, statuses in outcomes.items():
+                node_base, _, node_name = node.partition("::")
+                if node_base == base and (not name or node_name == name or node_name.startswith(name + "[")):
+                    cases += len(statuses)
+                    skipped += statuses.count("skipped")
+                    if "failed" in statuses:
+                        failed.append(node_name)
+            for node, values in figures.items():
+                if node.removeprefix("tests/").startswith(test):
+                    figs[node.split("::")[-1]] = values
+        lost = f"failed: {', '.join(failed)}" if failed else "none"
+        if skipped:
+            lost += f"; skipped: {skipped}"
+        if figs:  # the worst value of each figure over the test's cases
+            merged: dict[str, list] = {}
+            for values in figs.values():
+                for k, v in values.items():
+                    merged.setdefault(k, []).append(v)
+            lost += "; figures (max over cases): " + ", ".join(
+                f"{k} {max(v) if all(isinstance(x, (int, float)) for x in v) else sorted(set(map(str, v)))}"
+                for k, v in merged.items())
+        rows.append(row(item, cases, len(failed), lost, "pytest " + ", ".join(
+            t.split("::")[-1] if "::" in t else t for t in tests if not (quick and t in SLOW_TESTS))))
+    rows.append(row("pytest", sum(len(v) for v in outcomes.values()),
+                    sum("failed" in v for v in outcomes.values()), f"{elapsed:.0f} s", "pytest"))
+    return rows
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+CAMPAIGNS = {
+    "A1": campaign_checkpoint_faults, "A2": campaign_kill_and_term, "A3": campaign_a3, "B2": campaign_resume,
+    "C1": campaign_c1, "C2": campaign_c2, "F6": campaign_serve, "H3": campaign_h3, "I6": campaign_i6,
+    "pytest": campaign_pytest,
+}
+ALIASES = {"A4": "A1", "A5": "A1", "B1": "A2", "G4": "A2", "B3": "B2", "F8": "F6", "F10": "F6", "F12": "F6",
+           "F13": "F6"}
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma") if f in flags]
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "gpu": torch.cuda.is_available()}
+
+
+def cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(rows: list[dict]) -> str:
+    by_id: dict[str, list[dict]] = {}
+    for r in rows:
+        by_id.setdefault(r["id"], []).append(r)
+    lines = ["| id | item | trials | failures | what was lost | measured by |", "|---|---|---|---|---|---|"]
+    for item, name in ITEMS.items():
+        found = by_id.get(item, [])
+        if not found:
+            reason = NOT_MEASURED.get(item) or "not measured in this run (campaign not selected)"
+            lines.append(f"| {item} | {name} | – | – | {cell(reason)} | – |")
+            continue
+        for r in found:
+            lines.append(f"| {item} | {name} | {r['trials']} | {r['failures']} | {cell(r['lost'])} | {cell(r['by'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a few minutes)")
+    parser.add_argument("--only", default="", help="campaigns to run, e.g. A2,C1 (aliases: A4 A5 → A1, "
+                        "B1 G4 → A2, B3 → B2, F8 F10 F12 F13 → F6); pytest runs the existing tests")
+    parser.add_argument("--skip-pytest", action="store_true")
+    parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+    selected = list(CAMPAIGNS)
+    if args.only:
+        selected = list(dict.fromkeys(ALIASES.get(x.strip(), x.strip()) for x in args.only.split(",") if x.strip()))
+        unknown = [x for x in selected if x not in CAMPAIGNS]
+        if unknown:
+            parser.error(f"unknown campaigns {unknown}; choose from {', '.join(CAMPAIGNS)} (or {', '.join(ALIASES)})")
+    if args.skip_pytest and "pytest" in selected:
+        selected.remove("pytest")
+    REPORTS.mkdir(exist_ok=True)
+    warm_imports()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lmlab-reliability-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows, times = [], {}
+    for name in selected:
+        t0 = time.monotonic()
+        print(f"campaign {name} ...", file=sys.stderr, flush=True)
+        try:
+            rows += CAMPAIGNS[name](work, args.quick)
+        except Exception as e:  # a campaign that breaks is a row, not the end of the run
+            traceback.print_exc()
+            rows.append(row(name, 0, 1, f"the campaign itself failed: {type(e).__name__}: {e}", f"campaign {name}"))
+        times[name] = round(time.monotonic() - t0, 1)
+        print(f"campaign {name}: {times[name]} s", file=sys.stderr, flush=True)
+    info = machine()
+    head = (f"Reliability checklist, {'quick' if args.quick else 'full'} run: "
+            f"`python benchmarks/bench_reliability.py{' --quick' if args.quick else ''}"
+            f"{' --only ' + args.only if args.only else ''}`\n\n"
+            f"Machine: {info['cpu']} ({', '.join(info['isa'])}), {info['cores']} cores, torch {info['torch']} "
+            f"with {info['torch_threads']} thread, Python {info['python']}, "
+            f"{'a CUDA GPU' if info['gpu'] else 'no GPU'}. Campaign wall times (s): {times}\n\n")
+    text = head + table([r for r in rows if r["id"] != "pytest"])
+    pytest_row = next((r for r in rows if r["id"] == "pytest"), None)
+    if pytest_row:
+        text += (f"\n\npytest: {pytest_row['trials']} test cases run for the table, {pytest_row['failures']} failed "
+                 f"({pytest_row['lost']}).")
+    print(text)
+    suffix = "-quick" if args.quick else ""
+    (REPORTS / f"reliability-bench{suffix}.md").write_text(text + "\n")
+    (REPORTS / f"reliability-bench{suffix}.json").write_text(
+        json.dumps({"machine": info, "times_s": times, "quick": args.quick, "rows": rows}, indent=1, default=str))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
