@@ -3,7 +3,7 @@
 PCA: the chosen rows, centred, projected on their top two right singular vectors (the axis
 labels give each component's share of the variance).
 
-Fonts: labels that may hold Chinese are drawn through `lmlab.viz.fonts` (DejaVu Sans, then a
+Fonts: labels that may hold Chinese are drawn through `lmlab.fonts` (DejaVu Sans, then a
 CJK family or the ``--font`` file; a character no font covers is an error naming the fix).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from lmlab.errors import DataError
 from lmlab.embeddings.vectors import WordVectors
-from lmlab.viz.fonts import plot_fonts
+from lmlab.fonts import plot_fonts
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

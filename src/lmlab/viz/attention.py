@@ -82,7 +82,7 @@ def attention_command(model_dir: str, text: str, out: str, max_tokens: int = 64,
     """CLI: JSON + a PNG per layer (heads in a grid) into `out` (written atomically)."""
     from lmlab.artifacts import ArtifactWriter, write_json
     from lmlab.generate import load_for_generation
-    from lmlab.viz.fonts import plot_fonts
+    from lmlab.fonts import plot_fonts
 
     model, tok = load_for_generation(model_dir)
     maps = attention_maps(model.eval(), tok, text, max_tokens=max_tokens)

@@ -33,7 +33,7 @@ def embeddings_command(model_dir: str, out: str, top: int = 60, overwrite: bool 
     from lmlab.artifacts import ArtifactWriter, write_json
     from lmlab.config import check
     from lmlab.generate import load_for_generation
-    from lmlab.viz.fonts import font_files, uncovered
+    from lmlab.fonts import font_files, uncovered
 
     check(isinstance(top, int) and top >= 0, "top", f"must be an integer ≥ 0, got {top!r}")
     model, tok = load_for_generation(model_dir)

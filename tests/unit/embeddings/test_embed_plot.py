@@ -10,7 +10,7 @@ pytest.importorskip("matplotlib")
 from lmlab.embeddings import plot as P  # noqa: E402
 from lmlab.embeddings.vectors import WordVectors  # noqa: E402
 from lmlab.errors import DataError  # noqa: E402
-from lmlab.viz import fonts as F  # noqa: E402
+from lmlab import fonts as F  # noqa: E402
 
 
 def test_pca_2d_matches_eigendecomposition():

@@ -27,7 +27,7 @@ def model_dir(tmp_path_factory):
 
 
 def cjk_font_installed() -> bool:
-    from lmlab.viz.fonts import font_files
+    from lmlab.fonts import font_files
 
     return len(font_files()) > 1
 
@@ -56,7 +56,7 @@ def test_attention_command(model_dir, tmp_path):
 
 @pytest.mark.skipif(not cjk_font_installed(), reason="no CJK font installed (apt-get install fonts-noto-cjk)")
 def test_cjk_labels_have_glyphs():
-    from lmlab.viz.fonts import font_files, plot_fonts, uncovered
+    from lmlab.fonts import font_files, plot_fonts, uncovered
 
     families = plot_fonts("猫坐在垫子上")
     assert len(families) == 2

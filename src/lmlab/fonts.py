@@ -5,7 +5,7 @@ matplotlib's default DejaVu Sans has no CJK glyphs and draws boxes, so labels ge
 matplotlib (≥ 3.6) falls back glyph by glyph. Every label character is checked against the
 fonts' character maps first; a character no font covers is an error naming it and the fix
 (Debian/Ubuntu: ``apt-get install fonts-noto-cjk`` or ``fonts-wqy-zenhei``), never a silent
-box. Used by `lmlab.viz` and `lmlab.embeddings.plot`.
+box. Shared by `lmlab.viz` and `lmlab.embeddings.plot` (neither stage depends on the other).
 """
 
 from __future__ import annotations
