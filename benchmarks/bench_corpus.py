@@ -89,6 +89,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_one(Path(args.child[0]), Path(args.child[1]), args.workers, args.near)))
         return
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-corpus-"))
     base = tmp / "base.txt"
     if not base.exists():

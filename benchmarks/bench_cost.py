@@ -1,14 +1,14 @@
 """`lmlab cost` against lmlab's own measured training steps on this machine.
 
 For each shape: the predicted step time of `lmlab cost --device measure` (which profiles the
-model at 1 and 2 layers and extrapolates, see lmlab/train/cost.py) next to the median measured
+model at 1 and 3 layers and extrapolates, see lmlab/train/cost.py) next to the median measured
 step of the whole model (forward, backward, lmlab's AdamW; MLM scores 15 % of positions as the
-objective does); the target is agreement within 30 %. ``--formula`` predicts with the old
+objective does); agreement within 30 % is what the estimator promises. ``--formula`` predicts with the old
 single-MFU formula instead (timed GEMM peak × CPU_MFU + a fixed overhead), for comparison.
 
     python benchmarks/bench_cost.py [--precision bf16|fp32] [--held-out] [--formula]
 
-SHAPES are the shapes the first session fitted CPU_MFU on; HELD_OUT are shapes, families and
+SHAPES are the shapes CPU_MFU was fitted on; HELD_OUT are shapes, families and
 sequence lengths it never saw.
 """
 
@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from lmlab import machine
 from lmlab.model import Transformer, preset
 from lmlab.train.cost import CPU_MFU, _profile_inputs, estimate_cost
 from lmlab.train.optim import OptimConfig, build_optimizer
@@ -58,6 +59,7 @@ def main() -> None:
     p.add_argument("--held-out", action="store_true", help="shapes the defaults were not fitted on")
     p.add_argument("--formula", action="store_true", help="predict with FLOPs / (GEMM peak × CPU_MFU)")
     a = p.parse_args()
+    print(machine.header(), flush=True)
     import tempfile
 
     from lmlab.model import save_model

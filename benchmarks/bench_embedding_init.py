@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lmlab.embeddings.initialize import init_embeddings
 from lmlab.embeddings.vectors import WordVectors
 from lmlab.embeddings.vocab import make_tokenizer, read_lines
+from lmlab.machine import header
 from lmlab.model import Transformer, preset
 
 
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(header(), flush=True)
     wv = WordVectors.load(args.vectors)
     words = wv.words[: args.vocab]
     vocab = ["<unk>"] + words

@@ -11,7 +11,7 @@ call plus the per-epoch probe loss, and its total includes tokenisation.
 
 Hyper-parameters (same for every tool): Word2Vec skip-gram, negative 5, window 5, min_count 5,
 sample 1e-3, 5 epochs, size 100; GloVe window 10, min_count 5, x_max 10, α 0.75, 15 iterations,
-size 100 (the settings of the Stanford C reference quoted in the issue). Evaluation: Google
+size 100 (the settings the Stanford C reference is run with in BENCHMARKS.md). Evaluation: Google
 analogies (3CosAdd and 3CosMul, restrict_vocab 30000) and WordSim-353 / SimLex-999 Spearman.
 """
 
@@ -198,6 +198,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lmlab-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     corpus = prepare_imdb(Path(args.data), work, args.max_words)

@@ -108,8 +108,10 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         ours, hf = build(a, Path(tmp))
-    results = {"config": {k: v for k, v in vars(a).items()}, "threads": torch.get_num_threads(),
-               "torch": torch.__version__}
+    from lmlab.machine import header
+
+    results = {"machine": header(), "config": {k: v for k, v in vars(a).items()}}
+    print(results["machine"], file=sys.stderr, flush=True)  # stdout is the JSON alone
     for b in a.batch:
         g = torch.Generator().manual_seed(b)
         prompts = torch.randint(0, a.vocab, (b, a.prompt_len), generator=g)

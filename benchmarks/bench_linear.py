@@ -17,6 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lmlab import machine
 from lmlab.model.linear import PackedWeights, linear
 
 SHAPES = [(1152, 384), (384, 384), (1536, 384), (384, 1536)] * 6 + [(8000, 384)]
@@ -39,12 +40,13 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    print(machine.header(), flush=True)
     torch.manual_seed(0)
     w32 = [torch.randn(o, i) * 0.02 for o, i in SHAPES]
     b32 = [torch.randn(o) * 0.02 for o, _ in SHAPES]
     w16, b16 = [w.bfloat16() for w in w32], [b.bfloat16() for b in b32]
     mb_bf16 = sum(w.numel() for w in w32) * 2 / 1e6
-    out = {"threads": torch.get_num_threads(), "packable": sorted(str(d) for d in PackedWeights.dtypes)}
+    out = {"packable": sorted(str(d) for d in machine.detect().packed_dtypes)}
     with torch.inference_mode():
         for m in (1, 8):
             x32 = [torch.randn(m, i) for _, i in SHAPES]
@@ -55,19 +57,19 @@ def main() -> None:
                 "split fp32": lambda: [linear(x, w, b) for x, w, b in zip(x32, w32, b32)],
             }
             pack = PackedWeights()
-            if PackedWeights.dtypes:
+            if machine.detect().packed_dtypes:
                 def packed(xs, ws, bs):
                     with pack:
                         return [linear(x, w, b) for x, w, b in zip(xs, ws, bs)]
                 packed(x32, w32, b32), packed(x16, w16, b16)  # pack once, untimed
                 routes["packed fp32"] = lambda: packed(x32, w32, b32)
-                if torch.bfloat16 in PackedWeights.dtypes:
+                if torch.bfloat16 in machine.detect().packed_dtypes:
                     routes["packed bf16"] = lambda: packed(x16, w16, b16)
             for name, fn in routes.items():
                 ms = median_ms(fn)
                 gb = mb_bf16 * (2 if "fp32" in name else 1) / ms
                 out[f"rows_{m} {name}"] = {"ms": round(ms, 3), "GB_per_s": round(gb, 1)}
-        if torch.bfloat16 in PackedWeights.dtypes:
+        if torch.bfloat16 in machine.detect().packed_dtypes:
             w, x = torch.randn(64, 64).bfloat16(), torch.randn(1, 64).bfloat16()
             pack = PackedWeights()
             with pack:

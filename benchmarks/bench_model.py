@@ -117,6 +117,9 @@ def main() -> None:
     p.add_argument("--hf-precision", default=None, help="Hugging Face's mode if not the same (e.g. fp32)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     import transformers
 
     transformers.logging.set_verbosity_error()

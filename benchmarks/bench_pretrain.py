@@ -46,6 +46,9 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/lmlab-bench-pretrain")
     p.add_argument("--skip-reference", action="store_true")
     a = p.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     os.environ["LMLAB_DATA"] = a.data
     text = Path(a.data) / "tinyshakespeare" / "input.txt"
     results = {}

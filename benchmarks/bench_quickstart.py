@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from lmlab.machine import header
 from lmlab.quickstart import bert_stage, builtin_corpus, classifier, wordpiece
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench-quickstart"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    print(header(), flush=True)
     root = Path(a.out)
     if not (root / "corpus").exists():
         builtin_corpus(root)

@@ -1,4 +1,4 @@
-"""Exact resume under kill -9 (RELIABILITY A2): N trials, each killed at a random step ~ U(1, 200)
+"""Exact resume under kill -9: N trials, each killed at a random step ~ U(1, 200)
 of training and restarted with --train.resume=auto; the figure is the largest |Δloss| over every
 step against an uninterrupted run, and the largest |Δparameter| at the end.
 
@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--work", default="/tmp/lmlab-bench-resume")
     a = p.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     work = Path(a.work)
     shutil.rmtree(work, ignore_errors=True)

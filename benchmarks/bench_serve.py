@@ -131,6 +131,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="max batch size of the batching run")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = build(Path(tmp))

@@ -1,5 +1,5 @@
-"""The four applications against the issue's targets: pretraining (where a recipe needs it),
-fine-tuning, evaluation on the development splits, one table.
+"""The four applications end to end: pretraining (where a recipe needs it), fine-tuning,
+evaluation on the development splits, one table; each figure next to the threshold its Bench names.
 
     python benchmarks/bench_tasks.py                   # every benchmark, full recipes (hours on 2 CPU cores)
     python benchmarks/bench_tasks.py sst2 cmrc2018     # some of them
@@ -173,6 +173,9 @@ def main() -> None:
         for k, b in BENCHES.items():
             print(f"{k:16} {b.task:14} {b.train:18} → {b.eval:16} target {b.metric} ≥ {b.target}")
         return
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     results = [bench(n, a.short, a.threads) for n in (a.names or list(BENCHES))]
     path = OUT / "results.json"

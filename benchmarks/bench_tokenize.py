@@ -11,7 +11,7 @@ so that machine load affects both alike, it times
 * lmlab — `shard_corpus`: the same reading and encoding, plus the uint16 arrays, document
   offsets, fsync, manifest hashes and the atomic commit.
 
-It prints tokens/s of each (best of --repeats) and their ratio (target ≥ 0.9).
+It prints tokens/s of each (best of --repeats) and their ratio (lmlab ÷ reference).
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("LMLAB_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--tmp", default=None)
     args = ap.parse_args()
+    from lmlab.machine import header
+
+    print(header(), flush=True)
     from lmlab.data.shards import shard_corpus
 
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-tok-"))

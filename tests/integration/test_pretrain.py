@@ -1,5 +1,5 @@
 """`lmlab pretrain` end to end on a project-made corpus: CLM, MLM and denoising produce model
-directories; a run killed with SIGKILL resumes to the same losses and weights (A2)."""
+directories; a run killed with SIGKILL resumes to the same losses and weights."""
 
 import json
 import os

@@ -1,5 +1,5 @@
-"""Hugging Face parity with no network (H1, H2, H4, C4): random-init tiny HF models with odd
-shapes (hidden 36, 3 heads, vocab 99, seq 7, batch 3) → lmlab, and lmlab → HF."""
+"""Hugging Face parity with no network: random-init tiny HF models with odd shapes (hidden 36, 3 heads,
+vocab 99, seq 7, batch 3) → lmlab, and lmlab → HF; every key converted, pickles and custom code refused."""
 
 import json
 

@@ -5,7 +5,7 @@ skip-gram or CBOW, negative sampling or hierarchical softmax, frequent-word subs
 decaying learning rate, multi-core.
 
 Why this wraps gensim instead of reimplementing: gensim's Cython/BLAS kernels *are* the
-reference implementation the issue measures against, and in ``corpus_file`` mode each worker
+reference implementation that lmlab is measured against (BENCHMARKS.md), and in ``corpus_file`` mode each worker
 reads its own slice of a file without the GIL, so it scales with cores. A rewrite would have to
 beat that speed at equal quality to be worth its maintenance; the things lmlab adds are done
 around gensim instead:

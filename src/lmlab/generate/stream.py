@@ -60,7 +60,8 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
 
     The model directory's manifest covers the tokenizer files (they are hash-checked with the
     weights), so the copy inside it carries no manifest of its own. ``dtype`` ("bfloat16", a
-    torch dtype) casts the weights (the KV cache stays float32 on CPU: see `KVCache`).
+    torch dtype) casts the weights (the KV cache stays float32 on CPU: see `KVCache`); "auto" is
+    the machine's choice (`lmlab.machine`: bfloat16 where the CPU has native bf16, else float32).
     """
     import torch
 
@@ -79,6 +80,10 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ArtifactError(f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                             f"{model.config.vocab_size}; they were not trained together")
+    if dtype == "auto":
+        from lmlab import machine
+
+        dtype = machine.detect().generation_dtype(device)
     if dtype is not None:
         model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     return model, tokenizer

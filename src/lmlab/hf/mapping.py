@@ -6,12 +6,18 @@
 |        | BertForQuestionAnswering (BertForPreTraining: NSP dropped)  |                         |
 | gpt2   | GPT2Model, GPT2LMHeadModel                                   | decoder, learned, pre   |
 | llama  | LlamaModel, LlamaForCausalLM                                 | decoder, rope, rmsnorm  |
+| qwen2  | Qwen2Model, Qwen2ForCausalLM                                 | llama + qkv_bias        |
+| qwen3  | Qwen3Model, Qwen3ForCausalLM                                 | llama + qk_norm         |
 | marian | MarianModel, MarianMTModel                                   | encoder-decoder, sinus. |
 
 Checkpoint-specific names (``c_attn``, ``wte``, ``LayerNorm``) live only here. A `Rule` pairs
 an lmlab tensor with an HF tensor (templates over the layer index ``{i}``) and says how the
 values move: ``copy``; ``t`` (GPT-2's Conv1D stores [in, out]); ``qkv`` (GPT-2's fused
 c_attn, transposed, split into q, k, v); ``row`` (Marian's final_logits_bias is [1, V]).
+
+Llama, Qwen2 and Qwen3 share their tensor names (Qwen3 adds ``q_norm``/``k_norm``); their
+RoPE parameters are read as transformers reads them (``rope_parameters``, or the older
+``rope_theta`` + ``rope_scaling``): rope_type "default" or "llama3", anything else is refused.
 
 Marian lays its sinusoidal table out as [sin | cos]; an lmlab model with the paper's
 interleaved layout is exported by permuting the channels of the residual stream (embeddings,
@@ -97,12 +103,17 @@ def gpt2_rules(cfg: TransformerConfig, prefix: str) -> list[Rule]:
 
 
 def llama_rules(cfg: TransformerConfig, prefix: str) -> list[Rule]:
+    """Llama, Qwen2 (q, k, v biases) and Qwen3 (q_norm, k_norm)."""
     p = prefix
     rules = [Rule("embed.tokens.weight", f"{p}embed_tokens.weight")]
     for i in range(cfg.n_layers):
         lm, hf = f"decoder.layers.{i}", f"{p}layers.{i}"
         for ours in ("q", "k", "v", "o"):
-            rules += _linear(f"{lm}.self_attn.{ours}", f"{hf}.self_attn.{ours}_proj", cfg.bias)
+            bias = cfg.bias or (cfg.qkv_bias and ours != "o")
+            rules += _linear(f"{lm}.self_attn.{ours}", f"{hf}.self_attn.{ours}_proj", bias)
+        if cfg.qk_norm:
+            rules += _norm(f"{lm}.self_attn.q_norm", f"{hf}.self_attn.q_norm", cfg)
+            rules += _norm(f"{lm}.self_attn.k_norm", f"{hf}.self_attn.k_norm", cfg)
         rules += _linear(f"{lm}.ffn.w_gate", f"{hf}.mlp.gate_proj", cfg.bias)
         rules += _linear(f"{lm}.ffn.w_1", f"{hf}.mlp.up_proj", cfg.bias)
         rules += _linear(f"{lm}.ffn.w_2", f"{hf}.mlp.down_proj", cfg.bias)
@@ -135,7 +146,8 @@ def marian_rules(cfg: TransformerConfig, prefix: str) -> list[Rule]:
     return rules
 
 
-FAMILY_RULES = {"bert": bert_rules, "gpt2": gpt2_rules, "llama": llama_rules, "marian": marian_rules}
+FAMILY_RULES = {"bert": bert_rules, "gpt2": gpt2_rules, "llama": llama_rules, "qwen2": llama_rules,
+                "qwen3": llama_rules, "marian": marian_rules}
 
 # HF class → (family, lmlab head, key prefix of the base model inside the checkpoint)
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
@@ -148,6 +160,10 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "GPT2LMHeadModel": ("gpt2", "clm", "transformer."),
     "LlamaModel": ("llama", "none", ""),
     "LlamaForCausalLM": ("llama", "clm", "model."),
+    "Qwen2Model": ("qwen2", "none", ""),
+    "Qwen2ForCausalLM": ("qwen2", "clm", "model."),
+    "Qwen3Model": ("qwen3", "none", ""),
+    "Qwen3ForCausalLM": ("qwen3", "clm", "model."),
     "MarianModel": ("marian", "none", ""),
     "MarianMTModel": ("marian", "seq2seq", "model."),
 }
@@ -167,6 +183,70 @@ def _act(name: str, where: str) -> str:
     if name not in HF_ACT:
         raise ConfigError(f"{where}: activation {name!r} is not supported; lmlab has {sorted(HF_ACT)}")
     return HF_ACT[name]
+
+
+def _rope_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    """RoPE fields of config.json → TransformerConfig fields, read as transformers 5 reads them:
+    ``rope_scaling`` (the older name) over ``rope_parameters``; ``rope_theta`` inside the dict,
+    else at the top level, else 10000; a top-level ``original_max_position_embeddings`` first."""
+    where = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+    params = hf.get(where) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"config.json: {where} must be an object, got {params!r}")
+    kind = params.get("rope_type", params.get("type", "default"))
+    fields: dict[str, Any] = {"rope_theta": float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))}
+    if params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ConfigError(f"config.json: {where}.partial_rotary_factor is not supported (lmlab rotates every channel)")
+    if kind == "default":
+        return fields
+    if kind != "llama3":
+        raise ConfigError(f"config.json: {where}.rope_type {kind!r} is not supported; lmlab implements "
+                          "'default' and 'llama3' rope scaling")
+    missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor") if k not in params]
+    if missing:
+        raise ConfigError(f"config.json: {where} (rope_type 'llama3') lacks {', '.join(missing)}")
+    original = hf.get("original_max_position_embeddings") or params.get(
+        "original_max_position_embeddings", hf.get("max_position_embeddings", 2048))
+    return {**fields, "rope_scaling": "llama3", "rope_factor": float(params["factor"]),
+            "rope_low_freq_factor": float(params["low_freq_factor"]),
+            "rope_high_freq_factor": float(params["high_freq_factor"]), "rope_original_max_seq_len": int(original)}
+
+
+def _llama_like_from_hf(hf: dict[str, Any], family: str) -> dict[str, Any]:
+    """Llama, Qwen2, Qwen3 config.json → TransformerConfig fields."""
+    g = hf.get
+    name = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}[family]
+    if g("hidden_act", "silu") != "silu":
+        raise ConfigError(f"config.json: hidden_act must be 'silu' for a {name} model")
+    if family == "llama":
+        if bool(g("attention_bias", False)) != bool(g("mlp_bias", False)):
+            raise ConfigError("config.json: attention_bias and mlp_bias must agree")
+        bias, qkv_bias = bool(g("attention_bias", False)), False
+    elif family == "qwen2":  # q, k, v always carry biases, o and the MLP never
+        bias, qkv_bias = False, True
+    else:
+        if g("attention_bias", False):
+            raise ConfigError("config.json: attention_bias=true is not supported for Qwen3 (biases on q, k, v "
+                              "and o without MLP biases)")
+        bias, qkv_bias = False, False
+    if family != "llama":
+        sliding = [i for i, t in enumerate(g("layer_types") or []) if t != "full_attention"]
+        if g("use_sliding_window", False) and g("max_window_layers", 28) < hf["num_hidden_layers"]:
+            sliding = sliding or list(range(g("max_window_layers", 28), hf["num_hidden_layers"]))
+        if sliding:
+            raise ConfigError(f"config.json: use_sliding_window/layer_types: layers {sliding[:4]} use sliding-window "
+                              "attention, which lmlab does not implement")
+    # transformers' default head width: hidden / heads, except Qwen3Config's 128
+    head_dim = g("head_dim") or (128 if family == "qwen3" else hf["hidden_size"] // hf["num_attention_heads"])
+    return dict(arch="decoder", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+                n_heads=hf["num_attention_heads"], n_kv_heads=g("num_key_value_heads"),
+                head_dim=None if head_dim * hf["num_attention_heads"] == hf["hidden_size"] else head_dim,
+                n_layers=hf["num_hidden_layers"], d_ff=hf["intermediate_size"],
+                max_seq_len=g("max_position_embeddings", 2048), position="rope", **_rope_from_hf(hf),
+                norm="rmsnorm", norm_eps=g("rms_norm_eps", 1e-6), norm_position="pre", final_norm=True,
+                activation="swiglu", bias=bias, qkv_bias=qkv_bias, qk_norm=family == "qwen3",
+                attn_dropout=g("attention_dropout", 0.0), tie_embeddings=bool(g("tie_word_embeddings", False)),
+                pad_token_id=g("pad_token_id"))
 
 
 def config_from_hf(hf: dict[str, Any], family: str, head: str) -> TransformerConfig:
@@ -199,25 +279,8 @@ def config_from_hf(hf: dict[str, Any], family: str, head: str) -> TransformerCon
                       activation=_act(g("activation_function", "gelu_new"), "activation_function"),
                       dropout=g("resid_pdrop", 0.1), attn_dropout=g("attn_pdrop", 0.1),
                       tie_embeddings=True, pad_token_id=g("pad_token_id"))
-    elif family == "llama":
-        if g("hidden_act", "silu") != "silu":
-            raise ConfigError("config.json: hidden_act must be 'silu' for a Llama model")
-        rope = g("rope_parameters") or {"rope_theta": g("rope_theta", 10000.0), "rope_type": "default"}
-        if rope.get("rope_type", "default") != "default" or g("rope_scaling"):
-            raise ConfigError(f"config.json: rope scaling {rope} is not supported (only 'default')")
-        if g("head_dim") not in (None, hf["hidden_size"] // hf["num_attention_heads"]):
-            raise ConfigError("config.json: head_dim must equal hidden_size / num_attention_heads")
-        if bool(g("attention_bias", False)) != bool(g("mlp_bias", False)):
-            raise ConfigError("config.json: attention_bias and mlp_bias must agree")
-        fields = dict(arch="decoder", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
-                      n_heads=hf["num_attention_heads"], n_kv_heads=g("num_key_value_heads"),
-                      n_layers=hf["num_hidden_layers"], d_ff=hf["intermediate_size"],
-                      max_seq_len=g("max_position_embeddings", 2048), position="rope",
-                      rope_theta=float(rope.get("rope_theta", 10000.0)), norm="rmsnorm",
-                      norm_eps=g("rms_norm_eps", 1e-6), norm_position="pre", final_norm=True,
-                      activation="swiglu", bias=bool(g("attention_bias", False)),
-                      attn_dropout=g("attention_dropout", 0.0), tie_embeddings=bool(g("tie_word_embeddings", False)),
-                      pad_token_id=g("pad_token_id"))
+    elif family in ("llama", "qwen2", "qwen3"):
+        fields = _llama_like_from_hf(hf, family)
     elif family == "marian":
         for a, b in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
             if hf[a] != hf[b]:
@@ -256,7 +319,13 @@ def family_of(cfg: TransformerConfig) -> str:
                      scale_embeddings=False, type_vocab_size=0),
         "llama": dict(arch="decoder", position="rope", norm="rmsnorm", norm_position="pre",
                       embedding_norm=False, final_norm=True, activation="swiglu", scale_embeddings=False,
-                      type_vocab_size=0),
+                      type_vocab_size=0, qk_norm=False),
+        "qwen2": dict(arch="decoder", position="rope", norm="rmsnorm", norm_position="pre",
+                      embedding_norm=False, final_norm=True, activation="swiglu", scale_embeddings=False,
+                      type_vocab_size=0, bias=False, qkv_bias=True, qk_norm=False),
+        "qwen3": dict(arch="decoder", position="rope", norm="rmsnorm", norm_position="pre",
+                      embedding_norm=False, final_norm=True, activation="swiglu", scale_embeddings=False,
+                      type_vocab_size=0, bias=False, qkv_bias=False, qk_norm=True),
         "marian": dict(arch="encoder-decoder", position="sinusoidal", norm="layernorm",
                        norm_position="post", embedding_norm=False, final_norm=False, bias=True,
                        tie_embeddings=True, type_vocab_size=0),
@@ -265,15 +334,21 @@ def family_of(cfg: TransformerConfig) -> str:
     for family, want in wants.items():
         want = {k: v for k, v in want.items() if not k.endswith("_free")}
         bad = [f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in want.items() if getattr(cfg, k) != v]
-        if family in ("bert", "gpt2", "marian") and cfg.kv_heads != cfg.n_heads:
+        llama_like = family in ("llama", "qwen2", "qwen3")
+        if not llama_like and cfg.kv_heads != cfg.n_heads:
             bad.append("n_kv_heads (grouped-query attention needs llama)")
-        if family != "llama" and cfg.activation not in LMLAB_ACT:
+        if not llama_like and cfg.activation not in LMLAB_ACT:
             bad.append(f"activation={cfg.activation!r}")
+        if not llama_like and (cfg.d_head * cfg.n_heads != cfg.d_model or cfg.qk_norm or cfg.qkv_bias
+                               or cfg.rope_scaling != "none"):
+            bad.append("head_dim, qk_norm, qkv_bias or rope_scaling set (llama, qwen2 and qwen3 have them)")
+        if family == "llama" and cfg.qkv_bias and not cfg.bias:
+            bad.append("qkv_bias=True (biases on q, k, v alone: qwen2)")
         if family == "marian" and cfg.head not in ("none", "seq2seq"):
             bad.append(f"head={cfg.head!r}")
         if cfg.copy:
             bad.append("copy=True (a pointer-generator has no Hugging Face counterpart)")
-        if family in ("gpt2", "llama") and cfg.head == "classification":
+        if family in ("gpt2", "llama", "qwen2", "qwen3") and cfg.head == "classification":
             bad.append("head='classification' (only BERT classification heads export)")
         if not bad:
             return family
@@ -287,6 +362,8 @@ EXPORT_ARCHITECTURE = {
     ("bert", "classification"): "BertForSequenceClassification", ("bert", "span"): "BertForQuestionAnswering",
     ("gpt2", "none"): "GPT2Model", ("gpt2", "clm"): "GPT2LMHeadModel",
     ("llama", "none"): "LlamaModel", ("llama", "clm"): "LlamaForCausalLM",
+    ("qwen2", "none"): "Qwen2Model", ("qwen2", "clm"): "Qwen2ForCausalLM",
+    ("qwen3", "none"): "Qwen3Model", ("qwen3", "clm"): "Qwen3ForCausalLM",
     ("marian", "none"): "MarianModel", ("marian", "seq2seq"): "MarianMTModel",
 }
 
@@ -306,14 +383,26 @@ def config_to_hf(cfg: TransformerConfig, family: str, architecture: str) -> dict
                    n_inner=cfg.d_ff, n_positions=cfg.max_seq_len, activation_function=LMLAB_ACT[cfg.activation],
                    layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
                    attn_pdrop=cfg.attn_dropout, bos_token_id=None, eos_token_id=None)
-    elif family == "llama":
-        out = dict(model_type="llama", hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+    elif family in ("llama", "qwen2", "qwen3"):
+        rope = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
+        if cfg.rope_scaling == "llama3":
+            rope.update(rope_type="llama3", factor=cfg.rope_factor, low_freq_factor=cfg.rope_low_freq_factor,
+                        high_freq_factor=cfg.rope_high_freq_factor,
+                        original_max_position_embeddings=cfg.rope_original_max_seq_len)
+        out = dict(model_type=family, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
                    num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                    num_key_value_heads=cfg.kv_heads, head_dim=cfg.d_head, hidden_act="silu",
                    max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-                   rope_parameters={"rope_theta": cfg.rope_theta, "rope_type": "default"},
-                   rope_theta=cfg.rope_theta, attention_bias=cfg.bias, mlp_bias=cfg.bias,
+                   rope_parameters=rope, rope_theta=cfg.rope_theta,
                    attention_dropout=cfg.attn_dropout, bos_token_id=None, eos_token_id=None)
+        if cfg.rope_scaling != "none":  # the name transformers 4 reads
+            out["rope_scaling"] = rope
+        if family == "llama":
+            out.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
+        else:
+            out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+        if family == "qwen3":
+            out["attention_bias"] = False
     else:
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
         out = dict(model_type="marian", d_model=cfg.d_model, encoder_layers=cfg.n_layers,

@@ -3,9 +3,13 @@
 Shape legend (used in every comment of the model package):
     B batch · T target (query) length · S source (key) length · H query heads ·
     K key/value heads (K divides H; K < H is grouped-query attention) · D head dim d_k ·
-    C model width d_model = H·D
+    C model width d_model (= H·D unless the config's head_dim sets D apart)
 
 Attention(Q, K, V) = softmax(QKᵀ / √d_k + M) V      (Vaswani et al. 2017, eq. 1)
+
+Two variants of the projections: Qwen2 biases q, k and v only (`qkv_bias`); Qwen3 normalises
+each head's q and k over its D channels before the rotation, q ← Norm(q), k ← Norm(k)
+(`qk_norm`), which keeps attention logits from growing in training (Dehghani et al. 2023).
 
 `scaled_dot_product_attention` writes the formula out and returns the weights (for
 visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`.
@@ -24,6 +28,7 @@ from torch import nn
 
 from lmlab.model.config import TransformerConfig
 from lmlab.model.linear import Linear, linear
+from lmlab.model.norm import make_norm
 
 
 def scaled_dot_product_attention(
@@ -113,15 +118,17 @@ class MultiHeadAttention(nn.Module):
         self.cross = cross
         self.impl = cfg.attention_impl
         self.dropout_p = cfg.attn_dropout
-        c = cfg.d_model
-        self.q = Linear(c, self.n_heads * self.d_head, bias=cfg.bias)
-        self.k = Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
-        self.v = Linear(c, self.n_kv_heads * self.d_head, bias=cfg.bias)
+        c, qkv_bias = cfg.d_model, cfg.bias or cfg.qkv_bias
+        self.q = Linear(c, self.n_heads * self.d_head, bias=qkv_bias)
+        self.k = Linear(c, self.n_kv_heads * self.d_head, bias=qkv_bias)
+        self.v = Linear(c, self.n_kv_heads * self.d_head, bias=qkv_bias)
         self.o = Linear(self.n_heads * self.d_head, c, bias=cfg.bias)
+        self.q_norm = make_norm(cfg, self.d_head) if cfg.qk_norm else None
+        self.k_norm = make_norm(cfg, self.d_head) if cfg.qk_norm else None
 
     def _split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, t, _ = x.shape
-        return x.view(b, t, heads, self.d_head).transpose(1, 2)  # [B, T, C] → [B, heads, T, D]
+        return x.view(b, t, heads, self.d_head).transpose(1, 2)  # [B, T, heads·D] → [B, heads, T, D]
 
     def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[Wq; Wk; Wv] and [bq; bk; bv] (built per call: autograd reaches the three parameters)."""
@@ -160,6 +167,8 @@ class MultiHeadAttention(nn.Module):
         if memory is None:
             q, k, v = self._project_qkv(x, cache, layer)
             q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
+            if self.q_norm is not None:  # over D, per head and position
+                q, k = self.q_norm(q), self.k_norm(k)
             if rotary is not None:
                 rope, positions = rotary
                 q, k = rope.rotate(q, positions), rope.rotate(k, positions)
@@ -168,11 +177,15 @@ class MultiHeadAttention(nn.Module):
                 q = q.to(k.dtype)  # a no-op unless the cache is wider than the model
         else:
             q = self._split(self.q(x), self.n_heads)  # [B, H, T, D]
+            if self.q_norm is not None:
+                q = self.q_norm(q)
             if cache is not None and cache.cross[layer] is not None:
                 k, v = cache.cross[layer]
             else:
                 k = self._split(self.k(memory), self.n_kv_heads)  # [B, K, S, D]
                 v = self._split(self.v(memory), self.n_kv_heads)
+                if self.k_norm is not None:
+                    k = self.k_norm(k)
                 if cache is not None:
                     cache.cross[layer] = (k, v)
 
@@ -191,5 +204,5 @@ class MultiHeadAttention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # [B, H, T, D]
         b, _, t, _ = out.shape
-        out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, C]
+        out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]
         return self.o(out), weights

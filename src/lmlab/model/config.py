@@ -8,6 +8,13 @@ One config describes the encoder (BERT), the decoder (GPT-2, Llama) and the enco
 | bert        | encoder         | learned    | layernorm | post          | gelu       | yes  |
 | gpt2        | decoder         | learned    | layernorm | pre           | gelu_tanh  | yes  |
 | llama       | decoder         | rope       | rmsnorm   | pre           | swiglu     | no   |
+| qwen2       | decoder         | rope       | rmsnorm   | pre           | swiglu     | qkv  |
+| qwen3       | decoder         | rope       | rmsnorm   | pre           | swiglu     | no   |
+
+Qwen2 adds biases to the q, k, v projections only (`qkv_bias`); Qwen3 normalises each head's
+queries and keys before the rotation (`qk_norm`) and may set the head width apart from
+d_model / n_heads (`head_dim`). Llama 3.1 rewrites the rotary frequencies for long contexts
+(`rope_scaling="llama3"`, position.py).
 | transformer | encoder-decoder | sinusoidal | layernorm | post          | relu       | yes  |
 """
 
@@ -30,7 +37,8 @@ class TransformerConfig:
     head: Head = "clm"  # output head on top of the stack (see heads.py)
     vocab_size: int = 256  # tokens
     d_model: int = 128  # model width (embedding size)
-    n_heads: int = 4  # attention heads; d_head = d_model / n_heads
+    n_heads: int = 4  # attention heads
+    head_dim: int | None = None  # width d_head of one head; None = d_model / n_heads
     n_kv_heads: int | None = None  # key/value heads (grouped-query attention); None = n_heads
     n_layers: int = 4  # layers of the encoder or decoder stack
     n_decoder_layers: int | None = None  # encoder-decoder only; None = n_layers
@@ -40,7 +48,12 @@ class TransformerConfig:
     sinusoidal_layout: Literal["interleaved", "concat"] = "interleaved"
     # interleaved: PE(pos,2i)=sin, PE(pos,2i+1)=cos, as printed in the paper.
     # concat: [sin | cos] halves, as tensor2tensor and Marian lay them out.
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # RoPE base: θ_i = rope_theta^(−2i/d_head)
+    rope_scaling: Literal["none", "llama3"] = "none"  # llama3: long-context rewrite of θ_i (position.py)
+    rope_factor: float = 8.0  # llama3: low frequencies are divided by this
+    rope_low_freq_factor: float = 1.0  # llama3: wavelengths above original_max_seq_len / this are scaled
+    rope_high_freq_factor: float = 4.0  # llama3: wavelengths below original_max_seq_len / this are kept
+    rope_original_max_seq_len: int = 8192  # llama3: the context length of pretraining (tokens)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
     norm_position: Literal["pre", "post"] = "pre"
@@ -49,6 +62,8 @@ class TransformerConfig:
     scale_embeddings: bool = False  # multiply token embeddings by √d_model (Vaswani, Marian)
     activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu"] = "gelu_tanh"
     bias: bool = True  # biases in attention and feed-forward projections
+    qkv_bias: bool = False  # biases on the q, k, v projections even when bias is False (Qwen2)
+    qk_norm: bool = False  # norm over each head's d_head channels of q and k, before RoPE (Qwen3)
     dropout: float = 0.0  # on embeddings and residual branches
     attn_dropout: float = 0.0  # on attention weights
     type_vocab_size: int = 0  # segment (token type) embeddings; 0 = none
@@ -67,12 +82,22 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_seq_len"):
             check(getattr(self, name) > 0, name, "must be positive")
-        check(self.d_model % self.n_heads == 0, "d_model",
-              f"{self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.head_dim is None:
+            check(self.d_model % self.n_heads == 0, "d_model",
+                  f"{self.d_model} is not divisible by n_heads={self.n_heads} (or set head_dim)")
+        else:
+            check(self.head_dim > 0, "head_dim", "must be positive (or null: d_model / n_heads)")
         kv = self.n_kv_heads or self.n_heads
         check(self.n_heads % kv == 0, "n_kv_heads", f"n_heads={self.n_heads} is not a multiple of {kv}")
         if self.position == "rope":
-            check(self.d_head % 2 == 0, "d_model", "rotary positions need an even head dimension")
+            check(self.d_head % 2 == 0, "head_dim" if self.head_dim else "d_model",
+                  "rotary positions need an even head dimension")
+        if self.rope_scaling == "llama3":
+            check(self.position == "rope", "rope_scaling", "llama3 scaling needs position='rope'")
+            check(self.rope_factor > 0, "rope_factor", "must be positive")
+            check(0 < self.rope_low_freq_factor < self.rope_high_freq_factor, "rope_low_freq_factor",
+                  "needs 0 < rope_low_freq_factor < rope_high_freq_factor")
+            check(self.rope_original_max_seq_len > 0, "rope_original_max_seq_len", "must be positive")
         if self.position == "sinusoidal":
             check(self.d_model % 2 == 0, "d_model", "sinusoidal positions need an even d_model")
         check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
@@ -93,7 +118,7 @@ class TransformerConfig:
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_dim or self.d_model // self.n_heads
 
     @property
     def kv_heads(self) -> int:

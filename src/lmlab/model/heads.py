@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.model.config import TransformerConfig
-from lmlab.model.layers import ACTIVATIONS, make_norm
+from lmlab.model.layers import ACTIVATIONS
+from lmlab.model.norm import make_norm
 from lmlab.model.linear import linear
 
 

@@ -1,7 +1,5 @@
-"""Normalisation, the position-wise feed-forward network, and one Transformer layer.
+"""The position-wise feed-forward network, and one Transformer layer (norms: norm.py).
 
-LayerNorm(x) = γ·(x − μ)/√(σ² + ε) + β          (Ba et al. 2016)
-RMSNorm(x)   = γ·x/√(mean(x²) + ε)                (Zhang & Sennrich 2019; Llama)
 FFN(x)       = W₂·φ(W₁x + b₁) + b₂                (Vaswani et al. 2017, eq. 2)
 SwiGLU(x)    = W₂·(SiLU(W_gate·x) ⊙ W₁x)          (Shazeer 2020; Llama)
 
@@ -19,25 +17,9 @@ from torch import nn
 from lmlab.model.attention import KVCache, MultiHeadAttention
 from lmlab.model.config import TransformerConfig
 from lmlab.model.linear import Linear
+from lmlab.model.norm import RMSNorm, make_norm
 
-
-class RMSNorm(nn.Module):
-    def __init__(self, d_model: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d_model))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Statistics in float32 even under bf16, as Llama computes them.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
-
-
-def make_norm(cfg: TransformerConfig) -> nn.Module:
-    if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.d_model, cfg.norm_eps)
-    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+__all__ = ["ACTIVATIONS", "FeedForward", "RMSNorm", "TransformerLayer", "make_norm"]
 
 
 ACTIVATIONS = {

@@ -11,8 +11,8 @@ torch put each block on its own core:
     y = baddbmm(b [n, 1, O/n], x [n, M, I], Wᵀ-blocks) → [n, M, O/n] → [M, O]
 
 The arithmetic per output is the same dot product, so results equal `F.linear` up to float32
-summation order (tested ≤ 1e-5). On the project's 2-core machine this halves the weight GEMMs
-of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
+summation order (tested ≤ 1e-5). On the 2-core AVX-512 CPU of BENCHMARKS.md this halves the weight
+GEMMs of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
 autograd and larger M go to `F.linear`.
 
 Decoding goes faster still through packed weights. torch's few-row bf16 `F.linear` on CPU
@@ -36,35 +36,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab import machine
+
 FEW_ROWS = 16  # up to this many rows the product is a stack of matrix–vector products
 
 _ACTIVE_PACK: contextvars.ContextVar["PackedWeights | None"] = contextvars.ContextVar("lmlab_packed_weights",
                                                                                        default=None)
 
 
-def _packable_dtypes() -> frozenset[torch.dtype]:
-    """float32 wherever torch has oneDNN's packed linear; bf16 only where the CPU has native bf16."""
-    try:
-        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-            return frozenset()
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return frozenset()
-    return frozenset({torch.float32, torch.bfloat16} if bf16 else {torch.float32})
-
-
-_PACKABLE = _packable_dtypes()
-_LINEAR_POINTWISE = torch.ops.mkldnn._linear_pointwise.default if _PACKABLE else None
+_LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 class PackedWeights:
     """Weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
 
     Holds a reference to every weight it packed (so an id cannot be reused) and its packed
-    copy: the memory of the weights once more, for the lifetime of the object.
+    copy: the memory of the weights once more, for the lifetime of the object. The dtypes packed
+    are the machine's `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native.
     """
-
-    dtypes = _PACKABLE
 
     def __init__(self):
         self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -88,10 +77,10 @@ class PackedWeights:
             entry = self._packed[id(weight)] = (weight, self._pack(weight))
         if entry[1] is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
-        return _LINEAR_POINTWISE(x, entry[1], bias, "none", [], "")
+        return _LINEAR_POINTWISE.default(x, entry[1], bias, "none", [], "")
 
     def _pack(self, weight: torch.Tensor) -> torch.Tensor | None:
-        if weight.dtype not in self.dtypes or weight.device.type != "cpu":
+        if weight.dtype not in machine.detect().packed_dtypes or weight.device.type != "cpu":
             return None
         try:
             return torch.ops.mkldnn._reorder_linear_weight(weight)

@@ -10,9 +10,19 @@ offered so that Marian checkpoints load exactly.
 Rotary (Su et al. 2021, RoFormer): rotate each pair of query/key channels by the angle
 pos·θ_i with θ_i = base^(-2i/d_head), so that ⟨R_m q, R_n k⟩ depends only on m − n. Channels
 are paired as (i, i + d_head/2), the "rotate half" convention of GPT-NeoX and Llama.
+
+Llama 3.1 rewrites the frequencies ω_i = θ_i for contexts longer than pretraining's L (Meta's
+reference code, `apply_scaling`; transformers' `_compute_llama3_parameters`): with the
+wavelength λ_i = 2π/ω_i, factor s, and the bounds λ_high = L/high_freq_factor <
+λ_low = L/low_freq_factor,
+    λ_i < λ_high:   ω_i            (high frequencies, local order: kept)
+    λ_i > λ_low:    ω_i / s        (low frequencies: interpolated, as position interpolation)
+    otherwise:      (1 − γ)·ω_i/s + γ·ω_i,  γ = (L/λ_i − low_freq_factor) / (high_freq_factor − low_freq_factor)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -59,12 +69,30 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-class RotaryEmbedding(nn.Module):
-    """cos/sin tables for RoPE; `rotate(x, positions)` applies R_pos to x: [B, H, T, D]."""
+def llama3_frequencies(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_seq_len: int) -> torch.Tensor:
+    """ω [D/2] → Llama 3.1's rewritten ω [D/2] (see the module docstring), in ω's dtype."""
+    wavelen = 2 * math.pi / inv_freq  # λ_i
+    low_freq_wavelen = original_max_seq_len / low_freq_factor  # λ_low
+    high_freq_wavelen = original_max_seq_len / high_freq_factor  # λ_high
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    gamma = (original_max_seq_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - gamma) * scaled / factor + gamma * scaled
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(medium, smoothed, scaled)
 
-    def __init__(self, d_head: int, max_seq_len: int, base: float = 10000.0):
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for RoPE; `rotate(x, positions)` applies R_pos to x: [B, H, T, D].
+
+    `llama3`: the keyword arguments of `llama3_frequencies` (factor, low_freq_factor,
+    high_freq_factor, original_max_seq_len), or None for the plain θ_i."""
+
+    def __init__(self, d_head: int, max_seq_len: int, base: float = 10000.0, llama3: dict | None = None):
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+        inv_freq = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))  # θ_i, [D/2]
+        if llama3 is not None:
+            inv_freq = llama3_frequencies(inv_freq, **llama3)
         angle = torch.arange(max_seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]  # [P, D/2]
         angle = torch.cat((angle, angle), dim=-1)  # [P, D]: channel i and i + D/2 share θ_i
         self.register_buffer("cos", angle.cos(), persistent=False)

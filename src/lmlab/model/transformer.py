@@ -20,7 +20,8 @@ from torch import nn
 from lmlab.model.attention import KVCache, causal_mask
 from lmlab.model.config import TransformerConfig
 from lmlab.model.heads import PointerGenerator, Pooler, VocabProjection, make_head
-from lmlab.model.layers import TransformerLayer, make_norm
+from lmlab.model.layers import TransformerLayer
+from lmlab.model.norm import make_norm
 from lmlab.model.loss import IGNORE_INDEX, cross_entropy, linear_cross_entropy
 from lmlab.model.position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
@@ -95,7 +96,12 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = Embeddings(cfg)
-        self.rope = RotaryEmbedding(cfg.d_head, cfg.max_seq_len, cfg.rope_theta) if cfg.position == "rope" else None
+        self.rope = None
+        if cfg.position == "rope":
+            llama3 = dict(factor=cfg.rope_factor, low_freq_factor=cfg.rope_low_freq_factor,
+                          high_freq_factor=cfg.rope_high_freq_factor,
+                          original_max_seq_len=cfg.rope_original_max_seq_len) if cfg.rope_scaling == "llama3" else None
+            self.rope = RotaryEmbedding(cfg.d_head, cfg.max_seq_len, cfg.rope_theta, llama3)
         self.encoder = Stack(cfg, cfg.n_layers, cross_attention=False) if cfg.arch != "decoder" else None
         self.decoder = None
         if cfg.arch == "decoder":

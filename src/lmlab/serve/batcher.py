@@ -8,14 +8,22 @@ decodes wait for the next one (this is request-level batching, not continuous ba
 ``max_batch_size=1`` turns batching off: requests are decoded one after another.
 
 Every other use of a model (attention maps, task pipelines) runs on the same thread as a
-`call`, so a model is never used by two threads at once.
+`Call`, so a model is never used by two threads at once. A task request's texts are split into
+calls of at most ``max_batch_size`` texts, queued together and run in order, so that other
+requests are served between them and a request that is cancelled or past its deadline stops
+between two calls (a call already running finishes; its result is dropped).
 
-Admission (backpressure): at most ``max_batch_size + max_queue`` rows are in flight; beyond
+Admission (backpressure): at most ``max_batch_size + max_queue`` rows (or task texts) are in flight; beyond
 that `admit` says no and the server answers 429 with ``Retry-After``. A row whose client went
 away (`Row.cancel`) is dropped from its batch with `BatchStream.cancel` — no further decoding is
 spent on it, and a batch whose rows are all gone stops — and a row past its deadline ends with
 ``finish_reason "timeout"``. Events reach the request's asyncio queue via
 ``loop.call_soon_threadsafe``.
+
+Isolation: when a batch raises, each of its unfinished rows is decoded again alone; the row
+that raises alone ends with an error of its own and the others finish normally. Every row
+carries a seed (the server draws one when a request gives none), so a row decoded again
+repeats the text it already sent, and only what goes beyond it is sent (`Row.deliver`).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class Row:
     cancelled: bool = False
     finished: bool = False
     completion: Any = None  # generate.Completion once done
+    sent: str = ""  # the text delivered so far
+    redone: str | None = None  # while decoded again after its batch failed: the text produced so far
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -52,12 +62,41 @@ class Row:
         except RuntimeError:  # the event loop is gone (shutdown)
             self.cancelled = True
 
+    def deliver(self, text: str, reason: str | None) -> None:
+        """Send a piece of text; while decoding again, only what goes beyond the text already sent
+        (which must come out the same, or the row fails: `Diverged`)."""
+        if self.redone is not None and reason == "timeout":  # out of time while catching up: nothing new
+            text, self.redone = "", None
+        if self.redone is not None:
+            self.redone += text
+            n = min(len(self.redone), len(self.sent))
+            if self.redone[:n] != self.sent[:n] or (reason is not None and len(self.redone) < len(self.sent)):
+                raise Diverged("decoding the row again gave another text than the one already sent")
+            if len(self.redone) <= len(self.sent) and reason is None:
+                return
+            text, self.redone = self.redone[len(self.sent):], None
+        self.sent += text
+        self.emit("delta", text, reason)
+
+    def fail(self, error: BaseException) -> None:
+        self.finished = True
+        self.emit("error", error)
+
 
 @dataclass
 class Call:
+    """A function to run on the model thread (attention maps, a chunk of a task's texts)."""
     fn: Callable[[], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    deadline: float = float("inf")  # time.monotonic(); a call still waiting then is not run
+    size: int = 1  # the slots it takes in admission (texts of a task request)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """From the event loop: do not run it (if not started) and drop its result."""
+        self.cancelled = True
+        self.future.cancel()
 
 
 class Batcher:
@@ -78,7 +117,8 @@ class Batcher:
 
     @property
     def in_flight(self) -> int:
-        return len(self.pending) + self.active
+        """Slots taken: rows, and the texts of calls, waiting or being worked on."""
+        return sum(j.size if isinstance(j, Call) else 1 for j in self.pending) + self.active
 
     @property
     def steps(self) -> int:
@@ -95,15 +135,21 @@ class Batcher:
             self.cond.notify()
             return True
 
+    def submit(self, calls: list[Call]) -> bool:
+        """Queue the calls (run in order), or return False when the server is full (nothing is queued then)."""
+        with self.cond:
+            if self.stopping or self.in_flight + sum(c.size for c in calls) > self.max_batch_size + self.max_queue:
+                return False
+            self.pending.extend(calls)
+            self.cond.notify()
+            return True
+
     async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the model thread (raises RuntimeError('busy') when full)."""
+        """Run `fn` on the model thread, no deadline (raises BusyError when full)."""
         loop = asyncio.get_running_loop()
         job = Call(fn, loop, loop.create_future())
-        with self.cond:
-            if self.stopping or self.in_flight + 1 > self.max_batch_size + self.max_queue:
-                raise BusyError()
-            self.pending.append(job)
-            self.cond.notify()
+        if not self.submit([job]):
+            raise BusyError()
         return await job.future
 
     def stop(self) -> None:
@@ -111,7 +157,9 @@ class Batcher:
             self.stopping = True
             for job in self.pending:
                 if isinstance(job, Row):
-                    job.emit("error", RuntimeError("server is shutting down"))
+                    job.fail(ShuttingDown("server is shutting down"))
+                else:
+                    self._settle(job, False, ShuttingDown("server is shutting down"))
             self.pending.clear()
             self.cond.notify_all()
 
@@ -125,7 +173,7 @@ class Batcher:
                 return None
             first = self.pending.popleft()
             if isinstance(first, Call):
-                self.active += 1
+                self.active += first.size
                 return first
             batch, end = [first], time.monotonic() + self.window
             while len(batch) < self.max_batch_size:
@@ -147,7 +195,7 @@ class Batcher:
             job = self._take()
             if job is None:
                 return
-            n = 1 if isinstance(job, Call) else len(job)
+            n = job.size if isinstance(job, Call) else len(job)
             try:
                 if isinstance(job, Call):
                     self._run_call(job)
@@ -160,21 +208,32 @@ class Batcher:
                     self.active -= n
 
     @staticmethod
-    def _run_call(job: Call) -> None:
-        def settle(ok: bool, value: Any) -> None:
+    def _settle(job: Call, ok: bool, value: Any) -> None:
+        def settle() -> None:
             if not job.future.done():
                 (job.future.set_result if ok else job.future.set_exception)(value)
 
         try:
-            value, ok = job.fn(), True
-        except BaseException as e:  # handed to the awaiting request
-            value, ok = e, False
-        try:
-            job.loop.call_soon_threadsafe(settle, ok, value)
-        except RuntimeError:
+            job.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the event loop is gone (shutdown)
             pass
 
+    def _run_call(self, job: Call) -> None:
+        if job.cancelled:  # the request is gone (client left, timed out, an earlier call failed)
+            return
+        if time.monotonic() > job.deadline:
+            value, ok = TimeoutError("request_timeout_s passed before the call ran"), False
+        else:
+            try:
+                value, ok = job.fn(), True
+            except BaseException as e:  # handed to the awaiting request
+                value, ok = e, False
+        self._settle(job, ok, value)
+
     def _run_batch(self, rows: list[Row]) -> None:
+        """Decode `rows` as one batch. When the batch raises, each row that had not finished is
+        decoded again alone (its text so far is not sent twice: every row carries a seed, so it
+        comes out the same), so an exception that one row causes ends that row only."""
         from lmlab.generate import stream_batch
 
         now = time.monotonic()
@@ -184,14 +243,14 @@ class Batcher:
                 r.finished = True
             elif now > r.deadline:
                 r.finished = True
-                r.emit("delta", "", "timeout")
+                r.deliver("", "timeout")
             else:
                 live.append(r)
         if not live:
             return
         entry = live[0].entry
         self.batches += 1
-        bs = None
+        bs, again = None, []
         try:
             bs = stream_batch(entry.model, entry.tokenizer, [r.prompt for r in live], [r.config for r in live],
                               pack=entry.pack)
@@ -202,21 +261,29 @@ class Batcher:
                     if d.finish_reason is not None:
                         row.finished = True
                         row.completion = bs.completions[d.index]
-                    row.emit("delta", d.text, d.finish_reason)
+                    row.deliver(d.text, d.finish_reason)
                 self._sweep(bs, live)
                 if all(r.finished for r in live):
                     break
         except Exception as e:
-            log.exception("generation failed for model %s", entry.name)
-            for r in live:
-                if not r.finished:
-                    r.finished = True
-                    r.emit("error", e)
+            unfinished = [r for r in live if not r.finished]
+            if len(live) > 1:
+                log.warning("a batch of %d rows for model %s failed (%s); decoding its %d unfinished rows alone",
+                            len(live), entry.name, type(e).__name__, len(unfinished))
+                again = unfinished
+            else:
+                log.error("generation failed for model %s: %s: %s", entry.name, type(e).__name__,
+                          str(e).splitlines()[0][:200] if str(e) else "")
+                for r in unfinished:
+                    r.fail(e)
         finally:
             if bs is not None:
                 bs.close()
                 self.steps_done += bs.steps
             self.current = None
+        for r in again:
+            r.redone = "" if r.sent else None
+            self._run_batch([r])
 
     @staticmethod
     def _sweep(bs, rows: list[Row]) -> None:
@@ -230,8 +297,16 @@ class Batcher:
             elif now > r.deadline:
                 r.finished = True
                 bs.cancel(i)
-                r.emit("delta", "", "timeout")
+                r.deliver("", "timeout")
 
 
 class BusyError(Exception):
     """The server's queue is full."""
+
+
+class ShuttingDown(Exception):
+    """The server stopped before the row was decoded."""
+
+
+class Diverged(Exception):
+    """A row decoded again did not give the text it had already sent."""

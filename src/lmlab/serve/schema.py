@@ -3,8 +3,10 @@
 Reference: the OpenAI API reference (Completions, Chat Completions, Models). Every field is
 strictly typed (a string is not a number, a bool is not an int, NaN and ±inf are refused) and
 unknown fields are refused by name, so bad input is a 400 that names the field, never a 500.
-Ranges are checked by `GenerationConfig` (temperature ≥ 0, 0 < top_p ≤ 1, ...) and by the
-server's limits (`max_tokens` cap, prompt tokens).
+Ranges are checked by `GenerationConfig` (temperature ≥ 0, 0 < top_p ≤ 1, ...), by what
+sampling in float32 can carry (temperature 0 or in [0.01, 100], repetition_penalty in
+[0.01, 100], top_p not 0 in float32: `routes.generation.check_sampling`) and by the server's
+limits (`max_tokens` cap, prompt tokens within the model's context).
 
 Supported as in OpenAI: ``model``, ``prompt`` (a string or a list of strings), ``messages``,
 ``max_tokens`` (chat: also ``max_completion_tokens``), ``temperature``, ``top_p``, ``stop``,
@@ -12,10 +14,11 @@ Supported as in OpenAI: ``model``, ``prompt`` (a string or a list of strings), `
 Extensions: ``top_k`` and ``repetition_penalty`` (as in vLLM). Refused unless at their neutral
 value: ``logprobs``, ``echo``, ``presence_penalty``, ``frequency_penalty``, ``best_of``, ``suffix``.
 
-Chat: lmlab models have no chat template (they are pretrained on plain text), so the messages
-are rendered as plain lines — ``System: …`` / ``User: …`` / ``Assistant: …`` — followed by
-``Assistant:``, and ``"\\nUser:"`` is added as a stop string. This is a convention, not what the
-model was trained on; fine-tuned chat models would need their own template.
+Chat: the messages are rendered by the model's own chat template (tokenizer/chat_template.jinja
+or tokenizer_config.json, as transformers' ``apply_chat_template``; `lmlab.generate.chat`).
+Models without one (lmlab's, pretrained on plain text) get plain lines — ``System: …`` /
+``User: …`` / ``Assistant: …`` — followed by ``Assistant:``, with ``"\\nUser:"`` as a stop
+string; the response's extra field ``lmlab_chat_template`` says which ("model" | "plain").
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from lmlab.generate.chat import PLAIN_STOP, plain_prompt
 
 # ints are bounded so that a 400-digit JSON integer is a 400 here, not an OverflowError later
 Int = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
@@ -76,14 +81,12 @@ class ChatRequest(SamplingParams):
     max_completion_tokens: Int | None = None
 
 
-ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
-CHAT_STOP = "\nUser:"
+CHAT_STOP = PLAIN_STOP
 
 
 def chat_prompt(messages: list[Message]) -> str:
-    """Plain-text rendering of a conversation (see the module docstring)."""
-    lines = [f"{ROLE_NAMES[m.role]}: {m.content}" for m in messages]
-    return "\n".join(lines) + "\nAssistant:"
+    """The plain rendering of a conversation, for models without a chat template (see the module docstring)."""
+    return plain_prompt([m.model_dump(exclude_none=True) for m in messages])
 
 
 # -- task endpoints ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ DEVICES: dict[str, dict[str, float]] = {
     "t4": {"fp16": 65e12, "fp32": 8.1e12},
 }
 # The fallback when a model is too wide to profile: bf16 steps of 10–30 M-parameter models reached
-# ~0.55 of a timed bf16 GEMM on this project's 2-core CPU (benchmarks/bench_cost.py, first session),
+# ~0.55 of a timed bf16 GEMM on the 2-core AVX-512 CPU of BENCHMARKS.md (benchmarks/bench_cost.py),
 # plus ~20 ms per step of fixed work. The fp32 figure is an assumption.
 CPU_MFU = {"bf16": 0.55, "fp32": 0.45}
 CPU_STEP_OVERHEAD_S = 0.02
@@ -94,10 +94,11 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
 
     import torch
 
+    from lmlab import machine
     from lmlab.model import Transformer
     from lmlab.train.optim import OptimConfig, build_optimizer
 
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(machine.detect().device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if cfg.arch == "encoder-decoder" and cfg.decoder_layers != cfg.n_layers:
         return None
@@ -185,10 +186,11 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
     if device == "measure":
         import torch
 
+        from lmlab import machine
         from lmlab.train.loop import measure_peak_flops
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(machine.detect().device)
         peak = measure_peak_flops(dev, dtype)
         default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.45)
         overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S

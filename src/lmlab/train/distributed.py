@@ -19,6 +19,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from lmlab import machine
+
 
 @dataclass
 class Context:
@@ -38,7 +40,7 @@ class Context:
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        requested = machine.detect().device
     if requested == "cuda":
         return torch.device("cuda", local_rank)
     return torch.device(requested)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 
+from lmlab import machine
 from lmlab.config import check
 from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
@@ -89,22 +90,12 @@ class TrainConfig:
               "early stopping needs train.select_metric (e.g. val_loss or a task metric)")
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    return machine.detect().precision(device)
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) -> float:

@@ -9,8 +9,10 @@ Muon (Jordan et al. 2024; `optim.name: muon`) replaces each hidden weight matrix
 orthogonalised momentum, msign(M) ≈ UVᵀ for M = USVᵀ (Newton–Schulz iterations), scaled by
 0.2·√max(out, in) so that its RMS matches AdamW's and one learning rate serves both (Liu et al.
 2025, "Muon is scalable"). Embeddings, biases, norm gains and output heads keep AdamW. The update
-is `torch.optim.Muon`'s; `MuonAdamW` only presents the two as one optimizer, so that the schedule,
-gradient clipping, the grad scaler and checkpoints see one set of parameter groups and one state.
+is `torch.optim.Muon`'s, computed by `lmlab.train.muon` (batched over matrices of one shape, in the
+dtype the machine multiplies fastest); `MuonAdamW` only presents the two as one optimizer, so that
+the schedule, gradient clipping, the grad scaler and checkpoints see one set of parameter groups
+and one state.
 
 Schedules, for step s (0-based) with warmup W, total S (train.max_steps, or optim.decay_steps: a
 run may stop before its schedule ends, as at a checkpoint of a longer run), peak η, floor η_min:
@@ -30,6 +32,7 @@ from typing import Literal
 import torch
 
 from lmlab.config import check
+from lmlab.train.muon import Muon
 
 
 @dataclass
@@ -87,8 +90,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float, muon: bool = False
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """`torch.optim.Muon` on the groups marked "muon", `torch.optim.AdamW` on the others, as one
-    optimizer: both hold the very group dicts and the state of this one."""
+    """Muon (`lmlab.train.muon`) on the groups marked "muon", `torch.optim.AdamW` on the others, as
+    one optimizer: both hold the very group dicts and the state of this one."""
 
     def __init__(self, groups: list[dict], *, lr: float, betas: tuple[float, float], eps: float,
                  momentum: float, ns_steps: int, fused: bool | None):
@@ -97,9 +100,8 @@ class MuonAdamW(torch.optim.Optimizer):
             g.setdefault("muon", False)
         super().__init__(groups, {"lr": lr})
         placeholder = [{"params": [torch.zeros(1, 1)]}]  # a part with no groups is built on this, then emptied by _link
-        self._muon = torch.optim.Muon([g for g in self.param_groups if g["muon"]] or placeholder, lr=lr,
-                                      momentum=momentum, nesterov=True, ns_steps=ns_steps,
-                                      adjust_lr_fn="match_rms_adamw")
+        self._muon = Muon([g for g in self.param_groups if g["muon"]] or placeholder, lr=lr,
+                          momentum=momentum, nesterov=True, ns_steps=ns_steps, adjust_lr_fn="match_rms_adamw")
         self._adamw = torch.optim.AdamW([g for g in self.param_groups if not g["muon"]] or placeholder,
                                         lr=lr, betas=betas, eps=eps, fused=fused)
         self._link()

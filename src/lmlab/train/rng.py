@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmlab import machine
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -27,7 +29,7 @@ def capture() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     meta = {"python": [version, list(state), gauss],
             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
     tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if machine.detect().cuda_devices:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     return meta, tensors
@@ -39,7 +41,7 @@ def restore(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     name, keys, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available():
+    if machine.detect().cuda_devices:
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if states:
             torch.cuda.set_rng_state_all(states)

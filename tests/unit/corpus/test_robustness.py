@@ -1,4 +1,4 @@
-"""Reliability E1/E3: random bytes never crash the decoder; a huge line costs no memory."""
+"""Random bytes never crash the decoder; a huge line costs no memory."""
 
 import subprocess
 import sys
@@ -42,7 +42,7 @@ def _bad_bytes(raw: bytes) -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for the peak RSS")
 def test_512mib_line_is_skipped_in_flat_memory(tmp_path):
-    """E3: a 512 MiB file with no newline; the reader's peak RSS stays under 256 MiB."""
+    """A 512 MiB file with no newline; the reader's peak RSS stays under 256 MiB."""
     p = tmp_path / "huge.txt"
     with open(p, "wb") as f:
         f.write(b"first line\n")

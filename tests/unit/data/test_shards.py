@@ -51,7 +51,7 @@ def test_round_trip_documents_and_separators(corpus_and_tok, tmp_path):
 
 
 def test_large_vocab_uses_uint32_and_forcing_uint16_is_refused(tmp_path):
-    # E5: a char vocabulary of 70,304 CJK code points (> 65,536) + specials
+    # a char vocabulary of 70,304 CJK code points (> 65,536) + specials
     chars = [chr(c) for r in ((0x4E00, 0xA000), (0x3400, 0x4DC0), (0x20000, 0x2A6E0)) for c in range(*r)]
     text = tmp_path / "chars.txt"
     text.write_text("\n".join("".join(chars[i:i + 500]) for i in range(0, len(chars), 500)) + "\n", encoding="utf-8")
@@ -140,7 +140,7 @@ def test_missing_split_is_named(corpus_and_tok, tmp_path):
 
 
 def test_corrupt_corpus_line_fails_or_is_skipped_and_counted(corpus_and_tok, tmp_path):
-    """E4: a damaged JSONL record — `fail` names file:line, `skip` counts exactly the injected ones."""
+    """A damaged JSONL record — `fail` names file:line, `skip` counts exactly the injected ones."""
     import shutil as sh
 
     root = corpus_and_tok

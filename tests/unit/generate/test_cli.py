@@ -1,7 +1,9 @@
 """`lmlab generate MODEL_DIR --prompt TEXT`: streams to stdout, summary on stderr, clear errors."""
 
 import pytest
+import torch
 
+from lmlab import machine
 from lmlab.cli import main
 from lmlab.model import save_model
 
@@ -21,10 +23,21 @@ def test_generate_streams_the_completion(model_dir, capsys):
     assert main(["generate", str(model_dir), "--prompt", "我们喜欢", "--max-new-tokens", "6",
                  "--temperature", "0"]) == 0
     out, err = capsys.readouterr()
-    model, tok = load_for_generation(model_dir)
+    model, tok = load_for_generation(model_dir, dtype="auto")  # the CLI's default
     expect = generate(model, tok, "我们喜欢", max_new_tokens=6, temperature=0)
     assert out == "我们喜欢" + expect.text + "\n"
     assert f"finish_reason={expect.finish_reason} tokens={expect.completion_tokens}" in err
+
+
+@pytest.mark.parametrize("kind, dtype", [("avx2", torch.float32), ("avx512", torch.float32),
+                                         ("avx512_bf16", torch.bfloat16)])
+def test_dtype_auto_is_the_machines_choice(model_dir, kind, dtype):
+    from lmlab.generate import load_for_generation
+
+    with machine.force(kind):
+        model, _ = load_for_generation(model_dir, dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert {p.dtype for p in load_for_generation(model_dir)[0].parameters()} == {torch.float32}  # as stored
 
 
 def test_seeded_sampling_is_reproducible_from_the_cli(model_dir, capsys):

@@ -1,4 +1,5 @@
-"""Attention written as the formula vs torch's own SDPA and nn.MultiheadAttention (I1, D6, D7)."""
+"""Attention written as the formula vs torch's own SDPA and nn.MultiheadAttention; fully masked rows and
+large logits stay finite."""
 
 import math
 

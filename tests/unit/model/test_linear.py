@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmlab import machine
 from lmlab.model.linear import FEW_ROWS, Linear, PackedWeights, linear
 
 
@@ -49,9 +50,9 @@ def test_module_keeps_nn_linear_state_dict():
     assert set(m.state_dict()) == {"weight", "bias"}
 
 
-needs_bf16_kernel = pytest.mark.skipif(torch.bfloat16 not in PackedWeights.dtypes,
+needs_bf16_kernel = pytest.mark.skipif(torch.bfloat16 not in machine.detect().packed_dtypes,
                                        reason="no native bf16 oneDNN on this CPU")
-needs_packing = pytest.mark.skipif(not PackedWeights.dtypes, reason="this torch has no oneDNN packed linear")
+needs_packing = pytest.mark.skipif(not machine.detect().packed_dtypes, reason="this torch has no oneDNN packed linear")
 
 
 @needs_bf16_kernel
@@ -115,3 +116,17 @@ def test_a_weight_onednn_refuses_keeps_f_linear(monkeypatch):
         again = linear(x, w)  # remembered as unpackable: not retried
     assert torch.allclose(got, F.linear(x, w), atol=1e-5) and torch.equal(got, again)
     assert pack._packed[id(w)][1] is None
+
+
+@needs_packing
+def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
+    """On an AVX2 (or AVX-512 without bf16) CPU oneDNN would emulate bf16: those weights keep
+    F.linear, float32 ones are still packed."""
+    w16, x16 = torch.randn(99, 36).bfloat16(), torch.randn(3, 36).bfloat16()
+    w32, x32 = torch.randn(99, 36), torch.randn(3, 36)
+    for kind in ("avx2", "avx512"):
+        pack = PackedWeights()
+        with machine.force(kind), torch.no_grad(), pack:
+            assert torch.equal(linear(x16, w16), F.linear(x16, w16))
+            linear(x32, w32)
+        assert pack._packed[id(w16)][1] is None and pack._packed[id(w32)][1] is not None

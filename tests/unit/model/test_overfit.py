@@ -1,4 +1,4 @@
-"""Every head and objective can drive the loss of one batch to ~0 (I7)."""
+"""Every head and objective can drive the loss of one batch to ~0."""
 
 import pytest
 import torch

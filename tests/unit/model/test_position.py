@@ -1,4 +1,4 @@
-"""Positional encodings against their closed forms (I4)."""
+"""Positional encodings against their closed forms."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Model directories: round trip, corruption (A3-style), config/weights mismatch naming the field."""
+"""Model directories: round trip, truncated or bit-flipped files refused, config/weights mismatch naming the field."""
 
 import json
 import random

@@ -1,4 +1,4 @@
-"""Whole-model invariants: causality (I2), KV cache = recomputation (I3), formula = fused,
+"""Whole-model invariants: causality, KV cache = recomputation, formula = fused,
 padding invariance, parameter counts in closed form, config validation."""
 
 import pytest
@@ -12,7 +12,15 @@ V = 99
 FAMILIES = ["bert", "gpt2", "llama", "transformer"]
 
 
+# Llama with every switch of the Qwen and Llama 3 checkpoints on: head width 10 ≠ 36 / 3,
+# biases on q, k, v only, QK-norm, rope scaling.
+QWEN_LIKE = dict(n_kv_heads=1, head_dim=10, qkv_bias=True, qk_norm=True, rope_scaling="llama3",
+                 rope_original_max_seq_len=32, rope_high_freq_factor=8.0)
+
+
 def tiny(family: str, **kw) -> Transformer:
+    if family == "qwen-like":
+        family, kw = "llama", {**QWEN_LIKE, **kw}
     cfg = preset(f"{family}-tiny", vocab_size=V, d_model=36, n_heads=3, n_layers=2, d_ff=44,
                  max_seq_len=64, dropout=0.0, attn_dropout=0.0, **kw)
     return Transformer(cfg).eval()
@@ -24,7 +32,7 @@ def run(model, ids, dec=None, **kw):
     return model(ids, **kw)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "transformer"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen-like", "transformer"])
 def test_causality_future_tokens_do_not_change_the_past(family, figure):
     model = tiny(family)
     ids = torch.randint(0, V, (3, 7))
@@ -38,7 +46,7 @@ def test_causality_future_tokens_do_not_change_the_past(family, figure):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "transformer"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen-like", "transformer"])
 def test_kv_cache_equals_full_recomputation(family, figure):
     kw = {"n_kv_heads": 1} if family == "llama" else {}
     model = tiny(family, **kw)
@@ -90,7 +98,7 @@ def test_bf16_model_keeps_a_float32_cache_on_cpu(family, figure):
     assert diff <= 0.05 * scale
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, "qwen-like"])
 def test_formula_path_equals_fused_path_with_grads(family):
     fused = tiny(family).double()
     formula = tiny(family, attention_impl="formula").double()
@@ -176,6 +184,10 @@ def test_bert_base_matches_published_size():
     (dict(arch="encoder", head="clm"), "head"),
     (dict(dropout=1.5), "dropout"),
     (dict(vocab_size=0), "vocab_size"),
+    (dict(head_dim=0), "head_dim"),
+    (dict(position="rope", head_dim=7), "head_dim"),
+    (dict(position="learned", rope_scaling="llama3"), "rope_scaling"),
+    (dict(position="rope", rope_scaling="llama3", rope_low_freq_factor=4.0), "rope_low_freq_factor"),
 ])
 def test_invalid_configs_name_the_field(bad, field):
     with pytest.raises(ConfigError, match=field):

@@ -54,16 +54,17 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(registry, **limits):
-    """A uvicorn server on 127.0.0.1:<free port> for `registry`; yields (base_url, app)."""
+    """A uvicorn server on 127.0.0.1:<free port> for `registry`, configured as `lmlab serve` does;
+    yields (base_url, app)."""
     import uvicorn
 
-    from lmlab.serve.app import create_app
+    from lmlab.serve.app import create_app, server_config
     from lmlab.serve.limits import ServeConfig
 
-    port = free_port()
-    app = create_app(registry, ServeConfig(port=port, **limits))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+    config = ServeConfig(port=free_port(), **limits)
+    app = create_app(registry, config)
+    server = uvicorn.Server(server_config(app, config, log_level="warning"))  # as `lmlab serve` runs it
+    port = config.port
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

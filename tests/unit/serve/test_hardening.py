@@ -71,7 +71,8 @@ def test_body_cap_413(server):
     def chunks():  # no Content-Length: the server counts
         yield json.dumps(big).encode()
 
-    r = httpx.post(f"{url}/v1/completions", headers=AUTH, content=chunks(), timeout=30)
+    r = httpx.post(f"{url}/v1/completions", headers={**AUTH, "Content-Type": "application/json"}, content=chunks(),
+                   timeout=30)
     assert r.status_code == 413
 
 
@@ -115,7 +116,7 @@ def test_bad_parameters_are_4xx(server, field, value):
 def test_malformed_bodies_are_400(server, body):
     url, _ = server
     for path in ("/v1/completions", "/v1/chat/completions", "/v1/attention", "/v1/classify"):
-        r = httpx.post(f"{url}{path}", headers=AUTH, content=body, timeout=30)
+        r = httpx.post(f"{url}{path}", headers={**AUTH, "Content-Type": "application/json"}, content=body, timeout=30)
         assert r.status_code == 400, (path, body, r.status_code, r.text)
 
 

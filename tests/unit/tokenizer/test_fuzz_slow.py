@@ -1,4 +1,5 @@
-"""E7 at full size [slow]: 50,000 random strings through bpe (exact) and char (exact on its alphabet)."""
+"""Tokenizer round trip at full size [slow]: 50,000 random strings through bpe (exact) and char
+(exact on its alphabet)."""
 
 import random
 

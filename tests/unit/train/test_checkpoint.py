@@ -1,4 +1,4 @@
-"""Checkpoint discovery ignores junk (A8), retention (A5), corruption is refused (A3)."""
+"""Checkpoint discovery ignores junk, retention keeps the newest, corruption is refused."""
 
 import os
 import random

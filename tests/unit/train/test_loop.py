@@ -1,5 +1,5 @@
-"""The training loop: exact resume (B2, B5), token-weighted accumulation, non-finite policy
-(D1, D2, D5), run lock (A6), architecture guard on resume (B7), learning."""
+"""The training loop: exact resume (bitwise, dropout included), token-weighted accumulation,
+non-finite policy (stop, skip, consecutive failures), run lock, architecture guard on resume, learning."""
 
 import pytest
 import torch
