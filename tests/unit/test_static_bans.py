@@ -42,8 +42,8 @@ def test_no_banned_calls_in_lmlab(figure):
     figure(files=len(list(SRC.rglob("*.py"))), occurrences=sum(map(len, hits.values())))
     assert not hits, hits
     # the scan finds what it is meant to find
-    probe = ast.parse("import torch, pickle\ntorch.load(f)\npickle.loads(b)\neval('1')\n"
-                      "run(x, shell=True)\nfrom_pretrained(d, trust_remote_code=True)\ndef serve(host='0.0.0.0'): pass\n")
+    probe = ast.parse("import torch, pickle\ntorch.load(f)\npickle.loads(b)\neval('1')\nrun(x, shell=True)\n"
+                      "from_pretrained(d, trust_remote_code=True)\ndef serve(host='0.0.0.0'): pass\n")
     assert len(banned(probe)) == 6
 
 
