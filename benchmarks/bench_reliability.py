@@ -1316,8 +1316,9 @@ def fuzz_server(url: str, proc: subprocess.Popen, log: Path, n: int) -> list[dic
                 "bodies in reports/reliability-f6-5xx.json)",
                 five_xx=n5, p99_reject_ms=p99, statuses=statuses)]
     drift = (rss1 - rss0) / max(rss0, 1)
-    rows.append(row("F12", valid_total, valid_bad,
-                    f"valid requests not answered 200: {valid_bad}/{valid_total}; server RSS {rss0 / 1024:.0f} → "
+    rows.append(row("F12", valid_total, valid_bad + (drift > 0.05),
+                    f"valid requests not answered 200: {valid_bad}/{valid_total}; RSS drift over 5 %: "
+                    f"{'yes' if drift > 0.05 else 'no'}; server RSS {rss0 / 1024:.0f} → "
                     f"{rss1 / 1024:.0f} MiB ({drift:+.1%}) over {n} requests ({elapsed:.0f} s, not 30 minutes)",
                     "campaign F6 (the fuzz run as a short soak)", rss_drift=drift))
     return rows
