@@ -34,6 +34,32 @@ def figure(request):
     return record
 
 
+@pytest.fixture
+def another_run():
+    """another_run(directory): a context in which a second process holds `directory`'s run lock,
+    as a concurrent `lmlab` run would (the lock is re-entrant within one process)."""
+    import contextlib
+    import subprocess
+    import sys
+
+    code = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); "
+            "print('held', flush=True); sys.stdin.read()")
+
+    @contextlib.contextmanager
+    def hold(directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", code, str(directory / ".lock")],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            yield proc.pid
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+    return hold
+
+
 def pytest_sessionfinish(session, exitstatus):
     if not _FIGURES:
         return

@@ -4,26 +4,29 @@ Every stage writes a directory. It is built under a temporary sibling name
 (``.NAME.tmp-PID-XXXX``) and becomes visible under its real name only after every file and
 the ``manifest.json`` (sha256 and size of each file, format version, library versions) are
 written and fsynced: a directory with a manifest is complete, one without is not an artifact.
-Readers verify hashes and raise `ArtifactCorrupt` naming the file. Weights are safetensors,
-configs JSON or YAML; nothing here can unpickle.
+Readers verify hashes and raise `ArtifactCorrupt` naming the file; a manifest entry that
+leaves the directory (an absolute path, ``..``, a symlink out) or names anything but a regular
+file is refused before it is opened. Weights are safetensors, configs JSON or YAML; nothing here
+can unpickle.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
 import platform
 import secrets
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
 from lmlab.config import dump_config
-from lmlab.errors import ArtifactCorrupt, ArtifactError
+from lmlab.errors import ArtifactCorrupt, ArtifactError, DiskFull
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -48,6 +51,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def no_space(e: BaseException) -> bool:
+    """Whether `e` reports a full device or an exhausted quota (safetensors, written in Rust,
+    reports it in its message)."""
+    if isinstance(e, DiskFull):
+        return True
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(e)
+    return f"(os error {errno.ENOSPC})" in text or f"(os error {errno.EDQUOT})" in text
+
+
+def _disk_full(what: Path, left: str, e: BaseException) -> DiskFull:
+    quota = isinstance(e, OSError) and e.errno == errno.EDQUOT or f"(os error {errno.EDQUOT})" in str(e)
+    return DiskFull(f"{what}: no space left on the device{' (disk quota exceeded)' if quota else ''}; {left}. "
+                    "Free some space there "
+                    "(a training run keeps fewer checkpoints with a lower --train.keep_last) and run the "
+                    "command again: a training run resumes from its last checkpoint")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a single file atomically: temp file in the same directory, fsync, rename."""
     path = Path(path)
@@ -58,6 +80,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if no_space(e):
+            raise _disk_full(path, "the file is as it was before", e) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -126,12 +152,21 @@ class ArtifactWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            if no_space(exc):
+                raise self._disk_full(exc) from exc
             return
         try:
             self._commit()
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(self.path, ignore_errors=True)
+            if no_space(e):
+                raise self._disk_full(e) from e
             raise
+
+    def _disk_full(self, e: BaseException) -> DiskFull:
+        left = (f"{self.out_dir} is as it was before" if self.out_dir.exists()
+                else "nothing was written")
+        return _disk_full(self.out_dir, f"{left}, no partial copy is left", e)
 
     def _commit(self) -> None:
         if self.config is not None and not (self.path / "config.yaml").exists():
@@ -155,14 +190,49 @@ class ArtifactWriter:
         with open(self.path / MANIFEST, "rb") as f:
             os.fsync(f.fileno())
         _fsync_dir(self.path)
+        # A directory cannot be renamed over a non-empty one: the old copy steps aside first. A
+        # kill between the two renames leaves both complete under dot-names; `recover` puts one back.
         old = None
         if self.out_dir.exists():
             old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             os.replace(self.out_dir, old)
-        os.replace(self.path, self.out_dir)
-        _fsync_dir(self.out_dir.parent)
+        try:
+            os.replace(self.path, self.out_dir)
+        except BaseException:
+            if old is not None:
+                os.replace(old, self.out_dir)
+            raise
+        try:  # committed: the rename is visible; a failed directory fsync only weakens durability
+            _fsync_dir(self.out_dir.parent)
+        except OSError:
+            pass
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(out_dir: str | Path) -> bool:
+    """Put back `out_dir` when a replacement was cut short between its two renames (see
+    `ArtifactWriter`): the new copy if its manifest verifies, else the old one; other leftovers
+    of `out_dir` are removed. Only for a caller that holds the directory's lock (a run's)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        return False
+    leftovers = sorted(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) + \
+        sorted(out_dir.parent.glob(f".{out_dir.name}.old-*"))
+    restored = False
+    for path in leftovers:
+        if not restored:
+            try:
+                verify(path)
+            except ArtifactError:
+                pass
+            else:
+                os.replace(path, out_dir)
+                _fsync_dir(out_dir.parent)
+                restored = True
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+    return restored
 
 
 def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -175,7 +245,7 @@ def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, A
             "(an interrupted write, or a directory made by another tool)"
         )
     manifest = read_json(directory / MANIFEST)
-    if not isinstance(manifest, dict) or "files" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise ArtifactCorrupt(f"{directory / MANIFEST}: malformed manifest")
     if kind is not None and manifest.get("kind") != kind:
         raise ArtifactError(f"{directory}: holds a {manifest.get('kind')!r} artifact, expected {kind!r}")
@@ -187,6 +257,21 @@ def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, A
     return manifest
 
 
+def inside(directory: str | Path, rel: str) -> Path | None:
+    """``directory/rel`` when `rel` stays inside `directory`: relative, no ``..`` component, and
+    not leaving it through a symlink (one to a file inside is fine); else None."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts:
+        return None
+    path = Path(directory) / pure
+    try:
+        if not path.resolve().is_relative_to(Path(directory).resolve()):
+            return None
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return path
+
+
 def verify(directory: str | Path, kind: str | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Check the manifest's hashes (of `only` files, or all); return the manifest."""
     directory = Path(directory)
@@ -194,10 +279,16 @@ def verify(directory: str | Path, kind: str | None = None, only: list[str] | Non
     for rel, meta in manifest["files"].items():
         if only is not None and rel not in only:
             continue
-        p = directory / rel
+        p = inside(directory, rel) if isinstance(rel, str) else None
+        if p is None:  # e.g. "/dev/zero": reading it would never end
+            raise ArtifactCorrupt(f"{directory / MANIFEST}: entry {rel!r} points outside {directory}; an "
+                                  "artifact lists only its own files: rewrite it with the command that made it")
         if not p.exists():
             raise ArtifactCorrupt(f"{p}: listed in the manifest but missing")
-        if p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+        if not p.is_file():  # a pipe blocks its reader, a device may never end
+            raise ArtifactCorrupt(f"{directory / MANIFEST}: entry {rel!r} is not a regular file; rewrite the "
+                                  "artifact with the command that made it")
+        if not isinstance(meta, dict) or p.stat().st_size != meta.get("bytes") or sha256_file(p) != meta.get("sha256"):
             raise ArtifactCorrupt(f"{p}: contents differ from the manifest (truncated or modified)")
     return manifest
 
@@ -206,7 +297,12 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
                  metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    try:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    except Exception as e:
+        if no_space(e):
+            raise _disk_full(Path(path), "the file is incomplete", e) from None
+        raise
     # safetensors writes through a private temporary file (mode 0600); give the weights the mode
     # any other file of the directory gets, so that a model shared with a group stays readable
     umask = os.umask(0)

@@ -3,8 +3,8 @@
 Each row names the function by import path (imported only when its command runs, so that
 ``lmlab --help`` is instant), its help line and its arguments. Unrecognised
 ``--section.field=value`` (and top-level ``--field=value``) arguments are passed as config
-overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``
-with exit status 2, never as a traceback.
+overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``,
+never as a traceback, with the exit status of its class (`lmlab.errors`).
 """
 
 from __future__ import annotations
@@ -238,6 +238,11 @@ COMMANDS: list[Command] = [
     Command("hf export", "lmlab.hf.convert:export_hf",
             "write an lmlab model directory in the Hugging Face layout (from_pretrained loads it)",
             [arg("model_dir"), arg("out_dir"), OVERWRITE]),
+    Command("config show", "lmlab.config_reference:show_config",
+            "every config field: its type, default and meaning (docs/config.md is this with --markdown)",
+            [arg("section", nargs="?", default=None, help="a section (model, train, optim, task, ...) or a field "
+                 "(optim.lr); none: all"),
+             arg("--markdown", action="store_true", help="a Markdown page instead of text")]),
 ]
 
 
@@ -253,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Each command reads and writes a directory of artifacts.",
     )
     from lmlab import __version__
+    from lmlab.config_reference import sections_of
 
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -268,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                 stages[stage] = top.add_parser(stage, help=f"{stage} commands")
                 groups[stage] = stages[stage].add_subparsers(dest="action", metavar="<action>", required=True)
             sub = groups[stage].add_parser(action, help=cmd.help, description=cmd.help)
+        sections = [s.name for s in sections_of(cmd.name)]
+        if sections:
+            sub.epilog = (f"config fields: --SECTION.FIELD=VALUE, --FIELD=VALUE at the top level (or in a recipe); "
+                          f"`lmlab config show {'|'.join(sections)}` lists them")
         for flags, kwargs in cmd.args:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(_target=cmd.target)
@@ -305,13 +315,22 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except LmlabError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`lmlab ... | head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush at exit
         return 1
+    except OSError as e:  # a full device met outside the artifact writers (metrics.jsonl, a plot)
+        from lmlab.artifacts import no_space
+        from lmlab.errors import DiskFull
+
+        if not no_space(e):
+            raise
+        print(f"error: {e.filename or 'a write'}: no space left on the device; free some space there and run "
+              "the command again (a training run resumes from its last checkpoint)", file=sys.stderr)
+        return DiskFull.exit_code
     return 0
 
 

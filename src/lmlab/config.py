@@ -4,7 +4,10 @@ Defaults and the meaning of each field live in the dataclass next to what it con
 recipes hold overrides only. Loading is strict: an unknown key is an error that lists the
 valid ones, a value of the wrong type is an error naming the dotted field, and each
 dataclass's ``__post_init__`` validates ranges. The resolved config is dumped with every
-artifact (`dump_config`) so that a run can be reproduced from its output directory alone.
+artifact (`dump_config`) so that a run can be reproduced from its output directory alone:
+what a stage records beyond its configuration (the stage, its data, the model it resolved to)
+sits in a ``run:`` section, which `read_yaml` drops, so that ``--config OUT/model/config.yaml``
+reruns the run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import yaml
 from lmlab.errors import ConfigError
 
 T = TypeVar("T")
+RUN_RECORD = "run"  # the section of a written config.yaml that records the run rather than configures it
+
+
+def run_record(config: dict[str, Any], **record: Any) -> dict[str, Any]:
+    """A resolved config to write with an artifact: `config` + ``run: {stage, ...}``."""
+    return {**config, RUN_RECORD: record}
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
@@ -166,6 +175,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    record = data.get(RUN_RECORD)
+    if isinstance(record, dict) and "stage" in record:  # a config.yaml that lmlab wrote: its record is not config
+        data.pop(RUN_RECORD)
     return data
 
 

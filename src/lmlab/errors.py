@@ -1,9 +1,14 @@
 """Typed errors. Every error a user can cause derives from `LmlabError`; the CLI prints its
-message (which names the file, line or field and what to do) instead of a traceback."""
+message (which names the file, line or field and what to do) instead of a traceback, and exits
+with the class's `exit_code` (the README's "Exit status" line lists them): 2 for bad input or
+configuration, 3 when training diverged (`lmlab.train.guard.TrainingDiverged`), 4 when the
+device is full (`DiskFull`)."""
 
 
 class LmlabError(Exception):
     """Base class: a problem with the user's input or environment, not a bug in lmlab."""
+
+    exit_code = 2
 
 
 class ConfigError(LmlabError, ValueError):
@@ -20,6 +25,13 @@ class ArtifactCorrupt(ArtifactError):
 
 class CheckpointMismatch(ArtifactError):
     """Stored weights or config disagree with the model they are loaded into."""
+
+
+class DiskFull(LmlabError, OSError):
+    """No space (or quota) left while writing; the message names what was being written and
+    what was left as it was."""
+
+    exit_code = 4
 
 
 class UnsafeFormat(LmlabError):

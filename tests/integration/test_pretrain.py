@@ -201,3 +201,46 @@ def test_activation_checkpointing_recomputes_both_stacks_to_the_same_losses(tmp_
     model = load_model(tmp_path / "plain" / "model")
     layers = transformer_layers(model)  # what the option wraps: both stacks, in order
     assert layers == [*model.encoder.layers, *model.decoder.layers] and len(layers) == 4
+
+
+def test_a_diverging_run_exits_with_the_divergence_code(tmp_path, capsys):
+    """`lmlab pretrain` whose loss turns non-finite stops with TrainingDiverged's exit status (3),
+    which a scheduler can tell apart from a bad option (2)."""
+    from lmlab.cli import main
+    from lmlab.train.guard import TrainingDiverged
+
+    code = main(["pretrain", "--out", str(tmp_path), f"--data.inputs=[{FIXTURE}]", "--data.dataset=null",
+                 "--data.tokenizer_kind=char", "--data.vocab_size=64", "--data.block_size=16",
+                 "--train.max_steps=6", *TINY, "--optim.lr=1e30", "--optim.grad_clip=0"])
+    err = capsys.readouterr().err
+    assert code == TrainingDiverged.exit_code == 3, err
+    assert err.startswith("error: step") and "non-finite" in err and "Traceback" not in err
+
+
+def test_a_second_run_in_the_same_directory_writes_nothing_before_it_is_refused(tmp_path, another_run):
+    """The run lock is taken before OUT/data is built: a second `lmlab pretrain --out` on a
+    directory in use must not rebuild (or half-write) the data the first one is reading."""
+    from lmlab.errors import ArtifactError
+
+    with another_run(tmp_path):
+        with pytest.raises(ArtifactError, match="another run"):
+            pretrain(None, str(tmp_path), [f"--data.inputs=[{FIXTURE}]", "--data.dataset=null",
+                                           "--data.tokenizer_kind=char", "--data.vocab_size=64",
+                                           "--train.max_steps=1", *TINY])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_data_built_with_other_options_is_refused_by_field(tmp_path):
+    """OUT/data built with data.vocab_size=120 is not silently reused for vocab_size=100: the
+    message names the field, both values and the ways out; the same options reuse it."""
+    from lmlab.errors import ConfigError
+
+    args = [f"--data.inputs=[{FIXTURE}]", "--data.dataset=null", "--data.tokenizer_kind=bpe",
+            "--data.block_size=16", "--train.max_steps=2", *TINY]
+    pretrain(None, str(tmp_path), [*args, "--data.vocab_size=120"])
+    tokenizer = (tmp_path / "data" / "tokenizer" / "tokenizer.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"data.vocab_size: 120 .* 100 now") as e:
+        pretrain(None, str(tmp_path), [*args, "--data.vocab_size=100", "--train.max_steps=3"])
+    assert f"delete {tmp_path / 'data'}" in str(e.value) and "another --out" in str(e.value)
+    assert (tmp_path / "data" / "tokenizer" / "tokenizer.json").read_bytes() == tokenizer
+    assert pretrain(None, str(tmp_path), [*args, "--data.vocab_size=120", "--train.max_steps=3"])["steps"] == 3

@@ -207,7 +207,7 @@ def test_bert_tokenizer_and_model_load_from_an_exported_directory(tmp_path):
 def test_question_match_qa_model_exports_with_three_segments(tmp_path):
     """QA's question_match grows the segment table to 3 rows: BertForQuestionAnswering loads the
     export and agrees on inputs that use segment 2."""
-    from lmlab.tasks.task import model_from_init
+    from lmlab.model.pretrained import model_from_init
 
     save_model(Transformer(preset("bert-tiny", vocab_size=V, d_model=36, n_heads=3, n_layers=2, d_ff=44,
                                   max_seq_len=32, head="span", pooler=False, dropout=0.0, attn_dropout=0.0)),

@@ -57,3 +57,39 @@ def test_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # before the child has imported torch, let alone printed
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err, err
+
+
+def test_each_error_exits_with_its_own_code_as_the_readme_says(capsys, monkeypatch):
+    """The README's exit-status line and the error classes agree; main() returns the class's code."""
+    import re
+    from pathlib import Path
+
+    import lmlab.cli as cli
+    from lmlab.errors import ConfigError, DiskFull, LmlabError
+    from lmlab.train.guard import TrainingDiverged
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    line = readme[readme.index("\nExit status:"):].split("\n\n")[0]
+    documented = {int(n) for n in re.findall(r"(\d+) [a-z]", line)}
+    codes = {LmlabError.exit_code, ConfigError.exit_code, TrainingDiverged.exit_code, DiskFull.exit_code}
+    assert codes <= documented and len({TrainingDiverged.exit_code, DiskFull.exit_code, LmlabError.exit_code}) == 3
+    for error in (ConfigError("x"), TrainingDiverged("y"), DiskFull("z")):
+        def fail(*a, error=error, **k):
+            raise error
+        monkeypatch.setattr(cli, "_resolve", lambda target, fail=fail: fail)
+        assert main(["model", "info", "gpt2-tiny"]) == type(error).exit_code
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_full_device_anywhere_exits_4_without_a_traceback(capsys, monkeypatch, tmp_path):
+    """A write outside the artifact code (metrics.jsonl, a plot) that meets ENOSPC."""
+    import errno
+
+    import lmlab.cli as cli
+
+    def fail(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+    monkeypatch.setattr(cli, "_resolve", lambda target: fail)
+    assert main(["model", "info", "gpt2-tiny"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'metrics.jsonl'}: no space left") and "Traceback" not in err

@@ -40,7 +40,7 @@ def data_root(root: str | Path | None = None) -> Path:
     env = os.environ.get("LMLAB_DATA")
     if env:
         return Path(env)
-    raise DatasetMissing("no data root: pass --data-root DIR (data_root=...) or set LMLAB_DATA to the folder "
+    raise DatasetMissing("no data root: pass --data-root DIR or set LMLAB_DATA to the folder "
                          "that holds the datasets (e.g. ../shared/data)")
 
 

@@ -52,7 +52,9 @@ def evaluate_lm(model_dir: str | Path, data: str | Path, block_size: int = 0, st
     from lmlab.model import load_model
     from lmlab.tokenizer.tokenizer import Tokenizer
 
-    model_dir, path = Path(model_dir), Path(data)
+    from lmlab.model.pretrained import resolve_model_dir
+
+    model_dir, path = resolve_model_dir(model_dir), Path(data)
     model = load_model(model_dir)
     cfg = model.config
     if cfg.arch != "decoder" or cfg.head != "clm":

@@ -13,10 +13,10 @@ Token level: `DecodeLoop` (sampling, batched, left-padded) and `beam_search`.
 """
 
 from lmlab.generate.beam import Hypothesis, beam_search
+from lmlab.generate.completion import Completion
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.decode import DecodeLoop, TokenEvent
-from lmlab.generate.stream import (BatchStream, Completion, Delta, TextStream, generate, load_for_generation,
-                                   stream, stream_batch)
+from lmlab.generate.stream import BatchStream, Delta, TextStream, generate, load_for_generation, stream, stream_batch
 
 __all__ = ["BatchStream", "Completion", "DecodeLoop", "Delta", "GenerationConfig", "Hypothesis", "TextStream",
            "TokenEvent", "beam_search", "generate", "load_for_generation", "stream", "stream_batch"]

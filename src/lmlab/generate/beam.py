@@ -28,6 +28,7 @@ from typing import Sequence
 
 import torch
 
+from lmlab.generate.completion import Completion, encode_prompt, stop_ids
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.decode import DecodeLoop, Stepper
 from lmlab.generate.sampling import Sampler
@@ -129,15 +130,13 @@ def _search(model, plan: DecodeLoop, n: int, max_new: int, config: GenerationCon
 
 def beam_search_text(model, tokenizer, prompts: list[str], config: GenerationConfig):
     """Beam search from text to `Completion`s (stop token and stop strings handled as in streams)."""
-    from lmlab.generate.stream import Completion, _stop_ids, encode_prompt
-
     ids = [encode_prompt(model, tokenizer, p) for p in prompts]
-    stop_ids = _stop_ids(tokenizer, config)
-    hyps = beam_search(model, ids, config, stop_ids, pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
+    stops = stop_ids(tokenizer, config)
+    hyps = beam_search(model, ids, config, stops, pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size)
     out = []
     for prompt_ids, h in zip(ids, hyps):
         tokens = h.token_ids
-        ended = bool(tokens) and tokens[-1] in stop_ids
+        ended = bool(tokens) and tokens[-1] in stops
         text = tokenizer.decode(tokens[:-1] if ended else tokens, skip_special_tokens=config.skip_special_tokens)
         cuts = [i for i in (text.find(s) for s in config.stop) if i >= 0]
         if cuts:

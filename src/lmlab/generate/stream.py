@@ -31,21 +31,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lmlab.errors import ArtifactError, ConfigError
+from lmlab.generate.beam import beam_search_text
+from lmlab.generate.completion import Completion, encode_prompt, stop_ids
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.decode import DecodeLoop
 from lmlab.generate.stop import StopStrings
-
-
-@dataclass
-class Completion:
-    text: str
-    token_ids: list[int]  # generated ids; a final stop token is included, as in transformers
-    finish_reason: str  # "stop": stop token or stop string; "length": max_new_tokens or context full
-    prompt_tokens: int
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.token_ids)
 
 
 @dataclass
@@ -56,7 +46,8 @@ class Delta:
 
 
 def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any = None):
-    """(model, tokenizer) from an lmlab model directory that holds a ``tokenizer/`` subdirectory.
+    """(model, tokenizer) from an lmlab model directory that holds a ``tokenizer/`` subdirectory
+    (or from a run directory: its ``model/``).
 
     The model directory's manifest covers the tokenizer files (they are hash-checked with the
     weights), so the copy inside it carries no manifest of its own. ``dtype`` ("bfloat16", a
@@ -66,16 +57,17 @@ def load_for_generation(model_dir: str | Path, device: str = "cpu", dtype: Any =
     import torch
 
     from lmlab.model import load_model
-    from lmlab.model.pretrained import require_transformer
+    from lmlab.model.pretrained import require_transformer, resolve_model_dir
     from lmlab.tokenizer.tokenizer import Tokenizer
 
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     tok_dir = model_dir / "tokenizer"
     model = load_model(model_dir, device=device)  # verifies every hash in the manifest
     require_transformer(model.config, str(model_dir), "generation")
-    if not (tok_dir / "lmlab_tokenizer.json").is_file() or not (tok_dir / "tokenizer.json").is_file():
-        raise ArtifactError(f"{model_dir}: no lmlab tokenizer in tokenizer/ (tokenizer.json + lmlab_tokenizer.json); "
-                            "save the model with save_model(..., tokenizer_dir=...) to generate text from it")
+    if not tok_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: has no tokenizer/ to turn text into ids; `lmlab pretrain` and `lmlab "
+                            "finetune` write one, `lmlab hf import` copies the Hugging Face directory's tokenizer "
+                            "files (import it again from a directory that has tokenizer.json)")
     tokenizer = Tokenizer.load(tok_dir, verify_hashes=False)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ArtifactError(f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
@@ -94,28 +86,6 @@ def _config(config: GenerationConfig | None, overrides: dict[str, Any]) -> Gener
     return config.replace(**overrides) if overrides else config
 
 
-def encode_prompt(model, tokenizer, prompt: str, add_special_tokens: bool | None = None) -> list[int]:
-    """Prompt ids: raw ids for a decoder (as pretraining saw them), with the tokenizer's template
-    for an encoder–decoder source; an empty decoder prompt starts from the document separator."""
-    if not isinstance(prompt, str):
-        raise ConfigError(f"prompt: must be a string, got {type(prompt).__name__}")
-    seq2seq = model.config.arch == "encoder-decoder"
-    special = seq2seq if add_special_tokens is None else add_special_tokens
-    ids = tokenizer.encode(prompt, add_special_tokens=special)
-    if not ids and not seq2seq:
-        sep = tokenizer.document_separator_id
-        if sep is None:
-            raise ConfigError("prompt: is empty and the tokenizer has no eos/sep token to start from")
-        ids = [sep]
-    return ids
-
-
-def _stop_ids(tokenizer, config: GenerationConfig) -> list[int]:
-    if config.stop_token_ids is not None:
-        return config.stop_token_ids
-    return [tokenizer.eos_id] if tokenizer.eos_id is not None else []
-
-
 class BatchStream:
     """Iterate `Delta` events for a batch of prompts; see the module docstring."""
 
@@ -128,10 +98,10 @@ class BatchStream:
                                   "use generate()")
         self.tokenizer = tokenizer
         self.prompt_ids = [encode_prompt(model, tokenizer, p, add_special_tokens) for p in prompts]
-        stop_ids = [_stop_ids(tokenizer, c) for c in configs]
-        self.loop = DecodeLoop(model, self.prompt_ids, configs, stop_ids, decoder_start_id=decoder_start_id,
+        stops = [stop_ids(tokenizer, c) for c in configs]
+        self.loop = DecodeLoop(model, self.prompt_ids, configs, stops, decoder_start_id=decoder_start_id,
                                pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size, pack=pack)
-        self.stop_ids = [set(s) for s in stop_ids]
+        self.stop_ids = [set(s) for s in stops]
         specials = {i for i in tokenizer.special_ids.values() if i is not None}
         self.skip = [specials if c.skip_special_tokens else set() for c in configs]
         self.decoders = [tokenizer.stream_decoder() for _ in prompts]
@@ -238,8 +208,6 @@ def generate(model, tokenizer, prompt: str | Sequence[str], config: GenerationCo
     config = _config(config, overrides)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if config.num_beams > 1:
-        from lmlab.generate.beam import beam_search_text
-
         out = beam_search_text(model, tokenizer, prompts, config)
     else:
         batch = BatchStream(model, tokenizer, prompts, config)

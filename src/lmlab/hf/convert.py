@@ -5,25 +5,50 @@ Import is safe by default: a directory that asks for custom code (``auto_map``) 
 ``pytorch_model.bin`` (pickle) is read only with ``allow_pickle=True`` and then through
 ``torch.load(weights_only=True)``, and remote repositories are never contacted. Every
 checkpoint tensor must be consumed and every lmlab parameter filled.
+
+Import also brings the directory's tokenizer (tokenizer.json, or BERT's vocab.txt, with the
+special-token roles of special_tokens_map.json / tokenizer_config.json) into the model's
+``tokenizer/``, so that every text command (finetune, evaluate, predict, generate, serve, viz)
+works on the imported directory alone.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
-from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, write_json
+from lmlab.artifacts import ArtifactWriter, inside, load_tensors, read_json, save_tensors, write_json
 from lmlab.errors import ArtifactCorrupt, ArtifactError, ConfigError, UnsafeFormat
 from lmlab.hf.mapping import (ARCHITECTURES, EXPORT_ARCHITECTURE, config_from_hf, config_to_hf,
                               family_of, from_hf_state, to_hf_state)
-from lmlab.model.pretrained import load_model, load_state, require_transformer, save_model
+from lmlab.model.pretrained import load_model, load_state, require_transformer, resolve_model_dir, save_model
 from lmlab.model.transformer import Transformer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "source.spm",
-                   "target.spm", "sentencepiece.bpe.model")
+                   "target.spm", "sentencepiece.bpe.model", "chat_template.jinja")
+
+
+def tokenizer_sources(hf_dir: Path) -> list[Path]:
+    """The tokenizer files of `hf_dir`. A symlink may lead to another file of the directory or,
+    in a Hugging Face cache snapshot (…/snapshots/REV/FILE), to the cache's …/blobs/; one that
+    leads anywhere else is refused: copying it would put an unrelated file into the output."""
+    root = hf_dir.resolve()
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    files = []
+    for name in TOKENIZER_FILES:
+        path = hf_dir / name
+        if not path.is_file():
+            continue
+        target = path.resolve()
+        if inside(hf_dir, name) is None and not (blobs is not None and target.is_relative_to(blobs)):
+            raise ArtifactError(f"{path}: a symlink to {target}, outside {hf_dir}; copy the file into the "
+                                "directory if it belongs to this model")
+        files.append(path)
+    return files
 
 
 def read_hf_config(hf_dir: Path) -> dict:
@@ -80,38 +105,43 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, allow_pickle: bool = Fals
     state, ignored = from_hf_state(tensors, cfg, family, prefix)
     model = Transformer(cfg)
     load_state(model, state, str(hf_dir))
-    with _tokenizer_files(hf_dir) as tok_dir:
-        save_model(model, out_dir, tokenizer_dir=tok_dir, overwrite=overwrite,
+    with tempfile.TemporaryDirectory(prefix="lmlab-tok-") as tmp:
+        tok = import_tokenizer(hf_dir, Path(tmp) / "tokenizer")
+        save_model(model, out_dir, tokenizer_dir=Path(tmp) / "tokenizer" if tok else None, overwrite=overwrite,
                    stage_config={"stage": "hf import", "source": str(hf_dir.resolve()), "architecture": arch})
     return {"out": str(out_dir), "architecture": arch, "family": family, "head": head,
-            "tensors": len(tensors), "ignored": ignored}
+            "tensors": len(tensors), "ignored": ignored,
+            "tokenizer": tok or "none (the directory has no tokenizer files: text commands will not work)"}
 
 
-class _tokenizer_files:
-    """Context manager: a temporary directory with the HF tokenizer files, or None."""
+def import_tokenizer(hf_dir: Path, out: Path) -> dict | None:
+    """The Hugging Face tokenizer files of `hf_dir` as an lmlab tokenizer directory: the files
+    unchanged (`lmlab hf export` writes them back) + lmlab_tokenizer.json with the kind and the
+    special-token roles named in special_tokens_map.json / tokenizer_config.json (+ a
+    tokenizer.json built from vocab.txt when there is none). None when there are no files; a
+    SentencePiece model alone is copied but not readable by lmlab (``"readable": false``)."""
+    from lmlab.tokenizer.tokenizer import KIND, Tokenizer
 
-    def __init__(self, hf_dir: Path):
-        self.files = [hf_dir / f for f in TOKENIZER_FILES if (hf_dir / f).is_file()]
-        self.tmp = None
-
-    def __enter__(self) -> Path | None:
-        if not self.files:
-            return None
-        import tempfile
-
-        self.tmp = Path(tempfile.mkdtemp(prefix="lmlab-tok-"))
-        for f in self.files:
-            shutil.copy2(f, self.tmp / f.name)
-        return self.tmp
-
-    def __exit__(self, *exc) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    files = tokenizer_sources(hf_dir)
+    if not files:
+        return None
+    with ArtifactWriter(out, kind=KIND, overwrite=True) as w:
+        for f in files:
+            shutil.copy2(f, w.path / f.name)
+        try:
+            tok = Tokenizer.from_hf_files(w.path)
+        except ArtifactError:
+            return {"files": [f.name for f in files], "readable": False}
+        if not (w.path / "tokenizer.json").exists():
+            tok.backend.save(str(w.path / "tokenizer.json"))
+        write_json(w.path / "lmlab_tokenizer.json", tok.meta)
+    return {"kind": tok.kind, "vocab_size": tok.vocab_size, "special_tokens": tok.special_tokens,
+            "files": sorted(p.name for p in out.iterdir() if p.name != "manifest.json")}
 
 
 def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
     """lmlab model directory → directory that `transformers` loads with from_pretrained."""
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     model = load_model(model_dir)
     cfg = require_transformer(model.config, str(model_dir), "a Hugging Face export")
     family = family_of(cfg)
@@ -125,6 +155,9 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = Fals
         tok = model_dir / "tokenizer"
         if tok.is_dir():
             for f in tok.iterdir():
+                if f.is_file() and inside(tok, f.name) is None:
+                    raise ArtifactError(f"{f}: a symlink to {f.resolve()}, outside {tok}; the tokenizer's "
+                                        "files belong in its directory")
                 if f.is_file() and f.name not in ("manifest.json", "config.yaml"):
                     shutil.copy2(f, w.path / f.name)
     return {"out": str(out_dir), "architecture": arch, "family": family, "tensors": len(state)}

@@ -74,10 +74,10 @@ class ServeConfig:
     batch_window_ms: float = 5.0
     request_timeout_s: float = 120.0
     keep_alive_s: float = 5.0
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    max_connections: int = 512
-    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0  # a request head must arrive within this → 408, closed (slow loris)
+    body_timeout_s: float = 30.0  # the whole body must arrive within this of the head → 408
+    max_connections: int = 512  # open connections, idle ones included, beyond which a request gets 503
+    max_header_bytes: int = 16 * 1024  # cap on a request head (line + headers) → 400
     retry_after_s: int = 1
     max_prompts: int = 16  # a completions request may carry a list of prompts
     log_prompts: bool = False

@@ -1,7 +1,8 @@
 """⑦ Applications: sentiment analysis, extractive QA, summarisation, translation.
 
-Each task is one file (reader + head + objective + metric + recipe defaults); `finetune`
-trains any of them with the one training loop; `lmlab.pipeline(TASK, MODEL_DIR)` uses the result.
+Each task is one module (reader + head + objective + metric; qa is a package) with its default
+config in recipes/<name>-{pretrained,scratch}.yaml; `finetune` trains any of them with the one
+training loop; `lmlab.pipeline(TASK, MODEL_DIR)` uses the result.
 """
 
 from __future__ import annotations

@@ -29,10 +29,11 @@ from torch import nn
 from lmlab.artifacts import ArtifactWriter, read_json, verify, write_json
 from lmlab.errors import ArtifactError, ConfigError
 from lmlab.model import load_model
+from lmlab.model.pretrained import resolve_model_dir
 from lmlab.model.ngram import NgramOutput
 from lmlab.model.transformer import ModelOutput
 from lmlab.tasks import get_task
-from lmlab.tasks.sentences import SentenceRanker
+from lmlab.tasks.qa.ranker import SentenceRanker
 from lmlab.tasks.task import load_task_tokenizer
 
 ENSEMBLE_KIND = "lmlab-ensemble"
@@ -67,7 +68,10 @@ def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = 
                           "a generation model's decoder would have to be averaged inside the search")
     if len(model_dirs) < 2:
         raise ConfigError("ensemble: give at least two model directories")
-    dirs = [Path(d) for d in model_dirs]
+    try:
+        dirs = [resolve_model_dir(d) for d in model_dirs]  # a run directory: its model/
+    except ArtifactError as e:
+        raise ArtifactError(f"ensemble: {e}") from None
     infos = [_member_info(d, T.name) for d in dirs]
     first, first_tok = infos[0], _tokenizer_fingerprint(dirs[0])
     for d, info in zip(dirs[1:], infos[1:]):

@@ -50,6 +50,9 @@ def task_config_with(cfg, overrides) -> Any:
 
 def evaluate_task(task: str, model_dir: str, data: str, out: str | None = None, data_root: str | None = None,
                   overrides: list[str] = ()) -> dict:
+    from lmlab.model.pretrained import resolve_model_dir
+
+    model_dir = str(resolve_model_dir(model_dir))  # a run directory: its model/ (and eval/ beside it)
     if task == "lm":
         from lmlab.evaluation.lm import evaluate_lm
 
@@ -58,7 +61,7 @@ def evaluate_task(task: str, model_dir: str, data: str, out: str | None = None, 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, result)
         return {**result, "written": str(path)}
-    from lmlab.tasks.task import load_task_model
+    from lmlab.tasks.task_model import load_task_model
 
     T = get_task(task)
     model, tok, meta, cfg = load_task_model(model_dir, T.name)

@@ -7,12 +7,12 @@
     ... --config configs/finetune/sst2.yaml --train.max_steps=500 --lora.rank=8
 
 ``--init`` is an lmlab model directory (e.g. ``OUT/model`` of `lmlab pretrain`; its tokenizer is
-used), ``hf:DIR`` (a Hugging Face directory on disk, imported with `lmlab.hf.convert.import_hf`),
+used), ``hf:DIR`` (a Hugging Face directory on disk, imported as `lmlab hf import` does, tokenizer included),
 or absent: a tokenizer is trained on the training texts and a small model of
 ``model.preset`` is trained from scratch (for comparison, and so that a CSV alone works);
 ``--task.vectors=DIR`` then initialises its token embeddings from word vectors (`lmlab embed train`).
 
-Config = dataclass defaults ← the task's recipe defaults ← ``--config`` YAML ← overrides.
+Config = dataclass defaults ← the task's recipe defaults (recipes/*.yaml) ← ``--config`` YAML ← overrides.
 ``task.epochs`` (if > 0) sets ``train.max_steps``. With evaluation data, the task metric is computed
 at every evaluation (``val_accuracy``, ``val_f1``, ``val_rougeL``, ``val_bleu`` in
 metrics.jsonl), the best weights by it are kept (``train.select_metric``), ``train.patience``
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.artifacts import load_tensors, write_json
-from lmlab.config import from_dict, merge, parse_overrides, read_yaml, to_dict
+from lmlab.config import from_dict, merge, parse_overrides, read_yaml, run_record, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
 from lmlab.model.ngram import PRESET as NGRAM_PRESET
 from lmlab.tasks import get_task
@@ -117,7 +117,9 @@ def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, met
     """(model, tokenizer, tokenizer directory, notes) for --init or from scratch."""
     from lmlab.model import Transformer
     from lmlab.model.config import preset
-    from lmlab.tasks.task import load_task_tokenizer, model_from_init, resolve_init, train_task_tokenizer
+    from lmlab.hf.init_source import resolve_init
+    from lmlab.model.pretrained import model_from_init
+    from lmlab.tasks.task import load_task_tokenizer, train_task_tokenizer
 
     init_dir = resolve_init(init, work)
     fields = task.model_fields(meta, cfg.task)
@@ -203,14 +205,23 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
              out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
              data_root: str | None = None) -> dict:
     """Fine-tune (or train from scratch) a task model; see the module docstring."""
+    from lmlab.train.checkpoint import run_lock
+
+    T = get_task(task)
+    cfg = load_finetune_config(T, bool(init), config, overrides)
+    with run_lock(Path(out)):  # before anything is written under OUT (its tokenizer in work/)
+        return _finetune(T, cfg, train, eval, init, out, data_root)
+
+
+def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | None, out: str,
+              data_root: str | None) -> dict:
     from lmlab.tasks.lora import apply_lora, export_best, load_adapter, lora_state, merge_lora
-    from lmlab.tasks.task import EpochSource, in_batches, save_task_model
+    from lmlab.tasks.task import EpochSource, in_batches
+    from lmlab.tasks.task_model import save_task_model
     from lmlab.train.loop import Trainer
     from lmlab.train.metrics import plot_losses
     from lmlab.train.rng import seed_everything
 
-    T = get_task(task)
-    cfg = load_finetune_config(T, bool(init), config, overrides)
     out_dir, work = Path(out), Path(out) / "work"
     train_ex = T.read(train, cfg.task, data_root)
     eval_ex = T.read(eval, cfg.task, data_root) if eval else []
@@ -231,8 +242,8 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
     evals = (lambda: in_batches(eval_features, cfg.train.batch_size)) if eval_features else None
     subset = eval_ex[:cfg.task.eval_max_examples] if cfg.task.eval_max_examples else eval_ex
     hook = (lambda: _scalars(T.evaluate(model, tok, meta, cfg.task, subset)[0], "val_")) if eval_ex else None
-    run_config = {**to_dict(cfg), "stage": f"finetune {T.name}", "train_data": train, "eval_data": eval,
-                  "init": init, "meta": meta}
+    run_config = run_record(to_dict(cfg), stage=f"finetune {T.name}", train_data=train, eval_data=eval, init=init,
+                            meta=meta)
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, eval_hook=hook, export=export_best if cfg.lora.rank else None,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,

@@ -27,7 +27,7 @@ from lmlab.tasks import get_task
 class Pipeline:
     def __init__(self, task: str, model_dir: str | Path, overrides: list[str] = ()):
         from lmlab.tasks.evaluate import task_config_with
-        from lmlab.tasks.task import load_task_model
+        from lmlab.tasks.task_model import load_task_model
 
         self.task = get_task(task)
         self.model, self.tok, self.meta, cfg = load_task_model(model_dir, self.task.name)

@@ -9,8 +9,11 @@ Data: ``sst2:train|dev``, ``chnsenticorp:train|dev`` (label names negative/posit
 CSV/TSV/JSONL file whose text column is found among ``sentence text text_a content review …``
 and label column among ``label sentiment polarity class …`` (or ``--task.text_column`` /
 ``--task.label_column``). Label names are those of the training file, sorted (numerically when
-all are integers), and kept in the model directory; a label the model has never seen, in
-evaluation data, is an error naming the row.
+all are integers), and kept in the model directory's task.json with their numeric ids
+(``"label_ids": {"negative": 0, "positive": 1}``: a named dataset's own ids, or the integer a
+label spells). Evaluation data may give a label by name or by that id, so that a model trained on
+``sst2:train`` (negative/positive) reads an SST-2 file labelled 0/1, and one trained on that file
+reads ``sst2:dev``; any other label is an error naming the row.
 
 Model: head "classification" — BERT pools [CLS] (tanh(W·h₀+b)), a decoder reads its last token
 — then softmax over the labels; objective: cross-entropy on the class id. ``--model.preset=ngram``
@@ -43,6 +46,7 @@ class LabeledExample:
     text: str
     label: str | None  # None when unlabeled (prediction)
     where: str = ""  # file:row, for error messages
+    label_id: int | None = None  # a named dataset's numeric id of the label (sst2: 0 = negative)
 
 
 class Classification:
@@ -64,6 +68,7 @@ class Sentiment(Task):
     default_preset = "bert-tiny"
     tokenizer_kind = "wordpiece"
     select_metric = "accuracy"
+    recipe_name = "sentiment"
 
     def read(self, spec: str, cfg: TaskConfig, data_root: str | None = None) -> list[LabeledExample]:
         named = dataset_spec(spec)
@@ -76,7 +81,7 @@ class Sentiment(Task):
                                 "or a CSV/TSV/JSONL file")
             reader, names = NAMED[name]
             rows = getattr(datasets, reader)(split, data_root)
-            return [LabeledExample(r.text, names[r.label], f"{spec}:{i + 1}") for i, r in enumerate(rows)]
+            return [LabeledExample(r.text, names[r.label], f"{spec}:{i + 1}", r.label) for i, r in enumerate(rows)]
         rows = read_records(spec)
         text_col = pick_column(rows, spec, cfg.text_column, TEXT_COLUMNS, "text")
         label_col = pick_column(rows, spec, cfg.label_column, LABEL_COLUMNS, "label")
@@ -90,13 +95,6 @@ class Sentiment(Task):
             out.append(LabeledExample(text, label, f"{spec}: row {i + 1}"))
         return out
 
-    def recipe(self, pretrained):
-        return {"train": {"batch_size": 32, "eval_every_steps": 200, "save_every_steps": 200, "keep_last": 2,
-                          "log_every_steps": 20, "patience": 5},
-                "optim": {"lr": 1e-4 if pretrained else 1e-3, "min_lr": 0.0, "schedule": "linear",
-                          "warmup_steps": 100, "weight_decay": 0.01, "beta2": 0.999},
-                "task": {"epochs": 3, "max_length": 128, "eval_max_examples": 2000}}
-
     def texts(self, examples):
         return (e.text for e in examples)
 
@@ -106,19 +104,29 @@ class Sentiment(Task):
             labels = sorted(labels, key=int)
         if len(labels) < 2:
             raise DataError(f"the training data has a single label {labels}; classification needs at least 2")
-        return {"labels": labels}
+        ids = {e.label: e.label_id for e in train if e.label_id is not None}
+        if not ids and all(lab.lstrip("-").isdigit() for lab in labels):
+            ids = {lab: int(lab) for lab in labels}
+        return {"labels": labels, **({"label_ids": {lab: ids[lab] for lab in labels}} if len(ids) == len(labels)
+                                     else {})}
 
     def model_fields(self, meta, cfg):
         return {"head": "classification", "n_labels": len(meta["labels"])}
 
     def label_ids(self, examples: list[LabeledExample], meta: dict) -> list[int]:
         index = {lab: i for i, lab in enumerate(meta["labels"])}
+        by_id = {str(n): index[lab] for lab, n in meta.get("label_ids", {}).items() if lab in index}
         out = []
         for e in examples:
-            if e.label not in index:
+            for key in (e.label, None if e.label_id is None else str(e.label_id)):
+                if key in index or key in by_id:
+                    out.append(index[key] if key in index else by_id[key])
+                    break
+            else:
+                ids = [str(n) for n in meta.get("label_ids", {}).values()]
+                alias = f" (or their ids {', '.join(ids)})" if ids and ids != meta["labels"] else ""
                 raise DataError(f"{e.where}: label {e.label!r} was not seen in training; the model knows "
-                                f"{meta['labels']}")
-            out.append(index[e.label])
+                                f"{meta['labels']}{alias}")
         return out
 
     def features(self, examples, tok, meta, cfg):

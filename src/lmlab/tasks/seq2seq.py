@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.errors import DataError
 from lmlab.tasks.records import cell, pick_column, read_records
 from lmlab.tasks.task import Task, TaskConfig, in_batches, pad, pad_id_of
 from lmlab.train.objectives import Prepared
@@ -85,15 +85,7 @@ class Seq2SeqTask(Task):
     head = "seq2seq"
     default_preset = "transformer-tiny"
     tokenizer_kind = "bpe"
-
-    def recipe(self, pretrained):
-        return {"train": {"batch_size": 32, "eval_every_steps": 500, "save_every_steps": 500, "keep_last": 2,
-                          "log_every_steps": 20, "patience": 4},
-                "optim": {"lr": 1e-4 if pretrained else 7e-4, "min_lr": 0.0, "schedule": "cosine",
-                          "warmup_steps": 400, "weight_decay": 0.01, "beta2": 0.98},
-                "model": {"dropout": 0.1},
-                "task": {"epochs": 10, "max_length": 128, "max_target_length": 64, "eval_max_examples": 300,
-                         "num_beams": 1}}
+    recipe_name = "seq2seq"
 
     def max_positions(self, cfg):
         return max(cfg.max_length, cfg.max_target_length)
@@ -106,8 +98,10 @@ class Seq2SeqTask(Task):
     def _special(self, tok) -> tuple[int, int]:
         bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
         eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
-        if bos is None or eos is None:
-            raise ConfigError("the tokenizer has no start/end tokens (bos/eos or [CLS]/[SEP]) for a decoder")
+        if bos is None:
+            tok.require("bos", f"the {self.name} decoder (its start token; cls would do too)")
+        if eos is None:
+            tok.require("eos", f"the {self.name} decoder (its end token; sep would do too)")
         return bos, eos
 
     def features(self, examples, tok, meta, cfg):

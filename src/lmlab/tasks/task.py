@@ -1,21 +1,16 @@
-"""What every fine-tuning task shares: its config, the task model directory, the tokenizer,
-building the model from ``--init``, and a shuffled batch source for the training loop.
+"""What every fine-tuning task shares: its config, the tokenizer, and a shuffled batch source for
+the training loop. The model from ``--init`` is `lmlab.model.pretrained.model_from_init` (of the
+directory `lmlab.hf.init_source.resolve_init` finds); the directory a fine-tuned model is saved in
+is `lmlab.tasks.task_model`.
 
 A task (one file each: sentiment, qa, summarization, translation) subclasses `Task` and adds
 a reader, the head it needs, an objective (``prepare(batch, g) -> Prepared``) and a metric;
 the training itself is the one loop of `lmlab.train.loop`.
-
-A task model directory is an lmlab model directory (``load_model`` reads it) plus
-``tokenizer/`` and ``task.json`` (the task, its label names and the `TaskConfig` used), so
-that evaluation and prediction need nothing but the directory:
-
-    OUT/model/  model.json  model.safetensors  tokenizer/  task.json  config.yaml  manifest.json
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,15 +18,13 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, write_json
-from lmlab.config import check, from_dict, to_dict
-from lmlab.errors import ArtifactError, CheckpointMismatch, ConfigError
-from lmlab.model.pretrained import MODEL_KIND
+from lmlab.config import check, read_yaml
+from lmlab.errors import ArtifactError, ConfigError
 from lmlab.tokenizer.ngrams import FILE as NGRAM_FILE
 from lmlab.tokenizer.ngrams import NgramVocab
 
-TASK_FILE = "task.json"
 TRUNCATIONS = ("end", "start", "middle")
+RECIPES = Path(__file__).with_name("recipes")  # package data: the tasks' default configs
 
 
 @dataclass
@@ -44,8 +37,8 @@ class TaskConfig:
     stride: int = 48  # QA: tokens shared by consecutive windows of a long context
     max_answer_length: int = 30  # QA: longest answer span, tokens
     negative_windows: float = 1.0  # QA training: fraction kept of the windows that lack the answer
-    question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa.py)
-    answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa.py)
+    question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa/features.py)
+    answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa/features.py)
     decode: str = "max"  # QA: the span with the best start+end logit, or expected_f1 (the best expected F1)
     sentence_match: bool = False  # QA: segments also mark the context sentences that share most with the question
     sentence_ranker: bool = False  # QA, with sentence_match: rank sentences by a ranker fit on the training questions
@@ -92,6 +85,7 @@ class Task:
     default_preset = ""  # model preset when training from scratch
     tokenizer_kind = "wordpiece"  # tokenizer trained from scratch
     select_metric = ""  # metric for best checkpoint / early stopping (without the val_ prefix)
+    recipe_name = ""  # its default config: recipes/<recipe_name>-{pretrained,scratch}.yaml ("": none)
 
     # -- data ---------------------------------------------------------------------------------
     def read(self, spec: str, cfg: TaskConfig, data_root: str | None = None) -> list[Any]:
@@ -116,7 +110,7 @@ class Task:
 
     def recipe(self, pretrained: bool) -> dict[str, Any]:
         """Default config of the task (overridden by --config and --section.field=value)."""
-        return {}
+        return read_recipe(self.recipe_name, pretrained) if self.recipe_name else {}
 
     def max_positions(self, cfg: TaskConfig) -> int:
         """Positions the model needs for inputs of this config."""
@@ -129,6 +123,12 @@ class Task:
 
     def predict(self, model, tok, meta: dict, cfg: TaskConfig, inputs: list[Any]) -> list[dict]:
         raise NotImplementedError
+
+
+def read_recipe(name: str, pretrained: bool) -> dict[str, Any]:
+    """The default config of task recipe `name`, for fine-tuning an ``--init`` model (`pretrained`) or
+    training from scratch: recipes/NAME-pretrained.yaml or recipes/NAME-scratch.yaml."""
+    return read_yaml(RECIPES / f"{name}-{'pretrained' if pretrained else 'scratch'}.yaml")
 
 
 # -- batching ----------------------------------------------------------------------------------
@@ -229,49 +229,17 @@ def wrap_single(tok, ids: list[int], max_length: int, truncation: str = "end") -
 
 # -- tokenizers --------------------------------------------------------------------------------
 
-HF_ROLES = {"pad_token": "pad", "unk_token": "unk", "cls_token": "cls", "sep_token": "sep",
-            "mask_token": "mask", "bos_token": "bos", "eos_token": "eos"}
-
-
 def load_task_tokenizer(directory: str | Path):
-    """An lmlab tokenizer directory, or the Hugging Face tokenizer files that `lmlab hf import`
-    copies into a model's ``tokenizer/`` (tokenizer.json, else a BERT vocab.txt)."""
+    """An lmlab tokenizer directory (written by `lmlab tokenizer train` or `lmlab hf import`), Hugging
+    Face tokenizer files alone (an older import), or a bag-of-n-grams vocabulary."""
     from lmlab.tokenizer.tokenizer import Tokenizer
 
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no tokenizer directory")
-    if (directory / "lmlab_tokenizer.json").exists():
-        return Tokenizer.load(directory)
     if (directory / NGRAM_FILE).exists():  # the bag-of-n-grams classifier's vocabulary
         return NgramVocab.load(directory)
-    roles: dict[str, str] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        if (directory / name).exists():
-            for key, value in read_json(directory / name).items():
-                token = value.get("content") if isinstance(value, dict) else value
-                if key in HF_ROLES and isinstance(token, str):
-                    roles.setdefault(HF_ROLES[key], token)
-    if (directory / "tokenizer.json").exists():
-        from tokenizers import Tokenizer as Backend
-
-        backend = Backend.from_file(str(directory / "tokenizer.json"))
-        kind = "hf"
-    elif (directory / "vocab.txt").exists():
-        from tokenizers import BertWordPieceTokenizer
-
-        lower = True
-        if (directory / "tokenizer_config.json").exists():
-            lower = bool(read_json(directory / "tokenizer_config.json").get("do_lower_case", True))
-        backend = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
-        roles = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", **roles}
-        kind = "wordpiece"
-    else:
-        raise ArtifactError(f"{directory}: neither an lmlab tokenizer nor tokenizer.json / vocab.txt")
-    roles = {r: t for r, t in roles.items() if backend.token_to_id(t) is not None}
-    tok = Tokenizer(backend, kind, roles)
-    tok.directory = directory
-    return tok
+    return Tokenizer.load(directory)
 
 
 def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: TaskConfig):
@@ -290,103 +258,3 @@ def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: Task
     train_tokenizer([str(corpus)], work / "tokenizer", config=tcfg, overwrite=True)
     return load_task_tokenizer(work / "tokenizer")
 
-
-# -- models ------------------------------------------------------------------------------------
-
-def resolve_init(init: str | None, work: Path) -> Path | None:
-    """``MODEL_DIR`` or ``hf:HF_DIR`` (imported once into work/hf-import) → an lmlab model directory."""
-    if not init:
-        return None
-    if init.startswith("hf:"):
-        from lmlab.hf.convert import import_hf
-
-        target = work / "hf-import"
-        if not (target / "manifest.json").exists():
-            import_hf(init[3:], target, overwrite=True)
-        return target
-    path = Path(init)
-    if not (path / "model.json").exists():
-        raise ArtifactError(f"--init {init}: not an lmlab model directory (no model.json); "
-                            "for a Hugging Face directory write hf:PATH")
-    return path
-
-
-def model_from_init(init_dir: Path, fields: dict[str, Any]):
-    """A model with the task's head on the backbone of `init_dir`: every tensor except the old
-    head's is loaded; a new head (and a pooler the checkpoint lacks) starts from the init."""
-    from lmlab.model import Transformer
-    from lmlab.model.pretrained import read_model_config
-
-    base = read_model_config(init_dir)
-    if base.arch == "ngram":
-        raise ConfigError(f"--init {init_dir}: a bag-of-n-grams classifier has no encoder to fine-tune; "
-                          "train it again with --model.preset=ngram instead")
-    changes = dict(fields)
-    if changes.get("head") == "classification" and base.arch == "encoder":
-        changes["pooler"] = True
-    try:
-        cfg = base.replace(**changes)
-        cfg.__post_init__()
-    except ConfigError as e:
-        raise ConfigError(f"--init {init_dir}: a {base.arch} model cannot take this task's head ({e})") from None
-    model = Transformer(cfg)
-    own = model.state_dict()
-    weights = load_tensors(init_dir / "model.safetensors")
-    keep_head = base.head == cfg.head and base.n_labels == cfg.n_labels
-    state = {k: v for k, v in weights.items() if keep_head or not k.startswith("head.")}
-    segments = state.get("embed.segments.weight")
-    if segments is not None and 0 < segments.shape[0] < cfg.type_vocab_size:
-        # a task that adds segment types (qa's question_match): new rows copy the last one, the
-        # model's output is unchanged until they train apart
-        extra = segments[-1:].expand(cfg.type_vocab_size - segments.shape[0], -1)
-        state["embed.segments.weight"] = torch.cat([segments, extra])
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-           for k, v in state.items() if k in own and own[k].shape != v.shape]
-    unused = sorted(k for k in state if k not in own)
-    if bad or unused:
-        raise CheckpointMismatch(f"{init_dir}: weights do not fit ({'; '.join(bad + unused)[:400]})")
-    fresh = sorted(k for k in own if k not in state)
-    allowed = ("head.", "pooler.", "pointer.")
-    if any(not k.startswith(allowed) for k in fresh):
-        raise CheckpointMismatch(f"{init_dir}: missing backbone tensors {fresh[:6]}")
-    model.load_state_dict(state, strict=False)
-    return model, fresh
-
-
-def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta: dict, cfg: TaskConfig,
-                    stage_config: Any, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-                    extra_info: dict[str, Any] | None = None) -> Path:
-    """An lmlab model directory + tokenizer/ + task.json (+ e.g. adapter.safetensors)."""
-    with ArtifactWriter(out_dir, kind=MODEL_KIND, config=stage_config, overwrite=True) as w:
-        write_json(w.path / "model.json", to_dict(model.config))
-        save_tensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, w.path / "model.safetensors",
-                     metadata={"format": "pt"})
-        shutil.copytree(tokenizer_dir, w.path / "tokenizer",
-                        ignore=shutil.ignore_patterns(".lock"))
-        write_json(w.path / TASK_FILE, {"task": task.name, "meta": meta, "config": to_dict(cfg), **(extra_info or {})})
-        for name, tensors in (extra_tensors or {}).items():
-            save_tensors(tensors, w.path / name)
-    return out_dir
-
-
-def load_task_model(model_dir: str | Path, task_name: str):
-    """(model, tokenizer, meta, TaskConfig) of a task model directory (or of an ensemble of
-    them); a directory of another task, or a bare pretrained model, is a clear error."""
-    from lmlab.model import load_model
-
-    model_dir = Path(model_dir)
-    path = model_dir / TASK_FILE
-    if not path.exists():
-        raise ArtifactError(f"{model_dir}: not a fine-tuned task model (no {TASK_FILE}); "
-                            f"make one with `lmlab finetune {task_name} --init {model_dir} ...`")
-    info = read_json(path)
-    if info.get("task") != task_name:
-        raise ArtifactError(f"{model_dir}: is a {info.get('task')!r} model, not {task_name!r}; "
-                            f"use `lmlab ... {info.get('task')} {model_dir}`")
-    if "ensemble" in info:  # `lmlab ensemble`: members whose logits are averaged
-        from lmlab.tasks.ensemble import load_ensemble
-
-        model, tok_dir = load_ensemble(model_dir, info)
-    else:
-        model, tok_dir = load_model(model_dir), model_dir / "tokenizer"
-    return model, load_task_tokenizer(tok_dir), info.get("meta", {}), from_dict(TaskConfig, info.get("config", {}))

@@ -12,6 +12,13 @@ their own document separators), Hugging Face's is True.
     tok.decode(ids) == "你好, world"           # exact for bpe (byte-level)
     tok.eos_id, tok.pad_id, tok.vocab_size    # special ids by role (None if absent)
     for piece in tok.iter_decode(ids): ...     # streaming, never half a character
+
+A tokenizer.json may carry its own padding and truncation (sentence-transformers' files pad
+every input to 128 tokens); loading switches both off, because lmlab pads each batch to its
+longest row and truncates where the task says, with an attention mask that marks the pads.
+A directory of Hugging Face tokenizer files alone (tokenizer.json, or BERT's vocab.txt) loads
+too, with its roles from special_tokens_map.json / tokenizer_config.json; `lmlab hf import`
+writes those roles into lmlab_tokenizer.json (``"source": "hf"``).
 """
 
 from __future__ import annotations
@@ -23,11 +30,51 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lmlab.artifacts import ArtifactWriter, read_json, verify
-from lmlab.errors import ArtifactCorrupt, ArtifactError
+from lmlab.errors import ArtifactCorrupt, ArtifactError, ConfigError
 
 KIND = "lmlab-tokenizer"
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lmlab_tokenizer.json", "vocab.txt",
          "stats.json")
+ROLES = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
+ROLE_FILES = ("special_tokens_map.json", "tokenizer_config.json")  # where Hugging Face names the roles (first wins)
+
+
+def read_backend(path: Path) -> Any:
+    """tokenizer.json → ``tokenizers.Tokenizer`` with the file's own padding and truncation off."""
+    from tokenizers import Tokenizer as Backend
+
+    try:
+        backend = Backend.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on a bad file
+        raise ArtifactCorrupt(f"{path}: cannot be loaded ({e})") from None
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
+def hf_roles(directory: Path) -> dict[str, str]:
+    """role → token from Hugging Face's special_tokens_map.json / tokenizer_config.json
+    (``"eos_token": "</s>"`` or ``{"content": "</s>", ...}``)."""
+    roles: dict[str, str] = {}
+    for name in ROLE_FILES:
+        if (directory / name).is_file():
+            data = read_json(directory / name)
+            for role in ROLES:
+                value = data.get(f"{role}_token") if isinstance(data, dict) else None
+                token = value.get("content") if isinstance(value, dict) else value
+                if isinstance(token, str) and token:
+                    roles.setdefault(role, token)
+    return roles
+
+
+def hf_kind(tokenizer_json: Path) -> str:
+    """lmlab's kind of a tokenizer.json: bpe (byte-level, as GPT-2's), wordpiece, unigram, or hf-TYPE."""
+    data = read_json(tokenizer_json)
+    model = (data.get("model") or {}).get("type", "")
+    decoder = data.get("decoder") or {}
+    if model == "BPE" and decoder.get("type") == "ByteLevel":
+        return "bpe"
+    return {"WordPiece": "wordpiece", "Unigram": "unigram"}.get(model, f"hf-{model.lower() or 'unknown'}")
 
 
 class Tokenizer:
@@ -43,28 +90,68 @@ class Tokenizer:
     def load(cls, directory: str | Path, verify_hashes: bool = True) -> "Tokenizer":
         """Load a directory written by `train_tokenizer` (its tokenizer files are hash-checked,
         unless the caller already verified them, e.g. through a model directory's manifest)."""
-        from tokenizers import Tokenizer as Backend
-
         directory = Path(directory)
+        if not directory.is_dir():
+            raise ArtifactError(f"{directory}: no such directory; give a directory written by "
+                                "`lmlab tokenizer train` or `lmlab hf import`")
+        if not (directory / "lmlab_tokenizer.json").is_file():
+            return cls.from_hf_files(directory)
         if verify_hashes:
             verify(directory, kind=KIND, only=["tokenizer.json", "lmlab_tokenizer.json"])
         meta = read_json(directory / "lmlab_tokenizer.json")
-        try:
-            backend = Backend.from_file(str(directory / "tokenizer.json"))
-        except Exception as e:  # tokenizers raises a bare Exception on a bad file
-            raise ArtifactCorrupt(f"{directory / 'tokenizer.json'}: cannot be loaded ({e})") from None
-        tok = cls(backend, meta["kind"], meta["special_tokens"], meta)
+        tok = cls(read_backend(directory / "tokenizer.json"), meta["kind"], meta["special_tokens"], meta)
         missing = [r for r, i in tok.special_ids.items() if i is None]
         if missing:
             raise ArtifactCorrupt(f"{directory}: special tokens {missing} are not in the vocabulary")
         tok.directory = directory
         return tok
 
+    @classmethod
+    def from_hf_files(cls, directory: str | Path) -> "Tokenizer":
+        """Hugging Face tokenizer files alone: tokenizer.json, else BERT's vocab.txt; roles from
+        special_tokens_map.json / tokenizer_config.json (those absent from the vocabulary dropped)."""
+        directory = Path(directory)
+        roles = hf_roles(directory)
+        if (directory / "tokenizer.json").is_file():
+            backend, kind = read_backend(directory / "tokenizer.json"), hf_kind(directory / "tokenizer.json")
+        elif (directory / "vocab.txt").is_file():
+            from tokenizers import BertWordPieceTokenizer
+
+            lower = True
+            if (directory / "tokenizer_config.json").is_file():
+                lower = bool(read_json(directory / "tokenizer_config.json").get("do_lower_case", True))
+            backend = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
+            roles = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", **roles}
+            kind = "wordpiece"
+        else:
+            present = sorted(p.name for p in directory.iterdir())
+            raise ArtifactError(f"{directory}: no tokenizer lmlab can read (lmlab_tokenizer.json, tokenizer.json or "
+                                f"vocab.txt; found {', '.join(present) or 'nothing'}); save the tokenizer with "
+                                "transformers' save_pretrained, which writes tokenizer.json, and import again")
+        roles = {r: t for r, t in roles.items() if backend.token_to_id(t) is not None}
+        tok = cls(backend, kind, roles, {"kind": kind, "special_tokens": roles, "source": "hf"})
+        tok.directory = directory
+        return tok
+
+    def require(self, role: str, purpose: str) -> int:
+        """The id of special-token `role`, or a clear error saying where the role is named."""
+        i = self._role(role)
+        if i is not None:
+            return i
+        where = getattr(self, "directory", None) or "the tokenizer"
+        if self.meta.get("source") == "hf":
+            raise ConfigError(f"{where}: the tokenizer has no {role} token ({role}_token in tokenizer_config.json or "
+                              f"special_tokens_map.json); {purpose} needs one: set \"{role}_token\" in the Hugging "
+                              "Face directory's tokenizer_config.json and run `lmlab hf import` again")
+        raise ConfigError(f"{where}: the tokenizer has no {role} token; {purpose} needs one: train a tokenizer "
+                          f"with one (`lmlab tokenizer train ... --special_tokens.{role}=TOKEN`)")
+
     def save(self, directory: str | Path, overwrite: bool = False) -> None:
         """Copy the tokenizer files into a new artifact directory (same kind and manifest)."""
         src = getattr(self, "directory", None)
         if src is None:
-            raise ArtifactError("Tokenizer.save: only a loaded tokenizer can be saved; use train_tokenizer")
+            raise ArtifactError("only a tokenizer loaded from a directory can be saved; make one with "
+                                "`lmlab tokenizer train` or `lmlab hf import`")
         with ArtifactWriter(directory, kind=KIND, overwrite=overwrite) as w:
             for name in FILES + ("config.yaml",):
                 if (src / name).exists():

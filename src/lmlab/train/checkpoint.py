@@ -11,7 +11,9 @@ It is built under a temporary name and renamed into place only when complete (se
 `lmlab.artifacts`), so a step exists exactly when its manifest does. Discovery picks the newest
 directory named ``step-<8 digits>`` whose manifest verifies, ignoring anything else; retention
 renames a directory out of the ``step-`` namespace before deleting it, so a deletion cut short
-can never be mistaken for a checkpoint.
+can never be mistaken for a checkpoint. Overwriting a step (a run resumed from an earlier one)
+renames the old copy aside and the new one into place; `recover_interrupted` puts back a step
+that a kill between those two renames left only under its temporary names.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, save_tensors, verify, write_json
+from lmlab.artifacts import ArtifactWriter, load_tensors, read_json, recover, save_tensors, verify, write_json
 from lmlab.config import to_dict
 from lmlab.errors import ArtifactError, CheckpointMismatch, LmlabError
 from lmlab.model.config import TransformerConfig
@@ -34,6 +36,7 @@ from lmlab.train import rng
 
 KIND = "lmlab-checkpoint"
 STEP_RE = re.compile(r"^step-(\d{8})$")
+LEFTOVER_RE = re.compile(r"^\.(step-\d{8})\.(?:tmp|old)-")
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -106,15 +109,29 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def damage(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be resumed (the error, which names the file), or None."""
+    try:
+        verify(path, kind=KIND)
+    except LmlabError as e:
+        return str(e)
+    return None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest checkpoint whose manifest verifies; junk and partial directories are skipped."""
     for _, path in reversed(list_checkpoints(root)):
-        try:
-            verify(path, kind=KIND)
+        if damage(path) is None:
             return path
-        except LmlabError:
-            continue
     return None
+
+
+def recover_interrupted(root: Path) -> list[Path]:
+    """Put back every step whose overwrite a kill cut short (call with the run lock held)."""
+    if not root.is_dir():
+        return []
+    names = sorted({m.group(1) for p in root.iterdir() if (m := LEFTOVER_RE.match(p.name))})
+    return [root / name for name in names if recover(root / name)]
 
 
 def apply_retention(root: Path, keep_last: int) -> None:
@@ -187,16 +204,34 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return state
 
 
+def run_lock(directory: Path):
+    """The run lock of `directory` in the process that writes (rank 0 under torchrun), taken
+    before a stage writes anything there; a no-op context on the other ranks."""
+    import contextlib
+
+    return RunLock(directory) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+
+
 class RunLock:
     """An exclusive lock on an output directory for the life of a run (flock: released by the
-    kernel if the process dies, so a crashed run never leaves a stale lock)."""
+    kernel if the process dies, so a crashed run never leaves a stale lock). Re-entrant within a
+    process: a stage that locks its directory before preparing data keeps it through the
+    trainer's own lock."""
+
+    _held: dict[str, int] = {}  # lock file → nesting depth, in this process
 
     def __init__(self, directory: Path):
-        self.path = directory / ".lock"
+        self.path = Path(directory) / ".lock"
         self.fd: int | None = None
+        self.nested = False
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        if key in RunLock._held:
+            RunLock._held[key] += 1
+            self.nested = True
+            return self
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,10 +243,16 @@ class RunLock:
                                 "directory; wait for it or choose another --out") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        RunLock._held[key] = 1
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.nested:
+            RunLock._held[str(self.path.resolve())] -= 1
+            self.nested = False
+            return
         if self.fd is not None:
+            RunLock._held.pop(str(self.path.resolve()), None)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -35,12 +35,14 @@ from typing import Any, Callable, Iterable, Literal
 import torch
 
 from lmlab import machine
+from lmlab.artifacts import recover
 from lmlab.config import check
-from lmlab.errors import CheckpointMismatch, ConfigError, LmlabError
+from lmlab.errors import ArtifactCorrupt, CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
 from lmlab.train.adversarial import adversarial, embedding_module
-from lmlab.train.checkpoint import (RunLock, apply_retention, full_model_state, full_state, identity_changes,
-                                    latest_checkpoint, load_checkpoint, read_identity, save_checkpoint)
+from lmlab.train.checkpoint import (RunLock, apply_retention, damage, full_model_state, full_state,
+                                    identity_changes, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                    read_identity, recover_interrupted, save_checkpoint)
 from lmlab.train.ema import WeightEMA
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
@@ -308,19 +310,30 @@ class Trainer:
 
     def _resume(self) -> None:
         mode = self.cfg.resume
-        latest = latest_checkpoint(self.out / "checkpoints")
+        if self.ctx.is_main:  # a step or OUT/best whose overwrite a kill cut short (the lock is held)
+            recover_interrupted(self.out / "checkpoints")
+            recover(self.out / "best")
+        D.barrier(self.ctx)
+        root = self.out / "checkpoints"
+        latest = latest_checkpoint(root)
+        found = [p for _, p in list_checkpoints(root)]
         if mode == "never":
-            if latest is not None or (self.metrics.enabled and self.metrics.path.exists()
-                                      and self.metrics.path.stat().st_size > 0):
+            if found or (self.metrics.enabled and self.metrics.path.exists()
+                         and self.metrics.path.stat().st_size > 0):
                 # starting over here would mix two runs' metrics and leave the other run's
                 # checkpoints for a later resume to pick up
-                raise ConfigError(f"{self.out}: holds an earlier run ({latest or self.metrics.path}); "
+                raise ConfigError(f"{self.out}: holds an earlier run ({latest or (found or [self.metrics.path])[-1]}); "
                                   "train.resume=never starts a new run: give it another --out, or "
                                   "delete the directory first")
             return
         path = latest if mode == "auto" else Path(mode)
-        if path is None:
-            # a run killed before its first checkpoint left metrics of steps that are run again
+        if path is None and found:  # every checkpoint is damaged: a restart would hide it
+            raise ArtifactCorrupt(
+                f"{self.out}: no checkpoint there can be resumed ({'; '.join(damage(p) or str(p) for p in found)}). "
+                "Starting again at step 0 would train over this run and mix its metrics with the new "
+                f"one's: to start over, delete {self.out} (or move it away) or give another --out; to "
+                "keep the run, restore a checkpoint from a copy and run the command again")
+        if path is None:  # a run killed before its first checkpoint: starts over, one history
             self.metrics.truncate_after(0)
             return
         # identity first: another run's weights may not even fit this model (e.g. another LoRA rank)

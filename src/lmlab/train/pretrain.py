@@ -4,7 +4,9 @@
     torchrun --nproc-per-node=2 -m lmlab pretrain --config RECIPE.yaml --out DIR
 
 The data section names where tokens come from, and the missing stages run into
-``OUT/data/`` (each reused when already complete there):
+``OUT/data/`` (each reused when already complete there; ``OUT/data/data_config.json`` records
+the options they were built with, and a run with other options is refused by field rather than
+fed stale data), after the run lock on OUT is taken:
     data.dataset  a named text dataset under $LMLAB_DATA (tinyshakespeare: its 90 %/10 % split)
     data.inputs   raw files or globs (relative ones under $LMLAB_DATA) → `lmlab corpus clean`
     data.corpus   a cleaned corpus directory
@@ -24,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmlab.artifacts import ArtifactWriter, read_manifest, write_json
-from lmlab.config import check, load_config, to_dict
+from lmlab.artifacts import ArtifactWriter, read_json, read_manifest, write_json
+from lmlab.config import check, load_config, run_record, to_dict
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.train.loop import TrainConfig, Trainer
 from lmlab.train.optim import OptimConfig
@@ -100,6 +102,56 @@ def dataset_corpus(name: str, out: Path) -> Path:
     return out
 
 
+DATA_RECORD = "data_config.json"
+
+
+def data_options(cfg: PretrainConfig) -> dict[str, Any]:
+    """The options that decide what OUT/data holds, by their override names."""
+    d = cfg.data
+    if d.shards:
+        return {}  # ready shards: OUT/data is not used
+    if d.dataset:
+        options: dict[str, Any] = {"data.dataset": d.dataset}
+    elif d.inputs:
+        options = {"data.inputs": list(d.inputs), "data.text_field": d.text_field,
+                   "data.valid_fraction": d.valid_fraction}
+    else:
+        options = {"data.corpus": d.corpus}
+    if cfg.init:
+        options["init"] = cfg.init  # its tokenizer (an hf: one is imported into OUT/hf-import)
+    elif d.tokenizer:
+        options["data.tokenizer"] = d.tokenizer
+    else:
+        options.update({"data.tokenizer_kind": d.tokenizer_kind, "data.vocab_size": d.vocab_size,
+                        "data.lowercase": d.lowercase, "data.max_documents": d.max_documents})
+    return options
+
+
+def claim_data(cfg: PretrainConfig, out: Path) -> None:
+    """Refuse OUT/data built with other options (naming each field); record them before a first
+    build. Refused rather than rebuilt: OUT/data belongs to the run whose checkpoints are in OUT,
+    and a rebuild would change that run's tokens under it."""
+    want = data_options(cfg)
+    work = out / "data"
+    if not want:
+        return
+    record = work / DATA_RECORD
+    if record.exists():
+        have = read_json(record)
+        changed = [f"{k}: {have.get(k)!r} when it was built, {want.get(k)!r} now"
+                   for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+        if changed:
+            raise ConfigError(f"{work}: holds data built with other options ({'; '.join(changed)}). Restore "
+                              f"the options, delete {work} to rebuild it (the checkpoints in {out}, if any, "
+                              "then no longer resume), or give another --out")
+        return
+    if work.is_dir() and any(not p.name.startswith(".") for p in work.iterdir()):
+        raise ConfigError(f"{work}: holds data without a record of the options it was built with; delete "
+                          f"{work} to rebuild it, or give another --out")
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(record, want)
+
+
 def prepare_data(cfg: PretrainConfig, out: Path, tokenizer: Path | None = None) -> tuple[Path, Path]:
     """→ (token shards directory, tokenizer directory), building what is missing; `tokenizer`
     (an init model's) replaces data.tokenizer."""
@@ -164,9 +216,7 @@ def _objective_and_data(cfg: PretrainConfig, shards: Path, tok, model_cfg):
         evals = (lambda: iter_eval_blocks(valid, block, t.batch_size)) if valid else None
         return O.CausalLM(), source, evals, valid
     pad = tok.pad_id if tok.pad_id is not None else 0
-    if tok.mask_id is None:
-        raise ConfigError(f"objective {cfg.objective}: the tokenizer has no mask token; train a wordpiece "
-                          "or unigram tokenizer, or one with special_tokens.mask")
+    tok.require("mask", f"objective {cfg.objective}")
     cls_sep = (tok.cls_id, tok.sep_id) if cfg.objective == "mlm" else (None, None)
     source = MaskedSequenceSampler(train, block, t.batch_size, pad, *cls_sep, seed=t.seed)
     evals = None
@@ -225,7 +275,7 @@ def _check_fits(model_cfg, cfg: PretrainConfig, vocab_size: int, where: str) -> 
 
 def continued_model(cfg: PretrainConfig, init_dir: Path, tok):
     """The init model with the objective's head (kept when it already has it)."""
-    from lmlab.tasks.task import model_from_init
+    from lmlab.model.pretrained import model_from_init
 
     model, fresh = model_from_init(init_dir, {"head": _HEADS[cfg.objective]})
     _check_fits(model.config, cfg, tok.vocab_size, f"init {cfg.init}")
@@ -234,17 +284,24 @@ def continued_model(cfg: PretrainConfig, init_dir: Path, tok):
 
 def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: list[str] = ()) -> dict:
     """Run a pretraining recipe; resumable (train.resume=auto) from OUT/checkpoints."""
+    from lmlab.train.checkpoint import run_lock
+
+    cfg = load_config(PretrainConfig, config, overrides)
+    with run_lock(Path(out)):  # before anything is written under OUT: its data too
+        return _pretrain(cfg, Path(out))
+
+
+def _pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
     from lmlab.model import Transformer, save_model
     from lmlab.model.summary import flops_per_token
     from lmlab.tokenizer.tokenizer import Tokenizer
     from lmlab.train.metrics import plot_losses
     from lmlab.train.distributed import teardown
     from lmlab.train.rng import seed_everything
-    from lmlab.tasks.task import resolve_init
+    from lmlab.hf.init_source import resolve_init
 
-    cfg = load_config(PretrainConfig, config, overrides)
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    claim_data(cfg, out_dir)
     init_dir = resolve_init(cfg.init, out_dir)
     shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
     tok = Tokenizer.load(tok_dir)
@@ -261,7 +318,7 @@ def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: li
         from lmlab.embeddings.initialize import init_model_embeddings
 
         vectors = init_model_embeddings(model, tok, cfg.init_vectors)
-    run_config = {**to_dict(cfg), "model": {**cfg.model, "resolved": to_dict(model_cfg)}}
+    run_config = run_record(to_dict(cfg), stage="pretrain", model=to_dict(model_cfg))
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, bytes_per_token=_bytes_per_token(valid, tok),
                       flops_per_token=flops_per_token(model_cfg, cfg.data.block_size, training=True,

@@ -198,3 +198,44 @@ def test_missing_inputs_are_named(tmp_path):
         read([tmp_path / "nope.txt"])
     with pytest.raises(DataError, match="matches no file"):
         read([str(tmp_path / "*.none")])
+
+
+@pytest.mark.parametrize("size", [300, 4096, 70_000])
+def test_high_entropy_bytes_without_nuls_are_binary_not_gb18030(tmp_path, size):
+    """Compressed or encrypted data with its NUL bytes removed: the NUL rule misses it and
+    GB18030, which decodes most byte pairs, would turn it into a text of rare characters."""
+    for seed in range(10):
+        data = random.Random(seed).randbytes(size).replace(b"\x00", b"")
+        (tmp_path / f"blob{seed}.txt").write_bytes(data)
+    docs, c = read([tmp_path])
+    assert docs == [] and c.counts["skipped_binary_files"] == 10
+
+
+def _shared_chinese_samples():
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("LMLAB_DATA", Path(__file__).parents[4] / "shared" / "data"))
+    files = sorted(root.glob("sidamingzhu/*.txt")) + [
+        root / "chnsenticorp" / "dev.tsv", root / "tatoeba-cmn-eng" / "dev.tsv", root / "ca8" / "ca_translated.txt",
+        root / "zh-wordsim" / "240.txt"]
+    files += sorted(root.glob("chinese-poetry/*/*.json"))[:3]  # traditional characters
+    return [f for f in files if f.exists()]
+
+
+def test_real_gb18030_text_is_still_read(tmp_path):
+    """Chinese text (simplified and traditional, the repository's fixture and the shared datasets
+    where present), re-encoded in GB18030: read as GB18030, never flagged binary."""
+    from pathlib import Path
+
+    sources = [Path(__file__).parents[2] / "fixtures" / "text" / "mixed.txt", *_shared_chinese_samples()]
+    expected = []
+    for i, src in enumerate(sources):
+        text = src.read_bytes()[: 1 << 17].decode("utf-8", errors="ignore").replace("\r\n", "\n")
+        text = text.encode("gb18030", errors="ignore").decode("gb18030")
+        (tmp_path / f"{i:02d}.txt").write_bytes(text.encode("gb18030"))
+        expected.append(text)
+    docs, c = read([tmp_path], doc_per="file")
+    assert c.counts.get("skipped_binary_files", 0) == 0
+    assert c.counts["encoding:gb18030"] == len(sources)
+    assert [t for t, _ in docs] == [t for t in expected if t.strip()]

@@ -57,3 +57,39 @@ def test_a_grouped_run_learns(tmp_path):
     s = finetune("sentiment", str(FIX / "sentiment_train.csv"), str(FIX / "sentiment_dev.csv"), out=str(tmp_path / "r"),
                  overrides=tiny("--train.max_steps=60", "--train.eval_every_steps=60", "--task.group_by_length=true"))
     assert s["eval"]["accuracy"] >= 0.8  # chance is 0.5; the ungrouped run of conftest reaches 0.85
+
+
+def _classifier(family: str):
+    import torch
+
+    from lmlab.model import Transformer, preset
+
+    torch.manual_seed(0)
+    return Transformer(preset(f"{family}-tiny", vocab_size=99, d_model=36, n_heads=3, n_layers=2, d_ff=44,
+                              max_seq_len=64, head="classification", n_labels=3, dropout=0.0,
+                              attn_dropout=0.0)).eval()
+
+
+def test_batches_are_as_long_as_their_longest_member_and_pads_change_nothing():
+    """Padded to the longest row of each batch (not task.max_length); a short input scores the same
+    alone and beside longer ones, for BERT (pads masked) and GPT (its last real token read)."""
+    import torch
+
+    from lmlab.tasks.sentiment import TASK, Classification
+    from lmlab.tasks.task import TaskConfig
+
+    class Tok:
+        pad_id = 0
+
+    rng = np.random.default_rng(0)
+    feats = [{"input_ids": [int(i) for i in rng.integers(1, 99, n)], "label": 0} for n in (5, 17, 9)]
+    prepared = Classification(pad_id=0).prepare(feats, 0)
+    assert prepared.inputs["input_ids"].shape == (3, 17)
+    assert prepared.inputs["attention_mask"].sum(-1).tolist() == [5, 17, 9]
+    cfg = TaskConfig(max_length=64, predict_batch_size=3)
+    for family in ("bert", "gpt2"):
+        model = _classifier(family)
+        together = TASK._probabilities(model, Tok(), cfg, feats)
+        alone = torch.cat([TASK._probabilities(model, Tok(), cfg, [f]) for f in feats])
+        assert torch.allclose(together, alone, atol=1e-6), family
+        assert not torch.allclose(together[0], together[1])  # the inputs do differ

@@ -103,7 +103,7 @@ def test_adapter_on_its_base_equals_the_merged_model(tmp_path):
 
     from lmlab.model import load_model
     from lmlab.tasks.lora import attach_adapter
-    from lmlab.tasks.task import model_from_init
+    from lmlab.model.pretrained import model_from_init
 
     first = tmp_path / "first"  # a from-scratch run gives a base with a tokenizer
     finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(first), overrides=tiny("--train.max_steps=2"))

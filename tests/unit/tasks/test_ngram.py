@@ -50,7 +50,7 @@ def test_an_ensemble_of_two_averages_their_logits(ngram_model, tmp_path):
     import torch
 
     from lmlab.tasks.ensemble import make_ensemble
-    from lmlab.tasks.task import load_task_model
+    from lmlab.tasks.task_model import load_task_model
 
     out, _ = ngram_model
     finetune("sentiment", str(FIX / "sentiment_train.csv"), out=str(tmp_path / "b"),

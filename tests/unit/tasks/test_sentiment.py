@@ -80,7 +80,7 @@ def test_multiclass_chinese_jsonl(tmp_path):
 
 def test_init_from_an_lmlab_model_keeps_the_backbone(sentiment_model, tmp_path):
     from lmlab.model import Transformer, preset, save_model
-    from lmlab.tasks.task import model_from_init
+    from lmlab.model.pretrained import model_from_init
 
     out, _ = sentiment_model
     tok_dir = out / "work" / "tokenizer"

@@ -1,6 +1,8 @@
 """The training loop: exact resume (bitwise, dropout included), token-weighted accumulation,
 non-finite policy (stop, skip, consecutive failures), run lock, architecture guard on resume, learning."""
 
+import json
+
 import pytest
 import torch
 
@@ -171,12 +173,22 @@ def test_consecutive_bad_steps_stop_with_skip_policy(tmp_path):
         tr.fit()
 
 
-def test_two_runs_in_one_directory_are_refused(tmp_path):
+def test_two_runs_in_one_directory_are_refused(tmp_path, another_run):
+    with another_run(tmp_path) as pid:
+        with pytest.raises(ArtifactError, match=f"another run \\(pid {pid}\\)"):
+            make_trainer(tmp_path).fit()
+
+
+def test_the_run_lock_is_reentrant_within_a_process(tmp_path, another_run):
+    """A stage takes the lock before preparing its data and keeps it through the trainer's."""
     from lmlab.train.checkpoint import RunLock
 
     with RunLock(tmp_path):
-        with pytest.raises(ArtifactError, match="another run"):
-            make_trainer(tmp_path).fit()
+        make_trainer(tmp_path, max_steps=2).fit()  # the trainer's own lock nests
+        assert RunLock._held == {str((tmp_path / ".lock").resolve()): 1}  # still held after it
+    assert RunLock._held == {}
+    with another_run(tmp_path):  # released: another process can take it
+        pass
 
 
 def test_resume_with_changed_architecture_names_the_field(tmp_path):
@@ -257,3 +269,37 @@ def test_resume_never_refuses_a_directory_with_an_earlier_run(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing lost, nothing appended
     make_trainer(tmp_path / "fresh", max_steps=2, resume="never").fit()  # an empty directory is fine
     assert len(losses(tmp_path / "fresh")) == 2
+
+
+def test_a_run_whose_checkpoints_are_all_corrupt_is_refused_not_restarted(tmp_path):
+    """Starting again at step 0 would append steps 1, 2, … to the earlier metrics and train over
+    what may be a recoverable run: refused, naming each checkpoint and the way out."""
+    from lmlab.errors import ArtifactCorrupt, ConfigError
+
+    make_trainer(tmp_path, max_steps=4, save_every_steps=2).fit()
+    for step in (2, 4):
+        path = tmp_path / "checkpoints" / f"step-{step:08d}" / "model.safetensors"
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size - 3)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ArtifactCorrupt, match="no checkpoint.*can be resumed") as e:
+        make_trainer(tmp_path, max_steps=6).fit()
+    message = str(e.value)
+    assert "step-00000002" in message and "step-00000004" in message and "model.safetensors" in message
+    assert "another --out" in message and "delete" in message
+    with pytest.raises(ConfigError, match="resume=never starts a new run"):
+        make_trainer(tmp_path, max_steps=6, resume="never").fit()
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_with_one_history(tmp_path):
+    """Nothing to resume and nothing lost: the rerun starts at step 0, and metrics.jsonl does
+    not keep the killed attempt's rows (1, 2, 3, 1, 2, 3)."""
+    import shutil
+
+    make_trainer(tmp_path, max_steps=3).fit()
+    shutil.rmtree(tmp_path / "checkpoints")  # as if killed before the first save
+    make_trainer(tmp_path, max_steps=3).fit()
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

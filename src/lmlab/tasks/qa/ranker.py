@@ -1,5 +1,5 @@
 """Which sentence of a QA context holds the answer: n-gram overlap with the question, or a small
-ranker learned from the training questions (qa.py's ``task.sentence_match`` / ``sentence_ranker``).
+ranker learned from the training questions (``task.sentence_match`` / ``task.sentence_ranker``).
 
 A sentence ends after a run of 。！？；!?; or a full stop followed by a space. The overlap of
 two texts is Σ n·|shared n-grams| for n = 1..4 over units (a CJK character, a word or a
@@ -9,6 +9,12 @@ The ranker scores each sentence from FEATURES by a one-hidden-layer MLP, trained
 cross-entropy over the sentences of each context (the gold sentence: the one the answer starts
 in). It is small enough (FEATURES × 32 + 64 numbers) to live as JSON in the model directory. On
 CMRC2018 it picks the gold sentence for 75.7 % of the trial questions, the overlap for 67.2 %.
+
+`SentenceRanker.fit` is a fit in the sense of scikit-learn's ``MLPClassifier.fit``, not a training
+run: the task computes it from the training set before the network trains, as it reads the label
+names, and stores the weights in ``task.json``. It is a fixed, seeded, full-batch optimisation (600
+Adam steps over a few thousand small tensors, seconds on a CPU) with nothing to checkpoint,
+resume, schedule, evaluate or distribute, which is what `lmlab.train.loop` is for.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from lmlab.evaluation.span import longest_common_run
 
 _UNIT = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
 _SENTENCE_END = re.compile(r"[。！？；!?;]+|\.(?=\s|$)")
-WH_CLASSES = "什哪谁为多几何怎如"  # first characters of qa.WH_WORDS: the kind of question
+WH_CLASSES = "什哪谁为多几何怎如"  # first characters of features.WH_WORDS: the kind of question
 
 FEATURES = ("shared 1-grams", "shared 2-grams", "shared 3-grams", "shared 4-grams", "overlap / best",
             "longest shared run", "start cue run", "end cue run", "log units", "first by overlap",
@@ -75,9 +81,9 @@ def _cue_runs(text: str, before: str, after: str) -> tuple[float, float]:
     return (k / len(before) if before else 0.0), (m / len(after) if after else 0.0)
 
 
-def features(context: str, question: str, wh: tuple[str, str, str] | None) -> torch.Tensor:
+def sentence_features(context: str, question: str, wh: tuple[str, str, str] | None) -> torch.Tensor:
     """[sentences, len(FEATURES)]. `wh`: the question's text before its wh-word, the word, the text
-    after it (qa._wh), or None."""
+    after it (features.wh_parts), or None."""
     spans = sentences(context)
     q = units(question)
     q_grams = [max(1, len(_grams(q, n))) for n in range(1, 5)]

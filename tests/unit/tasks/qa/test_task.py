@@ -16,7 +16,7 @@ from lmlab.tasks.finetune import finetune
 from lmlab.tasks.qa import TASK
 from lmlab.tasks.task import TaskConfig, train_task_tokenizer
 
-from .conftest import FIX, assert_resumes_to_the_same_weights, tiny
+from ..conftest import FIX, assert_resumes_to_the_same_weights, tiny
 
 
 @pytest.fixture(scope="module", params=["qa_zh_train.json", "qa_en_train.json"])
@@ -144,13 +144,13 @@ def test_question_match_marks_context_tokens_whose_word_is_in_the_question(data)
 
 
 def test_wh_split_takes_the_first_and_longest_wh_word():
-    from lmlab.tasks.qa import _wh_split
+    from lmlab.tasks.qa.features import wh_split
 
-    assert _wh_split("曹雪芹写了什么？") == ("曹雪芹写了", "")
-    assert _wh_split("他为什么哭了？") == ("他", "哭了")  # not 什么 inside 为什么
-    assert _wh_split("蓍分布在哪些地区？") == ("蓍分布在", "地区")  # not 哪 alone
-    assert _wh_split("谁写了什么书?") == ("", "写了什么书")
-    assert _wh_split("红楼梦很长。") is None
+    assert wh_split("曹雪芹写了什么？") == ("曹雪芹写了", "")
+    assert wh_split("他为什么哭了？") == ("他", "哭了")  # not 什么 inside 为什么
+    assert wh_split("蓍分布在哪些地区？") == ("蓍分布在", "地区")  # not 哪 alone
+    assert wh_split("谁写了什么书?") == ("", "写了什么书")
+    assert wh_split("红楼梦很长。") is None
 
 
 def _grade(run):
@@ -162,7 +162,7 @@ def test_answer_cues_mark_the_tokens_where_the_wh_word_sits_in_the_context(data)
     before[-k:], an end cue the longest k with context[e:e+k] == after[:k]; the run grade marks a
     character inside a 4-character string of the question."""
     from lmlab.datasets.qa import QAExample
-    from lmlab.tasks.qa import _wh_split, segment_types
+    from lmlab.tasks.qa.features import segment_types, wh_split
 
     examples, tok = data
     cued = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True)
@@ -174,7 +174,7 @@ def test_answer_cues_mark_the_tokens_where_the_wh_word_sits_in_the_context(data)
     seen = set()
     for e in [*own, *(x for x in examples if any("\u4e00" <= c <= "\u9fff" for c in x.question))]:
         enc = tok.backend.encode(e.context, add_special_tokens=False)
-        before, after = _wh_split(e.question) or ("", "")
+        before, after = wh_split(e.question) or ("", "")
         grams = {e.question[i:i + 4] for i in range(len(e.question) - 3)}
         for w, v in zip(TASK._windows(e, tok, matched, False), TASK._windows(e, tok, cued, False), strict=True):
             assert w["input_ids"] == v["input_ids"] and v["token_type_ids"][:v["offset"]] == [0] * v["offset"]
@@ -222,7 +222,7 @@ def _sentence_grade_oracle(context: str, question: str) -> list[int]:
 
 def test_sentence_match_grades_the_sentences_by_what_they_share_with_the_question(data):
     from lmlab.datasets.qa import QAExample
-    from lmlab.tasks.qa import _sentence_grades, segment_types
+    from lmlab.tasks.qa.features import segment_types, sentence_grades
 
     examples, tok = data
     cued = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True)
@@ -248,12 +248,12 @@ def test_sentence_match_grades_the_sentences_by_what_they_share_with_the_questio
     assert seen[("b", "！")] == 3 and seen[("b", "《")] == 1 and seen[("b", "鹗")] == 2  # 写了红楼梦 / 红楼梦 / next
     assert {g for (i, _), g in seen.items() if i == "c"} == {0}  # shares nothing: no sentence marked
     english = "Heidi was born in Oslo. Trains arrive every hour; Heidi takes one."
-    grades = _sentence_grades(english, "Where was Heidi born?", [(i, i + 1) for i in range(len(english))])
+    grades = sentence_grades(english, "Where was Heidi born?", [(i, i + 1) for i in range(len(english))])
     assert grades[english.index("Oslo")] == 3 and grades[english.index("takes")] == 1
 
 
 def test_expected_f1_is_the_probability_weighted_overlap_f1_of_character_sets():
-    from lmlab.tasks.qa import _expected_f1
+    from lmlab.tasks.qa.task import _expected_f1
 
     torch.manual_seed(3)
     starts = torch.randint(0, 40, (7,))
@@ -278,7 +278,7 @@ def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
     from lmlab.model import Transformer, load_model
     from lmlab.model.config import preset
     from lmlab.model.pretrained import save_model
-    from lmlab.tasks.task import model_from_init
+    from lmlab.model.pretrained import model_from_init
 
     torch.manual_seed(0)
     base = Transformer(preset("bert-tiny", vocab_size=99, d_model=32, n_heads=2, n_layers=2, d_ff=64,

@@ -1,4 +1,4 @@
-"""Sentence ranking for QA (lmlab.tasks.sentences): the features say what they are named for, the
+"""Sentence ranking for QA (lmlab.tasks.qa.ranker): the features say what they are named for, the
 ranker learns a rule that the n-gram overlap gets wrong, and it survives JSON."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lmlab.errors import CheckpointMismatch
-from lmlab.tasks.qa import _sentence_grades, _wh
-from lmlab.tasks.sentences import FEATURES, SentenceRanker, features, overlap_order, sentences
+from lmlab.tasks.qa.features import sentence_grades, wh_parts
+from lmlab.tasks.qa.ranker import FEATURES, SentenceRanker, overlap_order, sentence_features, sentences
 
 CONTEXT = "《红楼梦》是曹雪芹写的小说。曹雪芹写了红楼梦！！高鹗续了后四十回；全书一百二十回"
 
@@ -25,7 +25,7 @@ def test_sentences_end_after_their_marks_and_cover_the_context():
 
 def test_features_measure_what_they_are_named_for():
     question = "高鹗续了全书多少回？"
-    x = features(CONTEXT, question, _wh(question))
+    x = sentence_features(CONTEXT, question, wh_parts(question))
     assert x.shape == (4, len(FEATURES))
     col = {name: x[:, k].tolist() for k, name in enumerate(FEATURES)}
     q_chars = len(set("高鹗续了全书多少回？"))
@@ -55,16 +55,17 @@ def test_the_ranker_learns_a_rule_the_overlap_gets_wrong_and_keeps_it_through_js
     rng = random.Random(0)
     train = [_planted(rng) for _ in range(300)]
     test = [_planted(rng) for _ in range(100)]
-    ranker = SentenceRanker.fit([features(c, q, _wh(q)) for c, q, _ in train], [g for _, _, g in train], steps=300)
-    hits = sum(ranker.order(features(c, q, _wh(q)))[0] == g for c, q, g in test)
+    ranker = SentenceRanker.fit([sentence_features(c, q, wh_parts(q)) for c, q, _ in train], [g for _, _, g in train],
+                                steps=300)
+    hits = sum(ranker.order(sentence_features(c, q, wh_parts(q)))[0] == g for c, q, g in test)
     by_overlap = sum(overlap_order(c, q)[:1] == [g] for c, q, g in test)
     assert hits >= 95 and by_overlap <= 20
     again = SentenceRanker(json.loads(json.dumps(ranker.state())))
     with pytest.raises(CheckpointMismatch, match="other sentence features"):
         SentenceRanker({**ranker.state(), "features": ["shared 1-grams"]})
-    x = features(*test[0][:2], _wh(test[0][1]))
+    x = sentence_features(*test[0][:2], wh_parts(test[0][1]))
     torch.testing.assert_close(again.scores(x), ranker.scores(x))
     c, q, g = test[0]
-    grades = _sentence_grades(c, q, [(i, i + 1) for i in range(len(c))], ranker)
+    grades = sentence_grades(c, q, [(i, i + 1) for i in range(len(c))], ranker)
     a, b = sentences(c)[g]
     assert set(grades[a:b]) == {3}
