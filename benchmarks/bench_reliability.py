@@ -90,7 +90,6 @@ NOT_MEASURED = {
           "with golden logits; a v1 fixture belongs in the tests when version 2 appears",
     "D4": "not applicable: lmlab has no loss-spike detector (only the non-finite guard, D1-D3, D5)",
     "D8": "not measured: needs a CUDA device (fp16 with a GradScaler is CUDA-only); this machine has no GPU",
-    "C5": "not applicable: lmlab renders no templates (no Jinja; chat prompts are built in Python, schema.py)",
     "E3": "not run here: the 512 MiB test is marked slow (run `pytest -m slow "
           "tests/unit/corpus/test_robustness.py`); the small version is measured in E2",
     "F12": "",  # measured partially by F6's server (RSS drift over the fuzz run), not a 30-minute soak
@@ -130,7 +129,9 @@ TESTS = {
            "unit/tokenizer/test_tokenizers.py::test_modified_tokenizer_json_is_detected",
            "unit/embeddings/test_embed_vectors.py::test_artifact_round_trip_and_corruption",
            "unit/data/test_shards.py::test_tokenizer_mismatch_is_refused"],
-    "D1": ["unit/train/test_loop.py::test_nan_loss_stops_before_the_step"],
+    "C5": ["unit/generate/test_chat.py::test_templates_that_reach_python_internals_are_refused"],
+    "D1": ["unit/train/test_loop.py::test_nan_loss_stops_before_the_step",
+           "integration/test_pretrain.py::test_a_diverging_run_exits_with_the_divergence_code"],
     "D2": ["unit/train/test_loop.py::test_nan_loss_skip_policy_counts_and_continues"],
     "D3": ["unit/train/test_loop.py::test_inf_in_one_gradient_is_caught_before_the_step"],
     "D5": ["unit/train/test_loop.py::test_consecutive_bad_steps_stop_with_skip_policy"],
