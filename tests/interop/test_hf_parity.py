@@ -148,6 +148,14 @@ def test_refuses_custom_code_and_pickle(tmp_path):
     assert not (tmp_path / "a").exists()
     import_hf(tmp_path / "hf", tmp_path / "a", allow_pickle=True)  # weights_only=True underneath
 
+    class Payload:  # unpickling it would create `ran`
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "a"))
+    torch.save({**state, "extra": Payload()}, tmp_path / "hf/pytorch_model.bin")
+    with pytest.raises(UnsafeFormat, match="pytorch_model.bin: not a plain tensor checkpoint"):
+        import_hf(tmp_path / "hf", tmp_path / "b", allow_pickle=True)
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "b").exists()
+
 
 def test_every_key_consumed_and_every_parameter_filled(tmp_path):
     from safetensors.torch import load_file, save_file

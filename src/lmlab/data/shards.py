@@ -276,6 +276,8 @@ class TokenShards:
                 offs = np.load(idx_path, allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise ArtifactCorrupt(f"{idx_path}: not a valid .npy offsets file ({e})") from None
+            if not isinstance(offs, np.ndarray):  # a zip (.npz, or a torch .pt) loads as an NpzFile
+                raise ArtifactCorrupt(f"{idx_path}: not a .npy offsets file (a zip archive)")
             n = actual // self.dtype.itemsize
             if offs.ndim != 1 or len(offs) == 0 or offs[0] != 0 or offs[-1] != n or np.any(np.diff(offs) < 0):
                 raise ArtifactCorrupt(f"{idx_path}: document offsets do not match {bin_path.name} ({n} ids)")

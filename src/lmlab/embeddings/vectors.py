@@ -213,13 +213,21 @@ def read_vectors_file(path: str | Path, format: ExportFormat = "word2vec-text") 
             rows.append(np.frombuffer(data, "<f4", dim, space + 1))
             pos = space + 1 + 4 * dim
     else:
-        for line in data[pos:].decode("utf-8", errors="strict").splitlines():
+        try:
+            text = data[pos:].decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad_line = line_no + data[pos:pos + e.start].count(b"\n") + 1
+            raise DataError(f"{path}: line {bad_line}: not UTF-8 text; is this a {format} file?") from None
+        for line in text.splitlines():
             line_no += 1
             parts = line.rstrip().split(" ")
             if not line.strip():
                 continue
             if dim is None:
                 dim = len(parts) - 1
+                if dim == 0:
+                    raise DataError(f"{path}: line {line_no}: a word without values; each line is "
+                                    "'word v1 v2 ...'")
             if len(parts) - 1 != dim:
                 raise DataError(f"{path}: line {line_no}: {len(parts) - 1} values, expected {dim}")
             words.append(parts[0])

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lmlab.artifacts import ArtifactWriter, inside, load_tensors, read_json, save_tensors, write_json
-from lmlab.errors import ArtifactError, ConfigError, UnsafeFormat
+from lmlab.errors import ArtifactCorrupt, ArtifactError, ConfigError, UnsafeFormat
 from lmlab.hf.mapping import (ARCHITECTURES, EXPORT_ARCHITECTURE, config_from_hf, config_to_hf,
                               family_of, from_hf_state, to_hf_state)
 from lmlab.model.pretrained import load_model, load_state, require_transformer, resolve_model_dir, save_model
@@ -77,7 +77,14 @@ def read_hf_weights(hf_dir: Path, allow_pickle: bool = False) -> dict[str, torch
         if not allow_pickle:
             raise UnsafeFormat(f"{hf_dir}: only pytorch_model.bin (a pickle, which can run code when read) "
                                "is present; convert it to safetensors, or pass --allow-pickle if you trust it")
-        return torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            tensors = torch.load(hf_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as e:  # weights_only refuses code as pickle.UnpicklingError; bad bytes raise others
+            raise UnsafeFormat(f"{hf_dir / 'pytorch_model.bin'}: not a plain tensor checkpoint, refused "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        if not isinstance(tensors, dict) or not all(torch.is_tensor(v) for v in tensors.values()):
+            raise ArtifactCorrupt(f"{hf_dir / 'pytorch_model.bin'}: holds no dictionary of tensors")
+        return tensors
     raise ArtifactError(f"{hf_dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 

@@ -85,6 +85,20 @@ def test_truncated_shard_and_bad_manifest_are_named(corpus_and_tok, tmp_path):
         TokenShards(tmp_path / "s")
 
 
+def test_a_zip_in_place_of_the_offsets_is_corrupt(corpus_and_tok, tmp_path):
+    """np.load reads a zip (an .npz, or a torch .pt handed over as .idx: C1) lazily as an NpzFile."""
+    import io
+    import zipfile
+
+    shard_corpus(corpus_and_tok / "corpus", corpus_and_tok / "bpe", tmp_path / "s")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("data.pkl", b"not offsets")
+    (tmp_path / "s" / "train" / "00000.idx").write_bytes(buf.getvalue())
+    with pytest.raises(ArtifactCorrupt, match=r"00000.idx: not a .npy offsets file"):
+        TokenShards(tmp_path / "s")
+
+
 def test_tokenizer_mismatch_is_refused(corpus_and_tok, tmp_path):
     root = corpus_and_tok
     shard_corpus(root / "corpus", root / "bpe", tmp_path / "s")

@@ -126,3 +126,19 @@ def test_import_errors_name_the_line(tmp_path):
     bad.write_bytes(b"2 4\nab " + np.zeros(4, "<f4").tobytes() + b"\ncd " + b"\0" * 6)
     with pytest.raises(DataError, match="record 2: truncated"):
         read_vectors_file(bad, "word2vec-binary")
+
+
+def test_import_of_binary_or_valueless_text_is_a_data_error(tmp_path):
+    """A pickle handed to `embed import --format glove-text` (C1): bytes that are not UTF-8, or
+    lines of one word and no values, are refused by line, not decoded into vectors of size 0."""
+    import pickle
+
+    from lmlab.embeddings.vectors import read_vectors_file
+
+    bad = tmp_path / "v.txt"
+    bad.write_bytes(b"a 1 2\nb 3 4\n\x80\x02cbuiltins\nopen\n")
+    with pytest.raises(DataError, match=r"v.txt: line 3: not UTF-8"):
+        read_vectors_file(bad, "glove-text")
+    bad.write_bytes(pickle.dumps({"w": 1}, protocol=0))  # text: one token per line
+    with pytest.raises(DataError, match=r"line 1: a word without values"):
+        read_vectors_file(bad, "glove-text")

@@ -139,6 +139,33 @@ def test_nan_loss_skip_policy_counts_and_continues(tmp_path):
     assert summary["skipped_steps"] == 2 and summary["steps"] == 6
 
 
+def test_inf_in_one_gradient_is_caught_before_the_step(tmp_path, figure):
+    """A hook sets one element of one parameter's gradient to inf (20 random parameters): the
+    step is skipped (policy skip) and no weight changes."""
+    import random
+
+    rng = random.Random(0)
+    tr = make_trainer(tmp_path, nonfinite="skip", max_steps=1, max_consecutive_bad=1000)
+    names = [n for n, p in tr.model.named_parameters() if p.requires_grad]
+    caught = 0
+    for name in rng.sample(names, 20):
+        param = dict(tr.model.named_parameters())[name]
+
+        def poison_grad(grad):
+            grad = grad.clone()
+            grad.view(-1)[0] = float("inf")
+            return grad
+        handle = param.register_hook(poison_grad)
+        before = params(tr.model)
+        skipped = tr.guard.skipped_steps
+        tr.train_step()
+        handle.remove()
+        after = params(tr.model)
+        caught += tr.guard.skipped_steps == skipped + 1 and all(torch.equal(before[k], after[k]) for k in before)
+    figure(caught=caught, trials=20)
+    assert caught == 20
+
+
 def test_consecutive_bad_steps_stop_with_skip_policy(tmp_path):
     tr = make_trainer(tmp_path, nonfinite="skip", max_consecutive_bad=3, save_every_steps=1)
     poison(tr, lambda n: n >= 3)
@@ -217,6 +244,17 @@ def test_metrics_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
         f.write('{"train_loss": 1.0, "st')  # killed mid-write after the last checkpoint
     make_trainer(tmp_path, max_steps=6).fit()
     assert [r for r in losses(tmp_path)] and len(losses(tmp_path)) == 6
+
+
+def test_rows_of_a_run_killed_before_its_first_checkpoint_are_not_kept(tmp_path):
+    """Killed at step 2, before any checkpoint: the restart trains steps 1, 2 again, so their old
+    rows go (found by the kill-during-save campaign: they were kept, and metrics.jsonl had 14 rows)."""
+    make_trainer(tmp_path / "ref", max_steps=6).fit()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(
+        line + "\n" for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[:2]))
+    make_trainer(tmp_path / "run", max_steps=6).fit()
+    assert losses(tmp_path / "run") == losses(tmp_path / "ref")
 
 
 def test_resume_never_refuses_a_directory_with_an_earlier_run(tmp_path):
