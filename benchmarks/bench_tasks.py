@@ -58,11 +58,11 @@ BENCHES = {
     "squad-x3": Bench("qa", "squad:dev:0-29", "squad:dev:30-37", "squad", "f1", 40.0, pretrain="en-bert",
                       seeds=(1337, 1, 2)),
     "multi30k-en-de": Bench("translation", "multi30k:train", "multi30k:val", "multi30k", "bleu", 28.0,
-                            extra=("--task.direction=en-de",)),
+                            extra=("--task.seq2seq.direction=en-de",)),
     "multi30k-de-en": Bench("translation", "multi30k:train", "multi30k:val", "multi30k", "bleu", 32.0,
-                            extra=("--task.direction=de-en",)),
+                            extra=("--task.seq2seq.direction=de-en",)),
     "tatoeba-zh-en": Bench("translation", "tatoeba:train", "tatoeba:dev", "tatoeba", "bleu", None,
-                           extra=("--task.direction=zh-en",)),
+                           extra=("--task.seq2seq.direction=zh-en",)),
     "dialogsum": Bench("summarization", "dialogsum:train", "dialogsum:dev", "dialogsum", "rougeL", 25.0),
     "csl": Bench("summarization", "csl:dev:0-799", "csl:dev:800-999", "csl", "rougeL", None),
 }
@@ -153,7 +153,8 @@ def bench(name: str, short: int, threads: int) -> dict:
         result.update(finetune_wall_s=r["wall_s"], steps=r.get("steps"), early_stopped=r.get("early_stopped"),
                       value=(r.get("eval") or {}).get(b.metric))
     if b.task == "translation":
-        e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", b.eval, *b.extra, "--task.num_beams=5"])
+        e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", b.eval, *b.extra,
+                      "--task.seq2seq.num_beams=5"])
         result.update(value_beam5=e["bleu"], signature=e["bleu_signature"])
     if name.startswith("chnsenticorp"):
         e = run(py + ["evaluate", b.task, str(run_out / "model"), "--data", without_train_overlap(OUT)])

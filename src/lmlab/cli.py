@@ -1,7 +1,9 @@
 """The command table: ``lmlab <stage> <action>`` → one library function. No logic lives here.
 
 Each row names the function by import path (imported only when its command runs, so that
-``lmlab --help`` is instant), its help line and its arguments. Unrecognised
+``lmlab --help`` is instant), its help line and its arguments. A flag that sets a config
+dataclass field defaults to None and the function fills it from the dataclass, which stays the
+one place that default is written (``lmlab config show SECTION`` prints it). Unrecognised
 ``--section.field=value`` (and top-level ``--field=value``) arguments are passed as config
 overrides to functions that take ``overrides``. An `LmlabError` is printed as ``error: ...``,
 never as a traceback, with the exit status of its class (`lmlab.errors`).
@@ -115,32 +117,33 @@ COMMANDS: list[Command] = [
                  "prompt) and print only the reply"),
              arg("--messages", default=None, help="JSON file of the conversation, [{role, content}, ...] "
                  "(implies --chat; --prompt adds a last user message)"),
-             arg("--max-new-tokens", type=int, default=64),
-             arg("--temperature", type=float, default=1.0, help="0 = greedy"),
-             arg("--top-k", type=int, default=0, help="0 = off"),
-             arg("--top-p", type=float, default=1.0, help="1.0 = off"),
-             arg("--repetition-penalty", type=float, default=1.0, help="1.0 = off"),
-             arg("--no-repeat-ngram-size", type=int, default=0, help="forbid repeating n-grams of this size; 0 = off"),
+             arg("--max-new-tokens", type=int, default=None),
+             arg("--temperature", type=float, default=None, help="0 = greedy"),
+             arg("--top-k", type=int, default=None, help="0 = off"),
+             arg("--top-p", type=float, default=None, help="1.0 = off"),
+             arg("--repetition-penalty", type=float, default=None, help="1.0 = off"),
+             arg("--no-repeat-ngram-size", type=int, default=None,
+                 help="forbid repeating n-grams of this size; 0 = off"),
              arg("--seed", type=int, default=None),
              arg("--stop", action="append", default=None, help="stop string (repeatable)"),
-             arg("--num-beams", type=int, default=1, help="> 1: beam search"),
-             arg("--length-penalty", type=float, default=1.0),
+             arg("--num-beams", type=int, default=None, help="> 1: beam search"),
+             arg("--length-penalty", type=float, default=None),
              arg("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                  help="weights' dtype (auto: bfloat16 where the CPU has native bf16, else float32; see lmlab info)"),
              arg("--no-echo", dest="echo", action="store_false", help="do not print the prompt first")]),
     Command("serve", "lmlab.serve.app:serve",
             "OpenAI-compatible HTTP server (+ task endpoints, attention maps, web playground at /)",
             [arg("model_dirs", nargs="+", metavar="MODEL_DIR", help="model directories (NAME=DIR to name one)"),
-             arg("--host", default="127.0.0.1", help="bind address; a public one needs --api-key"),
-             arg("--port", type=int, default=8000),
+             arg("--host", default=None, help="bind address; a public one needs --api-key"),
+             arg("--port", type=int, default=None),
              arg("--api-key", default=None, help="required as 'Authorization: Bearer KEY' on every route but /health "
                  "(visible in ps: prefer --api-key-file or $LMLAB_API_KEY)"),
              arg("--api-key-file", default=None, metavar="PATH",
                  help="read the API key from PATH (one line; not readable by other users)"),
-             arg("--max-batch-size", type=int, default=8, help="requests decoded together; 1 = no dynamic batching"),
-             arg("--max-queue", type=int, default=64, help="requests waiting beyond those (then 429)"),
-             arg("--request-timeout-s", type=float, default=120.0),
-             arg("--max-tokens", type=int, default=1024, help="cap on a request's max_tokens"),
+             arg("--max-batch-size", type=int, default=None, help="requests decoded together; 1 = no dynamic batching"),
+             arg("--max-queue", type=int, default=None, help="requests waiting beyond those (then 429)"),
+             arg("--request-timeout-s", type=float, default=None),
+             arg("--max-tokens", type=int, default=None, help="cap on a request's max_tokens"),
              arg("--log-prompts", action="store_true", help="write prompts to the log (off by default)"),
              arg("--cors-origin", action="append", default=None, metavar="ORIGIN",
                  help="let web pages from ORIGIN (scheme://host[:port]) call the API (repeatable; none by default)"),
@@ -192,14 +195,14 @@ COMMANDS: list[Command] = [
     Command("embed train", "lmlab.embeddings.train:train_embeddings",
             "train word vectors (Word2Vec or GloVe) on text files, one document per line",
             [arg("corpus", nargs="+", help="text files (.txt, .gz) or directories of them"), OUT,
-             arg("--algo", choices=["word2vec", "glove"], default=None, help="default word2vec"),
-             arg("--dim", type=int, default=None, help="vector size (default 100)"),
-             arg("--window", type=int, default=None, help="context words each side (default 5)"),
-             arg("--min-count", type=int, default=None, help="drop rarer tokens (default 5)"),
-             arg("--epochs", type=int, default=None, help="passes (default 5)"),
+             arg("--algo", choices=["word2vec", "glove"], default=None, help="word2vec or glove"),
+             arg("--dim", type=int, default=None, help="vector size"),
+             arg("--window", type=int, default=None, help="context words each side"),
+             arg("--min-count", type=int, default=None, help="drop rarer tokens"),
+             arg("--epochs", type=int, default=None, help="passes over the corpus"),
              arg("--tokenizer", default=None,
-                 help="words (default) | whitespace | jieba | a directory with tokenizer.json"),
-             arg("--threads", type=int, default=None, help="worker threads (default 2; 1 = reproducible)"),
+                 help="words | whitespace | jieba | a directory with tokenizer.json"),
+             arg("--threads", type=int, default=None, help="worker threads (1 = reproducible)"),
              arg("--seed", type=int, default=None),
              arg("--config", default=None, help="YAML recipe (overrides of the defaults)"),
              OVERWRITE]),
@@ -258,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Each command reads and writes a directory of artifacts.",
     )
     from lmlab import __version__
-    from lmlab.config_reference import sections_of
+    from lmlab.config_reference import SECTIONS, sections_of
 
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -275,9 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[stage] = stages[stage].add_subparsers(dest="action", metavar="<action>", required=True)
             sub = groups[stage].add_parser(action, help=cmd.help, description=cmd.help)
         sections = [s.name for s in sections_of(cmd.name)]
+        flag_sections = [s.name for s in SECTIONS if cmd.name in s.commands and not s.overrides]
         if sections:
             sub.epilog = (f"config fields: --SECTION.FIELD=VALUE, --FIELD=VALUE at the top level (or in a recipe); "
                           f"`lmlab config show {'|'.join(sections)}` lists them")
+        elif flag_sections:
+            sub.epilog = f"the flags' defaults: `lmlab config show {'|'.join(flag_sections)}`"
         for flags, kwargs in cmd.args:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(_target=cmd.target)

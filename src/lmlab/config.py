@@ -40,6 +40,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
+        moved = [k for k in unknown if k in getattr(cls, "moved", {})]  # a key that now sits in a section
+        if moved:
+            raise ConfigError("; ".join(f"{prefix}{k} is now {prefix}{cls.moved[k]}.{k}" for k in moved)
+                              + " (in a recipe: under its section, e.g. " + f"{prefix}{cls.moved[moved[0]]}: "
+                              + f"{{{moved[0]}: ...}})")
         raise ConfigError(
             f"unknown config key {', '.join(prefix + k for k in unknown)}; "
             f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(fields))}"

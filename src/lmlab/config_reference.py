@@ -83,8 +83,13 @@ SECTIONS: tuple[Section, ...] = (
             "that selects the best weights; src/lmlab/tasks/recipes/), which a recipe and the command line "
             "override."),
     Section("task", "lmlab.tasks.task:TaskConfig", "task.", ("finetune", "evaluate", "predict"),
-            "evaluate and predict start from the config the model was trained with; decoding fields "
-            "(num_beams, …) may change there."),
+            "What every task reads; the fields only QA or only the seq2seq tasks read are the sections "
+            "task.qa and task.seq2seq. evaluate and predict start from the config the model was trained with; "
+            "decoding fields (task.seq2seq.num_beams, …) may change there."),
+    Section("task.qa", "lmlab.tasks.task:QAConfig", "task.qa.", ("finetune", "evaluate", "predict"),
+            "Extractive QA only."),
+    Section("task.seq2seq", "lmlab.tasks.task:Seq2SeqConfig", "task.seq2seq.", ("finetune", "evaluate", "predict"),
+            "Summarization and translation only."),
     Section("lora", "lmlab.tasks.lora:LoRAConfig", "lora.", ("finetune",)),
     Section("generation", "lmlab.generate.config:GenerationConfig", "", ("generate", "serve"),
             "`lmlab generate` takes the main ones as flags (--max-new-tokens, --top-p, …); a request to "

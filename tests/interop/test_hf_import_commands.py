@@ -99,7 +99,7 @@ def test_imported_bert_fine_tunes_qa(hf_bert, tmp_path):
 
     import_hf(hf_bert, tmp_path / "lm")
     s = finetune("qa", str(FIX / "qa_en_train.json"), None, init=str(tmp_path / "lm"), out=str(tmp_path / "qa"),
-                 overrides=[*TINY, "--train.max_steps=3", "--task.max_length=64", "--task.stride=16"])
+                 overrides=[*TINY, "--train.max_steps=3", "--task.max_length=64", "--task.qa.stride=16"])
     assert s["steps"] == 3
     from lmlab.tasks.pipeline import pipeline
 

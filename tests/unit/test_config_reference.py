@@ -203,7 +203,8 @@ def test_markdown_lists_every_field_in_a_table(capsys):
 
 
 @pytest.mark.parametrize("command,sections", [(["pretrain"], "pretrain|data|model|train|optim"),
-                                              (["finetune"], "model|ngram|train|optim|finetune|task|lora"),
+                                              (["finetune"],
+                                               "model|ngram|train|optim|finetune|task|task.qa|task.seq2seq|lora"),
                                               (["corpus", "clean"], "corpus|read|normalize|filter|dedup|split")])
 def test_help_of_a_command_names_its_config_sections(command, sections):
     parser = build_parser()

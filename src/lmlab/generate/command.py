@@ -25,16 +25,17 @@ from lmlab.generate.config import GenerationConfig
 from lmlab.generate.stream import generate, load_for_generation, stream
 
 
-def generate_command(model_dir: str, prompt: str | None = None, max_new_tokens: int = 64, temperature: float = 1.0,
-                     top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                     no_repeat_ngram_size: int = 0, seed: int | None = None, stop: list[str] | None = None,
-                     num_beams: int = 1, length_penalty: float = 1.0, dtype: str = "float32",
+def generate_command(model_dir: str, prompt: str | None = None, max_new_tokens: int | None = None,
+                     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                     repetition_penalty: float | None = None, no_repeat_ngram_size: int | None = None,
+                     seed: int | None = None, stop: list[str] | None = None, num_beams: int | None = None,
+                     length_penalty: float | None = None, dtype: str = "float32",
                      echo: bool = True, chat: bool = False, messages: str | None = None) -> None:
-    # beam search is deterministic: the CLI's sampling temperature does not apply to it
-    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0 if num_beams > 1 else temperature,
-                              top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                              no_repeat_ngram_size=no_repeat_ngram_size, seed=seed,
-                              stop=list(stop or []), num_beams=num_beams, length_penalty=length_penalty)
+    """CLI: ``lmlab generate MODEL_DIR --prompt TEXT``; a knob left None keeps `GenerationConfig`'s default."""
+    config = flag_config(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                         seed=seed, stop=list(stop or []), num_beams=num_beams, length_penalty=length_penalty)
+    num_beams = config.num_beams
     chat = chat or messages is not None
     if prompt is None and not (chat and messages):
         raise ConfigError("--prompt: give the text to continue (or --chat --messages FILE for a conversation)")
@@ -72,6 +73,14 @@ def generate_command(model_dir: str, prompt: str | None = None, max_new_tokens: 
     out.write("\n")
     out.flush()
     print(f"[finish_reason={reason} tokens={n} {n / max(seconds, 1e-9):.1f} tokens/s]", file=sys.stderr)
+
+
+def flag_config(**flags) -> GenerationConfig:
+    """The `GenerationConfig` of the command's flags: those left None keep the dataclass's defaults."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if given.get("num_beams", 1) > 1:  # beam search is deterministic: the sampling temperature does not apply
+        given["temperature"] = 0.0
+    return GenerationConfig(**given)
 
 
 def read_messages(path: str) -> list[dict]:

@@ -73,26 +73,28 @@ def bind(handler, state: ServerState):
     return endpoint
 
 
-def serve(model_dirs: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          api_key_file: str | None = None, max_batch_size: int = 8, max_queue: int = 64,
-          request_timeout_s: float = 120.0, max_tokens: int = 1024, log_prompts: bool = False, dtype: str = "float32",
-          cors_origin: list[str] | None = None) -> None:
+def serve(model_dirs: list[str], host: str | None = None, port: int | None = None, api_key: str | None = None,
+          api_key_file: str | None = None, max_batch_size: int | None = None, max_queue: int | None = None,
+          request_timeout_s: float | None = None, max_tokens: int | None = None, log_prompts: bool = False,
+          dtype: str = "float32", cors_origin: list[str] | None = None) -> None:
     """CLI: ``lmlab serve MODEL_DIR... [--host H] [--port N] [--api-key-file PATH]`` (blocks until Ctrl-C).
 
-    The key: ``--api-key``, ``--api-key-file`` or ``$LMLAB_API_KEY`` (`limits.api_key_from`)."""
+    A limit left None keeps `ServeConfig`'s default. The key: ``--api-key``, ``--api-key-file`` or
+    ``$LMLAB_API_KEY`` (`limits.api_key_from`)."""
     import os
 
     import uvicorn
 
     api_key = api_key_from(api_key, api_key_file, os.environ)
-    config = ServeConfig(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size, max_queue=max_queue,
-                         request_timeout_s=request_timeout_s, max_tokens=max_tokens, log_prompts=log_prompts,
-                         cors_origins=cors_origin or [])
+    flags = {"host": host, "port": port, "max_batch_size": max_batch_size, "max_queue": max_queue,
+             "request_timeout_s": request_timeout_s, "max_tokens": max_tokens}
+    config = ServeConfig(api_key=api_key, log_prompts=log_prompts, cors_origins=cors_origin or [],
+                         **{k: v for k, v in flags.items() if v is not None})
     config.check_bind()
     registry = Registry.load(model_dirs, dtype=dtype)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(registry, config)
-    print(f"lmlab serve: {', '.join(registry.names())} on http://{host}:{port}/ "
+    print(f"lmlab serve: {', '.join(registry.names())} on http://{config.host}:{config.port}/ "
           f"({'API key required' if api_key else 'no API key'})", flush=True)
     uvicorn.Server(server_config(app, config)).run()
 

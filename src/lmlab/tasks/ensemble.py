@@ -34,7 +34,7 @@ from lmlab.model.ngram import NgramOutput
 from lmlab.model.transformer import ModelOutput
 from lmlab.tasks import get_task
 from lmlab.tasks.qa.ranker import SentenceRanker
-from lmlab.tasks.task import load_task_tokenizer
+from lmlab.tasks.task import load_task_tokenizer, nest_task_config
 
 ENSEMBLE_KIND = "lmlab-ensemble"
 ENSEMBLE_TASKS = ("sentiment", "qa")
@@ -42,8 +42,8 @@ ENSEMBLE_TASKS = ("sentiment", "qa")
 # grades the sentences for all: fits on one and on two threads of CMRC2018 differ by up to 0.014.
 RANKER_TOLERANCE = 0.05
 # TaskConfig fields that decide what a member's inputs look like; members must agree on them
-INPUT_FIELDS = ("max_length", "stride", "question_match", "answer_cues", "sentence_match", "sentence_ranker",
-                "lowercase", "truncation")
+INPUT_FIELDS = ("max_length", "qa.stride", "qa.question_match", "qa.answer_cues", "qa.sentence_match",
+                "qa.sentence_ranker", "lowercase", "truncation")
 
 
 class Ensemble(nn.Module):
@@ -82,7 +82,7 @@ def make_ensemble(task: str, model_dirs: list[str], out: str, overwrite: bool = 
         if key is not None:
             raise ConfigError(f"ensemble: {d} and {dirs[0]} differ in their {key} (fitted on other training "
                               "data?); fine-tune the members on one training set")
-        differ = [f for f in INPUT_FIELDS if info["config"].get(f) != first["config"].get(f)]
+        differ = [f for f in INPUT_FIELDS if _field(info["config"], f) != _field(first["config"], f)]
         if differ:
             raise ConfigError(f"ensemble: {d} and {dirs[0]} differ in task.{', task.'.join(differ)}; members must "
                               "read their inputs alike")
@@ -117,7 +117,14 @@ def _member_info(d: Path, task: str) -> dict:
         raise ArtifactError(f"ensemble: {d} is itself an ensemble; list its members instead")
     if not (d / "model.json").exists() or not (d / "tokenizer").is_dir():
         raise ArtifactError(f"ensemble: {d} lacks model.json or tokenizer/; is it a complete task model?")
-    return info
+    return {**info, "config": nest_task_config(info.get("config", {}))}
+
+
+def _field(config: dict, key: str):
+    """A dotted field ("qa.stride") of a task config dict; None where it is not set."""
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def _meta_difference(a: dict, b: dict) -> str | None:

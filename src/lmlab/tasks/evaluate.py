@@ -2,7 +2,7 @@
 
     lmlab evaluate sentiment out/sst2/model --data sst2:dev
     lmlab evaluate qa out/cmrc/model --data cmrc2018:trial
-    lmlab evaluate translation out/mt/model --data multi30k:val --task.num_beams=4
+    lmlab evaluate translation out/mt/model --data multi30k:val --task.seq2seq.num_beams=4
     lmlab evaluate lm out/gpt/model --data wiki.txt       (perplexity, bits per byte)
 
 The metrics are printed and written as JSON next to the model, to
@@ -45,7 +45,7 @@ def task_config_with(cfg, overrides) -> Any:
     unknown = sorted(set(over) - {"task"})
     if unknown:
         raise ConfigError(f"unknown config section {', '.join(unknown)}; evaluation takes --task.FIELD=VALUE")
-    return from_dict(TaskConfig, merge(to_dict(cfg), over.get("task", {})))
+    return from_dict(TaskConfig, merge(to_dict(cfg), over.get("task", {})), "task")
 
 
 def evaluate_task(task: str, model_dir: str, data: str, out: str | None = None, data_root: str | None = None,

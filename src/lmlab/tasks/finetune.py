@@ -3,7 +3,7 @@
     lmlab finetune sentiment --train sst2:train --eval sst2:dev --out out/sst2
     lmlab finetune sentiment --train train.csv --eval dev.csv --init out/bert/model --out out/cls
     lmlab finetune qa --train cmrc2018:train --eval cmrc2018:trial --init hf:/models/bert-base-chinese --out out/cmrc
-    lmlab finetune translation --train multi30k:train --eval multi30k:val --task.direction=de-en --out out/mt
+    lmlab finetune translation --train multi30k:train --eval multi30k:val --task.seq2seq.direction=de-en --out out/mt
     ... --config configs/finetune/sst2.yaml --train.max_steps=500 --lora.rank=8
 
 ``--init`` is an lmlab model directory (e.g. ``OUT/model`` of `lmlab pretrain`; its tokenizer is

@@ -1,17 +1,17 @@
 """What summarisation and translation share: source → target pairs on an encoder–decoder.
 
 Features: source ids truncated to ``task.max_length`` (the count of truncated sources is
-reported), target ids truncated to ``task.max_target_length − 1`` then EOS. Objective
+reported), target ids truncated to ``task.seq2seq.max_target_length − 1`` then EOS. Objective
 (teacher forcing): the decoder reads ``BOS y₁ … yₙ`` and predicts ``y₁ … yₙ EOS``;
 cross-entropy over the target tokens. Prediction decodes with `lmlab.generate`: greedy
 (`DecodeLoop` at temperature 0) or beam search (`beam_search`, Hugging Face semantics, with
-``task.num_beams`` and ``task.length_penalty``); the decoder starts from BOS, EOS ends a row
-and is not part of the text. At most ``task.max_target_length`` tokens are generated, and at
+``task.seq2seq.num_beams`` and ``task.seq2seq.length_penalty``); the decoder starts from BOS, EOS ends a row
+and is not part of the text. At most ``task.seq2seq.max_target_length`` tokens are generated, and at
 most the model's ``max_seq_len − 1`` (the start token holds a position, as in HF ``max_length``);
 a training target holds at most ``max_target_length − 1`` tokens before its EOS, so that cap
 (reached only when ``max_seq_len = max_target_length``) can only cut a final EOS.
 From scratch the tokenizer is byte-level BPE trained on sources and targets together (one
-shared vocabulary, exact round trip for any script; ``task.split_cjk`` keeps each Chinese
+shared vocabulary, exact round trip for any script; ``task.seq2seq.split_cjk`` keeps each Chinese
 character a piece of its own); the model is ``transformer-tiny``
 (Vaswani et al. 2017 at d_model 128) unless ``model.preset`` says otherwise; ``model.copy``
 adds a pointer-generator that copies source tokens (`PointerGenerator` in heads.py). ``--init`` takes
@@ -88,7 +88,7 @@ class Seq2SeqTask(Task):
     recipe_name = "seq2seq"
 
     def max_positions(self, cfg):
-        return max(cfg.max_length, cfg.max_target_length)
+        return max(cfg.max_length, cfg.seq2seq.max_target_length)
 
     def texts(self, examples):
         for e in examples:
@@ -108,7 +108,7 @@ class Seq2SeqTask(Task):
         _, eos = self._special(tok)
         src = tok.encode_batch([e.source for e in examples])
         tgt = tok.encode_batch([e.targets[0] for e in examples])
-        return [{"input_ids": s[:cfg.max_length], "target_ids": t[:cfg.max_target_length - 1] + [eos],
+        return [{"input_ids": s[:cfg.max_length], "target_ids": t[:cfg.seq2seq.max_target_length - 1] + [eos],
                  "truncated": len(s) > cfg.max_length} for s, t in zip(src, tgt)]
 
     def objective(self, tok, meta, cfg):
@@ -118,9 +118,9 @@ class Seq2SeqTask(Task):
         from lmlab.generate import DecodeLoop, GenerationConfig, beam_search
 
         bos, eos = self._special(tok)
-        gen = GenerationConfig(max_new_tokens=cfg.max_target_length, temperature=0, stop_token_ids=[eos],
-                               num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
-                               no_repeat_ngram_size=cfg.no_repeat_ngram_size)
+        gen = GenerationConfig(max_new_tokens=cfg.seq2seq.max_target_length, temperature=0, stop_token_ids=[eos],
+                               num_beams=cfg.seq2seq.num_beams, length_penalty=cfg.seq2seq.length_penalty,
+                               no_repeat_ngram_size=cfg.seq2seq.no_repeat_ngram_size)
         # the sources are token-id lists: the decoder right-pads them (pad_id) and encodes once;
         # vocab_limit keeps ids the tokenizer cannot decode (a padded model vocabulary) out
         common = dict(decoder_start_id=bos, pad_id=pad_id_of(tok), vocab_limit=tok.vocab_size)
@@ -130,7 +130,7 @@ class Seq2SeqTask(Task):
         try:
             for chunk in in_batches(sources, cfg.predict_batch_size):
                 ids = [x[:cfg.max_length] for x in tok.encode_batch(chunk)]
-                if cfg.num_beams > 1:
+                if cfg.seq2seq.num_beams > 1:
                     seqs = [h.token_ids for h in beam_search(model, ids, gen, [eos], **common)]
                 else:
                     loop = DecodeLoop(model, ids, gen, **common)
@@ -154,9 +154,9 @@ class Seq2SeqTask(Task):
         metrics = self.score(preds, [e.targets for e in examples], cfg)
         metrics["truncated_sources"] = sum(len(x) > cfg.max_length
                                            for x in tok.encode_batch([e.source for e in examples]))
-        metrics["decoding"] = {"num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty,
-                               "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
-                               "max_target_length": cfg.max_target_length}
+        metrics["decoding"] = {"num_beams": cfg.seq2seq.num_beams, "length_penalty": cfg.seq2seq.length_penalty,
+                               "no_repeat_ngram_size": cfg.seq2seq.no_repeat_ngram_size,
+                               "max_target_length": cfg.seq2seq.max_target_length}
         records = [{"source": e.source, "prediction": p, "references": e.targets} for e, p in zip(examples, preds)]
         return metrics, records
 

@@ -11,9 +11,9 @@ the training itself is the one loop of `lmlab.train.loop`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -28,53 +28,86 @@ RECIPES = Path(__file__).with_name("recipes")  # package data: the tasks' defaul
 
 
 @dataclass
+class QAConfig:
+    """task.qa: what only extractive QA reads."""
+
+    stride: int = 48  # tokens shared by consecutive windows of a long context
+    max_answer_length: int = 30  # longest answer span, tokens
+    negative_windows: float = 1.0  # training: fraction kept of the windows that lack the answer
+    question_match: bool = False  # context tokens whose word occurs in the question get segment 2 (qa/features.py)
+    answer_cues: bool = False  # (Chinese) segments also mark where the question's wh-word sits (qa/features.py)
+    decode: str = "max"  # the span with the best start+end logit, or expected_f1 (the best expected F1)
+    sentence_match: bool = False  # segments also mark the context sentences that share most with the question
+    sentence_ranker: bool = False  # with sentence_match: rank sentences by a ranker fit on the training questions
+
+    def __post_init__(self) -> None:
+        check(self.stride >= 0, "task.qa.stride", "must be >= 0")
+        check(0 < self.negative_windows <= 1, "task.qa.negative_windows", "must be in (0, 1]")
+        check(self.max_answer_length >= 1, "task.qa.max_answer_length", "must be >= 1")
+        check(self.decode in ("max", "expected_f1"), "task.qa.decode", "must be max or expected_f1")
+        check(self.sentence_match or not self.sentence_ranker, "task.qa.sentence_ranker",
+              "ranks the sentences that task.qa.sentence_match marks: set task.qa.sentence_match=true too")
+
+
+@dataclass
+class Seq2SeqConfig:
+    """task.seq2seq: what only the encoder–decoder tasks (summarization, translation) read."""
+
+    max_target_length: int = 64  # target tokens (training truncates, generation stops)
+    num_beams: int = 1  # decoding: 1 = greedy
+    length_penalty: float = 1.0  # beam search: score / length^penalty
+    no_repeat_ngram_size: int = 0  # decoding: forbid repeating n-grams of this size (0 = off)
+    direction: str = ""  # translation datasets: en-de, de-en (multi30k), en-zh, zh-en (tatoeba)
+    split_cjk: bool = False  # tokenizer trained from scratch (bpe): a CJK character per piece, the same in both sides
+
+    def __post_init__(self) -> None:
+        check(self.max_target_length >= 2, "task.seq2seq.max_target_length", "must be >= 2")
+        check(1 <= self.num_beams <= 64, "task.seq2seq.num_beams", "must be in [1, 64] (1 = greedy)")
+        check(math.isfinite(self.length_penalty), "task.seq2seq.length_penalty", "must be a finite number")
+        check(self.no_repeat_ngram_size >= 0, "task.seq2seq.no_repeat_ngram_size", "must be >= 0 (0 = off)")
+
+
+@dataclass
 class TaskConfig:
     epochs: float = 0.0  # passes over the training data; > 0 sets train.max_steps
     # tokens per input (the source of a seq2seq task); longer inputs are truncated, QA contexts windowed
     max_length: int = 128
     text_column: str = ""  # generic files: column of the text / source (default: found by name)
     label_column: str = ""  # generic files: column of the label / target (default: found by name)
-    stride: int = 48  # QA: tokens shared by consecutive windows of a long context
-    max_answer_length: int = 30  # QA: longest answer span, tokens
-    negative_windows: float = 1.0  # QA training: fraction kept of the windows that lack the answer
-    question_match: bool = False  # QA: context tokens whose word occurs in the question get segment 2 (qa/features.py)
-    answer_cues: bool = False  # QA (Chinese): segments also mark where the question's wh-word sits (qa/features.py)
-    decode: str = "max"  # QA: the span with the best start+end logit, or expected_f1 (the best expected F1)
-    sentence_match: bool = False  # QA: segments also mark the context sentences that share most with the question
-    sentence_ranker: bool = False  # QA, with sentence_match: rank sentences by a ranker fit on the training questions
-    max_target_length: int = 64  # seq2seq: target tokens (training truncates, generation stops)
-    num_beams: int = 1  # seq2seq decoding: 1 = greedy
-    length_penalty: float = 1.0  # seq2seq beam search: score / length^penalty
-    no_repeat_ngram_size: int = 0  # seq2seq decoding: forbid repeating n-grams of this size (0 = off)
-    direction: str = ""  # translation datasets: en-de, de-en (multi30k), en-zh, zh-en (tatoeba)
     lang: str = "auto"  # metric language: en, zh, or auto (from the references)
     eval_max_examples: int = 0  # examples scored at each in-training evaluation (0 = all)
     predict_batch_size: int = 32  # examples per forward pass in evaluation and prediction
     vocab_size: int = 8000  # tokenizer trained from the training file when there is no --init
     lowercase: bool = False  # that tokenizer: uncased (wordpiece)
-    split_cjk: bool = False  # that tokenizer (bpe): a CJK character per piece, the same tokens in source and target
     vectors: str = ""  # from scratch: word-vectors directory (`lmlab embed train`) initialising the token embeddings
     truncation: str = "end"  # classification inputs over max_length lose their end, start, or middle (Sun et al. 2019)
     group_by_length: bool = False  # training batches of similar lengths (less padding; EpochSource)
+    qa: QAConfig = field(default_factory=QAConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+
+    # keys of the flat TaskConfig before its sections: named in the error a recipe or override that
+    # still uses one gets, and moved by `nest_task_config` when a model directory's task.json is read
+    moved: ClassVar[dict[str, str]] = {**{f.name: "qa" for f in fields(QAConfig)},
+                                       **{f.name: "seq2seq" for f in fields(Seq2SeqConfig)}}
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, "task.epochs", "must be >= 0")
         check(self.max_length >= 8, "task.max_length", "must be >= 8")
-        check(self.stride >= 0, "task.stride", "must be >= 0")
-        check(0 < self.negative_windows <= 1, "task.negative_windows", "must be in (0, 1]")
-        check(self.max_answer_length >= 1, "task.max_answer_length", "must be >= 1")
-        check(self.max_target_length >= 2, "task.max_target_length", "must be >= 2")
-        check(1 <= self.num_beams <= 64, "task.num_beams", "must be in [1, 64] (1 = greedy)")
-        check(math.isfinite(self.length_penalty), "task.length_penalty", "must be a finite number")
-        check(self.no_repeat_ngram_size >= 0, "task.no_repeat_ngram_size", "must be >= 0 (0 = off)")
         check(self.lang in ("auto", "en", "zh"), "task.lang", "must be auto, en or zh")
-        check(self.decode in ("max", "expected_f1"), "task.decode", "must be max or expected_f1")
-        check(self.sentence_match or not self.sentence_ranker, "task.sentence_ranker",
-              "ranks the sentences that task.sentence_match marks: set task.sentence_match=true too")
         check(self.eval_max_examples >= 0, "task.eval_max_examples", "must be >= 0")
         check(self.predict_batch_size >= 1, "task.predict_batch_size", "must be >= 1")
         check(self.vocab_size >= 64, "task.vocab_size", "must be >= 64")
         check(self.truncation in TRUNCATIONS, "task.truncation", f"must be one of {', '.join(TRUNCATIONS)}")
+
+
+def nest_task_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A task config as a task.json written before task.qa and task.seq2seq existed stores it
+    (every field at the top level) → the nested form; a nested one is returned as it is."""
+    out = {k: v for k, v in data.items() if k not in TaskConfig.moved}
+    for key, section in TaskConfig.moved.items():
+        if key in data:
+            out[section] = {**out.get(section, {}), key: data[key]}
+    return out
 
 
 class Task:
@@ -253,7 +286,7 @@ def train_task_tokenizer(task: Task, texts: Iterable[str], work: Path, cfg: Task
             f.write(" ".join(t.split()) + "\n")  # one document per line
     specials = {"bpe": {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}}.get(task.tokenizer_kind, {})
     tcfg = TokenizerConfig(kind=task.tokenizer_kind, vocab_size=cfg.vocab_size, lowercase=cfg.lowercase,
-                           split_cjk=cfg.split_cjk,
+                           split_cjk=cfg.seq2seq.split_cjk,
                            special_tokens=specials, model_max_length=cfg.max_length)
     train_tokenizer([str(corpus)], work / "tokenizer", config=tcfg, overwrite=True)
     return load_task_tokenizer(work / "tokenizer")

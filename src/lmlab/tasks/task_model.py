@@ -20,7 +20,7 @@ from lmlab.config import from_dict, to_dict
 from lmlab.errors import ArtifactError
 from lmlab.model.pretrained import MODEL_KIND, load_model, resolve_model_dir
 from lmlab.tasks.ensemble import load_ensemble
-from lmlab.tasks.task import Task, TaskConfig, load_task_tokenizer
+from lmlab.tasks.task import Task, TaskConfig, load_task_tokenizer, nest_task_config
 
 TASK_FILE = "task.json"
 
@@ -57,4 +57,10 @@ def load_task_model(model_dir: str | Path, task_name: str):
         model, tok_dir = load_ensemble(model_dir, info)
     else:
         model, tok_dir = load_model(model_dir), model_dir / "tokenizer"
-    return model, load_task_tokenizer(tok_dir), info.get("meta", {}), from_dict(TaskConfig, info.get("config", {}))
+    return model, load_task_tokenizer(tok_dir), info.get("meta", {}), task_config(info)
+
+
+def task_config(info: dict) -> TaskConfig:
+    """The `TaskConfig` of a task.json (one written with every field at the top level, before
+    task.qa and task.seq2seq, too)."""
+    return from_dict(TaskConfig, nest_task_config(info.get("config", {})), "task")

@@ -60,9 +60,9 @@ def test_sentiment_ensemble_averages_the_members_logits(members, tmp_path):
 
 def test_qa_ensemble_answers_with_spans_of_the_context(tmp_path):
     base = finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), out=str(tmp_path / "base"),
-                    overrides=tiny("--train.max_steps=5", "--task.max_length=32", "--task.stride=8"))
+                    overrides=tiny("--train.max_steps=5", "--task.max_length=32", "--task.qa.stride=8"))
     dirs = [finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), init=base["model"],
-                     out=str(tmp_path / f"s{seed}"), overrides=short("--task.max_length=32", "--task.stride=8",
+                     out=str(tmp_path / f"s{seed}"), overrides=short("--task.max_length=32", "--task.qa.stride=8",
                                                                      f"--train.seed={seed}"))["model"]
             for seed in (1, 2)]
     x = make_ensemble("qa", dirs, str(tmp_path / "x" / "model"))["out"]

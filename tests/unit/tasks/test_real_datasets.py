@@ -7,7 +7,7 @@ from tests.conftest import data_root
 from lmlab.tasks.qa import TASK as QA
 from lmlab.tasks.sentiment import TASK as SENT
 from lmlab.tasks.summarization import TASK as SUMM
-from lmlab.tasks.task import TaskConfig, train_task_tokenizer
+from lmlab.tasks.task import QAConfig, Seq2SeqConfig, TaskConfig, train_task_tokenizer
 from lmlab.tasks.translation import TASK as MT
 
 ROOT = data_root()
@@ -31,7 +31,7 @@ def test_cmrc_spans_align_through_the_tokenizer(tmp_path, figure):
     root = need("cmrc2018")
     examples = QA.read("cmrc2018:trial", TaskConfig(), root)
     tok = train_task_tokenizer(QA, QA.texts(examples), tmp_path, TaskConfig(vocab_size=4000))
-    cfg = TaskConfig(max_length=256, stride=64)
+    cfg = TaskConfig(max_length=256, qa=QAConfig(stride=64))
     exact = total = 0
     for e in examples[:300]:
         enc = tok.backend.encode(e.context, add_special_tokens=False)
@@ -59,10 +59,10 @@ def test_seq2seq_datasets():
     assert len(SUMM.read("csl:dev:0-799", TaskConfig(), root)) == 800
     root = need("multi30k")
     en_de = MT.read("multi30k:val", TaskConfig(), root)
-    de_en = MT.read("multi30k:val", TaskConfig(direction="de-en"), root)
+    de_en = MT.read("multi30k:val", TaskConfig(seq2seq=Seq2SeqConfig(direction="de-en")), root)
     assert en_de[0].source == de_en[0].targets[0] and len(en_de) == 1014
     root = need("tatoeba-cmn-eng")
-    zh_en = MT.read("tatoeba:dev", TaskConfig(direction="zh-en"), root)
+    zh_en = MT.read("tatoeba:dev", TaskConfig(seq2seq=Seq2SeqConfig(direction="zh-en")), root)
     assert len(zh_en) == 858
     with pytest.raises(Exception, match="does not fit tatoeba"):
-        MT.read("tatoeba:dev", TaskConfig(direction="de-en"), root)
+        MT.read("tatoeba:dev", TaskConfig(seq2seq=Seq2SeqConfig(direction="de-en")), root)

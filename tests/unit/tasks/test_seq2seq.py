@@ -13,13 +13,14 @@ from lmlab.model import Transformer, preset
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.seq2seq import Seq2SeqObjective
 from lmlab.tasks.summarization import TASK as SUMM
-from lmlab.tasks.task import TaskConfig, train_task_tokenizer
+from lmlab.tasks.task import Seq2SeqConfig, TaskConfig, train_task_tokenizer
 from lmlab.tasks.translation import TASK as MT
 
 from .conftest import FIX, assert_resumes_to_the_same_weights, tiny
 
 SEQ = ["--model.d_model=64", "--model.d_ff=128", "--model.dropout=0", "--optim.lr=2e-3",
-       "--optim.warmup_steps=30", "--task.vocab_size=300", "--task.max_length=48", "--task.max_target_length=24"]
+       "--optim.warmup_steps=30", "--task.vocab_size=300", "--task.max_length=48",
+       "--task.seq2seq.max_target_length=24"]
 
 
 def test_teacher_forcing_shifts_by_one():
@@ -66,19 +67,20 @@ def random_seq2seq(tok, dropout=0.0):
 def test_task_greedy_equals_full_recomputation(mt_tok):
     tok, bos, eos = mt_tok, mt_tok.bos_id, mt_tok.eos_id
     model = random_seq2seq(tok, dropout=0.3)
-    cfg = TaskConfig(max_target_length=7, predict_batch_size=2)  # batches of 2, 2, 1: padded sources
+    # batches of 2, 2, 1: padded sources
+    cfg = TaskConfig(predict_batch_size=2, seq2seq=Seq2SeqConfig(max_target_length=7))
     want, lengths = [], set()
     with torch.no_grad():
         for text in SOURCES:  # one source at a time, no cache: the whole decoder input every step
             src, out = torch.tensor([tok.encode(text)]), []
-            for _ in range(cfg.max_target_length):
+            for _ in range(cfg.seq2seq.max_target_length):
                 nxt = int(model(src, decoder_input_ids=torch.tensor([[bos] + out])).logits[0, -1].argmax())
                 if nxt == eos:
                     break
                 out.append(nxt)
             lengths.add(len(out))
             want.append(tok.decode(out, skip_special_tokens=True).strip())
-    assert len(lengths) > 1 and cfg.max_target_length in lengths  # rows stop on EOS and at the limit
+    assert len(lengths) > 1 and cfg.seq2seq.max_target_length in lengths  # rows stop on EOS and at the limit
     model.train()  # as inside a training run: dropout must be off while decoding, the mode kept
     assert MT.generate(model, tok, cfg, SOURCES) == want
     assert model.training
@@ -87,7 +89,7 @@ def test_task_greedy_equals_full_recomputation(mt_tok):
 def test_task_beams_equal_generate_beam_search(mt_tok):
     tok, eos = mt_tok, mt_tok.eos_id
     model = random_seq2seq(tok)
-    cfg = TaskConfig(max_target_length=7, num_beams=3, length_penalty=0.6, predict_batch_size=3)
+    cfg = TaskConfig(predict_batch_size=3, seq2seq=Seq2SeqConfig(max_target_length=7, num_beams=3, length_penalty=0.6))
     gen = GenerationConfig(num_beams=3, length_penalty=0.6, max_new_tokens=7, temperature=0)
     want, ended = [], 0
     for text in SOURCES:  # alone: no padding in the reference
@@ -96,7 +98,7 @@ def test_task_beams_equal_generate_beam_search(mt_tok):
         want.append(tok.decode([t for t in h.token_ids if t != eos], skip_special_tokens=True).strip())
     assert 0 < ended < len(SOURCES)  # both finished and cut hypotheses
     assert MT.generate(model, tok, cfg, SOURCES) == want
-    greedy = MT.generate(model, tok, TaskConfig(max_target_length=7), SOURCES)
+    greedy = MT.generate(model, tok, TaskConfig(seq2seq=Seq2SeqConfig(max_target_length=7)), SOURCES)
     assert greedy != want  # the beams found something else than greedy
 
 
@@ -105,8 +107,10 @@ def test_task_passes_no_repeat_ngram_size_to_the_decoder(mt_tok):
     model = random_seq2seq(tok)
     changed = 0
     for beams in (1, 3):
-        free = MT.generate(model, tok, TaskConfig(max_target_length=12, num_beams=beams), SOURCES)
-        cfg = TaskConfig(max_target_length=12, num_beams=beams, no_repeat_ngram_size=1, predict_batch_size=3)
+        free = MT.generate(model, tok, TaskConfig(seq2seq=Seq2SeqConfig(max_target_length=12, num_beams=beams)),
+                           SOURCES)
+        cfg = TaskConfig(predict_batch_size=3,
+                         seq2seq=Seq2SeqConfig(max_target_length=12, num_beams=beams, no_repeat_ngram_size=1))
         gen = GenerationConfig(num_beams=beams, max_new_tokens=12, temperature=0, no_repeat_ngram_size=1)
         want = []
         for text in SOURCES:
@@ -123,7 +127,7 @@ def test_translation_learns_and_beams(tmp_path):
                  overrides=tiny(*SEQ, "--train.max_steps=400", "--train.eval_every_steps=200"))
     assert s["eval"]["bleu"] >= 60 and "tok:13a" in s["eval"]["bleu_signature"]
     assert s["val_perplexity"] == pytest.approx(math.exp(s["val_loss"]))  # a per-token loss has one
-    mt = lmlab.pipeline("translation", tmp_path / "r" / "model", ["--task.num_beams=3"])
+    mt = lmlab.pipeline("translation", tmp_path / "r" / "model", ["--task.seq2seq.num_beams=3"])
     assert mt("one two three")["translation"] == "eins zwei drei"
 
 
@@ -167,7 +171,7 @@ def test_a_copy_head_writes_names_it_has_barely_seen(tmp_path):
         s = finetune("summarization", str(tmp_path / "train.jsonl"), str(tmp_path / "dev.jsonl"),
                      out=str(tmp_path / f"copy-{copy}"),
                      overrides=tiny(*SEQ, "--train.max_steps=150", "--train.eval_every_steps=150",
-                                    "--task.split_cjk=true", "--task.vocab_size=1200",
+                                    "--task.seq2seq.split_cjk=true", "--task.vocab_size=1200",
                                     f"--model.copy={str(copy).lower()}"))
         scores[copy] = s["eval"]["rougeL"]
     assert scores[True] >= 80 and scores[False] <= 30, scores

@@ -1,22 +1,22 @@
 """What the QA task packs into the context's segment ids, beyond question (0) and context (1).
 
 A window is ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1). With
-``task.question_match`` a context token whose word (lowercased; in Chinese, a character
+``task.qa.question_match`` a context token whose word (lowercased; in Chinese, a character
 together with a neighbour) also occurs in the question gets segment 2 instead of 1: DrQA's
 exact-match feature (Chen et al. 2017), which hands a small encoder the question-context
 alignment it would otherwise have to learn from a few thousand questions. The model's segment
 table grows to 3 rows, the new row starting as a copy of the context row, so that the init
-model is unchanged at step 0. With ``task.answer_cues`` (Chinese) the segment also says where the
+model is unchanged at step 0. With ``task.qa.answer_cues`` (Chinese) the segment also says where the
 question's wh-word would sit: Chinese asks in situ (曹雪芹写了什么? ↔ 曹雪芹写了红楼梦), so a
 context token right after a run of characters equal to the question's text before its wh-word is
 a likely answer start, one right before a run equal to the text after it a likely end. Each cue
 is graded by the run's length (none, 2-3, 4+ characters). A third match grade marks context
 characters inside a run of 4+ that occurs in the question: 1 + 3·3·3 = 28 segment types.
-With ``task.sentence_match`` each context kind is further split by its sentence's grade: the
+With ``task.qa.sentence_match`` each context kind is further split by its sentence's grade: the
 sentence sharing most n-grams with the question (Σ n·|shared n-grams|, n = 1..4, over CJK
 characters and words), the one right after it, the second, or another (×4; 109 types with the
 cues). It is a retrieval the small encoder does worse on its own: on CMRC2018 the first sentence
-holds the answer for 70 % of the training questions. ``task.sentence_ranker`` orders the sentences by a
+holds the answer for 70 % of the training questions. ``task.qa.sentence_ranker`` orders the sentences by a
 small ranker fit on the training questions instead (ranker.py; 80 % on held-out training
 articles).
 """
@@ -64,7 +64,7 @@ QUESTION_END = "？?。.!！ \t"
 def context_kinds(cfg) -> int:
     """Segment ids a context token can take before the sentence grade: 1 (context), 2 (+ matched),
     27 (matched or in a long run, × start cue × end cue)."""
-    return 3 * 9 if cfg.answer_cues else (2 if cfg.question_match else 1)
+    return 3 * 9 if cfg.qa.answer_cues else (2 if cfg.qa.question_match else 1)
 
 
 SENTENCE_GRADES = 4  # other sentences, the second, the one after the first, the first
@@ -72,7 +72,7 @@ SENTENCE_GRADES = 4  # other sentences, the second, the one after the first, the
 
 def segment_types(cfg) -> int:
     """Rows of the segment table: question, then the context kinds × the sentence grades."""
-    return 1 + context_kinds(cfg) * (SENTENCE_GRADES if cfg.sentence_match else 1)
+    return 1 + context_kinds(cfg) * (SENTENCE_GRADES if cfg.qa.sentence_match else 1)
 
 
 def sentence_grades(context: str, question: str, offsets, ranker: SentenceRanker | None = None) -> list[int]:

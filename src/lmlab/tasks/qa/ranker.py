@@ -1,5 +1,5 @@
 """Which sentence of a QA context holds the answer: n-gram overlap with the question, or a small
-ranker learned from the training questions (``task.sentence_match`` / ``task.sentence_ranker``).
+ranker learned from the training questions (``task.qa.sentence_match`` / ``task.qa.sentence_ranker``).
 
 A sentence ends after a run of 。！？；!?; or a full stop followed by a space. The overlap of
 two texts is Σ n·|shared n-grams| for n = 1..4 over units (a CJK character, a word or a

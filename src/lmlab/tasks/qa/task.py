@@ -9,22 +9,22 @@ or any SQuAD-format JSON file. An answer whose text is not found at its ``answer
 dropped, counted and its question id reported (``data_report`` in the results); a question
 left without answers is dropped.
 
-Features: ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1); ``task.question_match``,
-``task.answer_cues`` and ``task.sentence_match`` pack more into the context's segment ids
-(features.py; ``task.sentence_ranker``: ranker.py). ``task.decode=expected_f1`` picks, in the best
+Features: ``[CLS] question [SEP] context-window [SEP]`` (segments 0 / 1); ``task.qa.question_match``,
+``task.qa.answer_cues`` and ``task.qa.sentence_match`` pack more into the context's segment ids
+(features.py; ``task.qa.sentence_ranker``: ranker.py). ``task.qa.decode=expected_f1`` picks, in the best
 window, the candidate span with the highest expected character-overlap F1 under p(start)·p(end)
 (minimum Bayes risk) instead of the highest start + end logit: it prefers longer, central spans.
-A context longer than ``task.max_length`` is split into windows that overlap by ``task.stride`` tokens. Character
+A context longer than ``task.max_length`` is split into windows that overlap by ``task.qa.stride`` tokens. Character
 offsets come from the tokenizer (``tokenizers`` offsets into the original string), so spans
 are exact for Chinese, where each character is a token. A training window is a feature per
 distinct gold answer it holds whole (SQuAD's dev file has up to three answers a question:
 annotators differ on a span's edges); a window that holds none points at [CLS] (position 0),
-and ``task.negative_windows`` < 1 keeps only that fraction of those (a fixed choice per
+and ``task.qa.negative_windows`` < 1 keeps only that fraction of those (a fixed choice per
 question and window), for a shorter epoch over long contexts.
 
 Model: head "span" — start and end logits per token; loss = mean of the two cross-entropies.
 Prediction: over all windows of a question, the best (start, end) with start ≤ end, length ≤
-``task.max_answer_length``, both inside the context, by start_logit + end_logit; the answer is
+``task.qa.max_answer_length``, both inside the context, by start_logit + end_logit; the answer is
 the context substring between the two tokens' character offsets; ``score`` = p(start)·p(end)
 within its window. Metric: SQuAD EM/F1 (English) or the CMRC2018 character-level variant
 (Chinese; ``task.lang`` or detected from the contexts).
@@ -158,8 +158,8 @@ class QuestionAnswering(Task):
             yield e.question
 
     def meta(self, train, cfg):
-        """With task.sentence_ranker: the sentence ranker fit on the training questions (ranker.py)."""
-        if not (cfg.sentence_match and cfg.sentence_ranker):
+        """With task.qa.sentence_ranker: the sentence ranker fit on the training questions (ranker.py)."""
+        if not (cfg.qa.sentence_match and cfg.qa.sentence_ranker):
             return {}
         xs, gold = [], []
         for e in train:
@@ -169,7 +169,7 @@ class QuestionAnswering(Task):
                 xs.append(sentence_features(e.context, e.question, wh_parts(e.question)))
                 gold.append(at[0])
         if not xs:
-            raise DataError("task.sentence_ranker: no training question has an answer inside a sentence")
+            raise DataError("task.qa.sentence_ranker: no training question has an answer inside a sentence")
         return {"sentence_ranker": SentenceRanker.fit(xs, gold).state()}
 
     def model_fields(self, meta, cfg):
@@ -184,17 +184,17 @@ class QuestionAnswering(Task):
         contexts = {} if contexts is None else contexts
         if example.context not in contexts:
             enc = tok.backend.encode(example.context, add_special_tokens=False)
-            words = token_words(enc, example.context) if cfg.question_match else []
+            words = token_words(enc, example.context) if cfg.qa.question_match else []
             contexts[example.context] = (enc.ids, enc.offsets, words)
         ids, offsets, words = contexts[example.context]
         segment = [1] * len(ids)
-        if cfg.question_match:
+        if cfg.qa.question_match:
             matched = question_matched(words, token_words(q_enc, example.question))
             segment = [2 if m else 1 for m in matched]
-        if cfg.answer_cues:
+        if cfg.qa.answer_cues:
             runs, starts, ends = cue_grades(example.context, example.question, offsets)
             segment = [(3 if r else s) + 3 * (a + 3 * b) for s, r, a, b in zip(segment, runs, starts, ends)]
-        if cfg.sentence_match:
+        if cfg.qa.sentence_match:
             kinds = context_kinds(cfg)
             grades = sentence_grades(example.context, example.question, offsets, ranker)
             segment = [s + kinds * g for s, g in zip(segment, grades)]
@@ -203,8 +203,8 @@ class QuestionAnswering(Task):
         room = cfg.max_length - len(q_ids) - 3
         if room < 8:
             raise DataError(f"question {example.id}: task.max_length={cfg.max_length} leaves no room for the context")
-        if cfg.stride >= room:
-            raise ConfigError(f"task.stride={cfg.stride} must be smaller than the context room of a window "
+        if cfg.qa.stride >= room:
+            raise ConfigError(f"task.qa.stride={cfg.qa.stride} must be smaller than the context room of a window "
                               f"({room} tokens at task.max_length={cfg.max_length}); lower it")
         spans: list[tuple[int, int]] = []  # token spans of the distinct gold answers
         if training:
@@ -215,7 +215,7 @@ class QuestionAnswering(Task):
             if not spans:
                 return []  # no answer covers a token (e.g. only whitespace): counted by the caller
         head = [cls] + q_ids + [sep]
-        out, begin, step = [], 0, max(1, room - cfg.stride)
+        out, begin, step = [], 0, max(1, room - cfg.qa.stride)
         while True:
             end = min(begin + room, len(ids))
             f = {"input_ids": head + ids[begin:end] + [sep],
@@ -237,7 +237,7 @@ class QuestionAnswering(Task):
             if not windows:
                 unaligned.append(e.id)
             out.extend(w for k, w in enumerate(windows)
-                       if w["start"] or _kept(f"{e.id}:{k}", cfg.negative_windows))
+                       if w["start"] or _kept(f"{e.id}:{k}", cfg.qa.negative_windows))
         if isinstance(examples, Examples):
             examples.report.update(unaligned_answers=len(unaligned), unaligned_ids=unaligned[:50])
         return out
@@ -259,7 +259,7 @@ class QuestionAnswering(Task):
             for (i, f), lg in zip(chunk, logits):
                 lo, hi = f["offset"], f["offset"] + f["stop"] - f["begin"]  # context token positions
                 start, end = lg[lo:hi, 0], lg[lo:hi, 1]
-                s, e, logit = _candidates(start, end, cfg.max_answer_length)
+                s, e, logit = _candidates(start, end, cfg.qa.max_answer_length)
                 if not len(s):
                     continue
                 top = int(logit.argmax())
@@ -268,7 +268,7 @@ class QuestionAnswering(Task):
                 offsets = f["offsets"][f["begin"]:f["stop"]]
                 chars = torch.tensor([[offsets[a][0], offsets[b][1]] for a, b in zip(s.tolist(), e.tolist())])
                 p = torch.softmax(start, 0)[s] * torch.softmax(end, 0)[e]  # [N]
-                pick = top if cfg.decode == "max" else int(_expected_f1(chars, p).argmax())
+                pick = top if cfg.qa.decode == "max" else int(_expected_f1(chars, p).argmax())
                 a, b = chars[pick].tolist()
                 best[i] = {"answer": examples[i].context[a:b], "start": a, "end": b, "score": float(p[pick]),
                            "logit": float(logit[top])}

@@ -4,17 +4,19 @@ model learns the fixture."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 import lmlab
+from lmlab.artifacts import sha256_file
 from lmlab.tasks.evaluate import evaluate_task
 from lmlab.errors import ConfigError, DataError
 from lmlab.tasks.finetune import finetune
 from lmlab.tasks.qa import TASK
-from lmlab.tasks.task import TaskConfig, train_task_tokenizer
+from lmlab.tasks.task import QAConfig, TaskConfig, train_task_tokenizer
 
 from ..conftest import FIX, assert_resumes_to_the_same_weights, tiny
 
@@ -28,7 +30,7 @@ def data(request, tmp_path_factory):
 
 def test_spans_map_back_to_answers_in_every_window(data):
     examples, tok = data
-    cfg = TaskConfig(max_length=24, stride=6)  # contexts longer than a window
+    cfg = TaskConfig(max_length=24, qa=QAConfig(stride=6))  # contexts longer than a window
     n_windows = 0
     for e in examples:
         windows = TASK._windows(e, tok, cfg, training=True)
@@ -46,13 +48,13 @@ def test_spans_map_back_to_answers_in_every_window(data):
         # consecutive windows overlap by the stride
         distinct = list({w["begin"]: w for w in windows}.values())
         for a, b in zip(distinct, distinct[1:]):
-            assert a["stop"] - b["begin"] == cfg.stride
+            assert a["stop"] - b["begin"] == cfg.qa.stride
     assert n_windows > len(examples)  # windowing happened
 
 
 def test_a_paragraph_is_encoded_once_for_all_its_questions(data, monkeypatch):
     examples, tok = data
-    cfg = TaskConfig(max_length=24, stride=6, question_match=True)
+    cfg = TaskConfig(max_length=24, qa=QAConfig(stride=6, question_match=True))
     asked_twice = list(examples) * 2  # every paragraph with two questions
     alone = [w for e in asked_twice for w in TASK._windows(e, tok, cfg, training=True)]  # nothing shared
     calls, encode = [], tok.backend.encode
@@ -80,9 +82,9 @@ def test_bad_qa_input(tmp_path):
         {"context": "abc", "qas": [{"id": "q1", "question": "?"}]}]}]}))
     with pytest.raises(DataError, match="question q1: missing 'question' or 'answers'"):
         TASK.read(str(tmp_path / "q.json"), TaskConfig())
-    with pytest.raises(ConfigError, match="task.stride"):
+    with pytest.raises(ConfigError, match="task.qa.stride"):
         examples = TASK.read(str(FIX / "qa_zh_dev.json"), TaskConfig())
-        TASK._windows(examples[0], _StubTok(), TaskConfig(max_length=24, stride=20), True)
+        TASK._windows(examples[0], _StubTok(), TaskConfig(max_length=24, qa=QAConfig(stride=20)), True)
 
 
 class _StubTok:
@@ -100,7 +102,7 @@ class _StubTok:
 def test_chinese_qa_end_to_end(tmp_path):
     s = finetune("qa", str(FIX / "qa_zh_train.json"), str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "r"),
                  overrides=tiny("--train.max_steps=150", "--train.eval_every_steps=50", "--task.max_length=32",
-                                "--task.stride=8"))
+                                "--task.qa.stride=8"))
     assert s["eval"]["style"] == "cmrc" and s["eval"]["f1"] >= 70  # random spans score ≈ 10
     qa = lmlab.pipeline("qa", tmp_path / "r" / "model")
     context = "火车每小时一班。李四出生在杭州。河水流过山谷。"
@@ -118,7 +120,8 @@ def _asked_words(text: str) -> list[tuple[int, int]]:
 
 def test_question_match_marks_context_tokens_whose_word_is_in_the_question(data):
     examples, tok = data
-    plain, matched = TaskConfig(max_length=24, stride=6), TaskConfig(max_length=24, stride=6, question_match=True)
+    plain = TaskConfig(max_length=24, qa=QAConfig(stride=6))
+    matched = TaskConfig(max_length=24, qa=QAConfig(stride=6, question_match=True))
     assert TASK.model_fields({}, plain) == {"head": "span"}
     assert TASK.model_fields({}, matched) == {"head": "span", "type_vocab_size": 3}
     n_matched = 0
@@ -165,8 +168,8 @@ def test_answer_cues_mark_the_tokens_where_the_wh_word_sits_in_the_context(data)
     from lmlab.tasks.qa.features import segment_types, wh_split
 
     examples, tok = data
-    cued = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True)
-    matched = TaskConfig(max_length=32, stride=6, question_match=True)
+    cued = TaskConfig(max_length=32, qa=QAConfig(stride=6, question_match=True, answer_cues=True))
+    matched = TaskConfig(max_length=32, qa=QAConfig(stride=6, question_match=True))
     assert segment_types(cued) == 28 and TASK.model_fields({}, cued)["type_vocab_size"] == 28
     context = "《红楼梦》是曹雪芹写的小说。曹雪芹写了红楼梦，高鹗续了后四十回。"
     own = [QAExample("a", "", context, "曹雪芹写了什么？"), QAExample("b", "", context, "什么是曹雪芹写的小说？"),
@@ -225,9 +228,9 @@ def test_sentence_match_grades_the_sentences_by_what_they_share_with_the_questio
     from lmlab.tasks.qa.features import segment_types, sentence_grades
 
     examples, tok = data
-    cued = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True)
-    both = TaskConfig(max_length=32, stride=6, question_match=True, answer_cues=True, sentence_match=True)
-    matched = TaskConfig(max_length=32, stride=6, question_match=True, sentence_match=True)
+    cued = TaskConfig(max_length=32, qa=QAConfig(stride=6, question_match=True, answer_cues=True))
+    both = TaskConfig(max_length=32, qa=QAConfig(stride=6, question_match=True, answer_cues=True, sentence_match=True))
+    matched = TaskConfig(max_length=32, qa=QAConfig(stride=6, question_match=True, sentence_match=True))
     assert segment_types(both) == 1 + 27 * 4 and TASK.model_fields({}, both)["type_vocab_size"] == 109
     assert segment_types(matched) == 1 + 2 * 4
     context = "《红楼梦》是曹雪芹写的小说。曹雪芹写了红楼梦！！高鹗续了后四十回；全书一百二十回"
@@ -268,10 +271,10 @@ def test_expected_f1_is_the_probability_weighted_overlap_f1_of_character_sets():
     torch.testing.assert_close(_expected_f1(chars, p), torch.tensor(want))
     one_hot = torch.zeros(7).index_fill_(0, torch.tensor([4]), 1.0)
     assert int(_expected_f1(chars, one_hot).argmax()) == 4  # all the mass on one span: that span
-    with pytest.raises(ConfigError, match="task.decode"):
-        TaskConfig(decode="mbr")
-    with pytest.raises(ConfigError, match="task.sentence_match=true"):
-        TaskConfig(sentence_ranker=True)
+    with pytest.raises(ConfigError, match="task.qa.decode"):
+        TaskConfig(qa=QAConfig(decode="mbr"))
+    with pytest.raises(ConfigError, match="task.qa.sentence_match=true"):
+        TaskConfig(qa=QAConfig(sentence_ranker=True))
 
 
 def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
@@ -299,9 +302,9 @@ def test_a_wider_segment_table_leaves_the_init_model_unchanged(tmp_path):
 
 def test_answer_cues_and_sentence_match_end_to_end_in_chinese(tmp_path):
     s = finetune("qa", str(FIX / "qa_zh_train.json"), str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "a"),
-                 overrides=tiny("--train.max_steps=3", "--task.max_length=32", "--task.stride=8",
-                                "--task.question_match=true", "--task.answer_cues=true",
-                                "--task.sentence_match=true", "--task.sentence_ranker=true"))
+                 overrides=tiny("--train.max_steps=3", "--task.max_length=32", "--task.qa.stride=8",
+                                "--task.qa.question_match=true", "--task.qa.answer_cues=true",
+                                "--task.qa.sentence_match=true", "--task.qa.sentence_ranker=true"))
     assert s["eval"]["questions"] > 0
     qa = lmlab.pipeline("qa", s["model"])
     assert qa.model.config.type_vocab_size == 109
@@ -311,16 +314,33 @@ def test_answer_cues_and_sentence_match_end_to_end_in_chinese(tmp_path):
     out = qa({"question": "曹雪芹写了什么？", "context": context})
     assert 0 <= out["start"] <= out["end"] and out["answer"] == context[out["start"]:out["end"]]
     mbr = evaluate_task("qa", s["model"], str(FIX / "qa_zh_dev.json"), out=str(tmp_path / "e.json"),
-                        overrides=["--task.decode=expected_f1"])
+                        overrides=["--task.qa.decode=expected_f1"])
     assert mbr["questions"] == s["eval"]["questions"] and 0 <= mbr["f1"] <= 100
+
+    # a model directory written while every task field sat at the top level of task.json still loads
+    old = tmp_path / "old"
+    shutil.copytree(s["model"], old)
+    info = json.loads((old / "task.json").read_text())
+    nested = info["config"]
+    info["config"] = {**{k: v for k, v in nested.items() if k not in ("qa", "seq2seq")},
+                      **nested["qa"], **nested["seq2seq"]}
+    (old / "task.json").write_text(json.dumps(info))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["files"]["task.json"] = {"sha256": sha256_file(old / "task.json"),
+                                      "bytes": (old / "task.json").stat().st_size}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert "question_match" in info["config"] and "qa" not in info["config"]
+    again = lmlab.pipeline("qa", old)
+    assert again.cfg == qa.cfg and again.cfg.qa.answer_cues and again.cfg.qa.stride == 8
+    assert again({"question": "曹雪芹写了什么？", "context": context}) == out
 
 
 def test_question_match_end_to_end_from_an_init_model(tmp_path):
     plain = finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), out=str(tmp_path / "a"),
-                     overrides=tiny("--train.max_steps=5", "--task.max_length=32", "--task.stride=8"))
+                     overrides=tiny("--train.max_steps=5", "--task.max_length=32", "--task.qa.stride=8"))
     s = finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), init=plain["model"],
                  out=str(tmp_path / "b"), overrides=[o for o in tiny("--train.max_steps=5", "--task.max_length=32",
-                 "--task.stride=8", "--task.question_match=true") if not o.startswith("--model.")])
+                 "--task.qa.stride=8", "--task.qa.question_match=true") if not o.startswith("--model.")])
     assert s["eval"]["questions"] > 0
     qa = lmlab.pipeline("qa", s["model"])
     context = "Heidi was born in Oslo. Trains arrive every hour."
@@ -330,15 +350,16 @@ def test_question_match_end_to_end_from_an_init_model(tmp_path):
 
 def test_negative_windows_keeps_every_answer_and_a_fixed_share_of_the_rest(data):
     examples, tok = data
-    full = TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6))
-    half = TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6, negative_windows=0.5))
+    full = TASK.features(examples, tok, {}, TaskConfig(max_length=24, qa=QAConfig(stride=6)))
+    half = TASK.features(examples, tok, {}, TaskConfig(max_length=24, qa=QAConfig(stride=6, negative_windows=0.5)))
     positives, negatives = [f for f in full if f["start"]], [f for f in full if not f["start"]]
     assert [f for f in half if f["start"]] == positives
     kept = [f for f in half if not f["start"]]
     assert all(f in negatives for f in kept) and 0 < len(kept) < len(negatives)
-    assert half == TASK.features(examples, tok, {}, TaskConfig(max_length=24, stride=6, negative_windows=0.5))
-    with pytest.raises(ConfigError, match="task.negative_windows"):
-        TaskConfig(negative_windows=0)
+    halved = TaskConfig(max_length=24, qa=QAConfig(stride=6, negative_windows=0.5))
+    assert half == TASK.features(examples, tok, {}, halved)
+    with pytest.raises(ConfigError, match="task.qa.negative_windows"):
+        TaskConfig(qa=QAConfig(negative_windows=0))
 
 
 def test_every_distinct_gold_answer_is_a_training_target(data):
@@ -348,7 +369,7 @@ def test_every_distinct_gold_answer_is_a_training_target(data):
     context = "Heidi was born in Oslo in the north. The weather was mild that year."
     e = QAExample("q", "t", context, "Where was Heidi born?",
                   [Answer("Oslo", 18), Answer("in Oslo", 15), Answer("Oslo", 18)])  # 2 distinct spans
-    windows = TASK._windows(e, tok, TaskConfig(max_length=64, stride=6), training=True)
+    windows = TASK._windows(e, tok, TaskConfig(max_length=64, qa=QAConfig(stride=6)), training=True)
     enc = tok.backend.encode(context, add_special_tokens=False)
     got = sorted(context[enc.offsets[w["start"] - w["offset"]][0]:enc.offsets[w["end"] - w["offset"]][1]]
                  for w in windows)
@@ -361,5 +382,5 @@ def test_preempted_qa_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     def run(out):
         return finetune("qa", str(FIX / "qa_en_train.json"), str(FIX / "qa_en_dev.json"), out=str(out),
                         overrides=tiny("--train.max_steps=8", "--train.eval_every_steps=4", "--task.max_length=32",
-                                       "--task.stride=8", "--model.dropout=0.0"))
+                                       "--task.qa.stride=8", "--model.dropout=0.0"))
     assert_resumes_to_the_same_weights(run, tmp_path, monkeypatch, stop_at=3)
