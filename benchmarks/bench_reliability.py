@@ -797,6 +797,9 @@ def build_payloads(sentinel: str) -> dict[str, tuple[bytes, str]]:
 
 
 def naive_load(data: bytes, how: str) -> None:
+    """Load `data` the way a careless loader would. It only ever sees payloads this script built, in
+    a scratch directory: it is the oracle that each payload is live (touches its sentinel when
+    unpickled), so that lmlab's refusal of the same bytes means something."""
     import gzip
     import io
     import pickle
