@@ -27,8 +27,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from lmlab.generate.chat import PLAIN_STOP, plain_prompt
-
 # ints are bounded so that a 400-digit JSON integer is a 400 here, not an OverflowError later
 Int = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
 Float = Union[Int, Annotated[float, Field(strict=True, allow_inf_nan=False)]]
@@ -79,14 +77,6 @@ class Message(Request):
 class ChatRequest(SamplingParams):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: Int | None = None
-
-
-CHAT_STOP = PLAIN_STOP
-
-
-def chat_prompt(messages: list[Message]) -> str:
-    """The plain rendering of a conversation, for models without a chat template (see the module docstring)."""
-    return plain_prompt([m.model_dump(exclude_none=True) for m in messages])
 
 
 # -- task endpoints ----------------------------------------------------------------------------

@@ -53,13 +53,13 @@ def test_list_of_prompts_is_one_choice_each(client):
 
 def test_chat_stream_and_non_stream(client, registry):
     from lmlab.generate import generate
-    from lmlab.serve.schema import CHAT_STOP
+    from lmlab.generate.chat import PLAIN_STOP
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello 你好"}]
     r = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
     entry = registry.get("tiny")
     ref = generate(entry.model, entry.tokenizer, "System: Be brief.\nUser: Hello 你好\nAssistant:",
-                   max_new_tokens=6, temperature=0, stop=[CHAT_STOP])
+                   max_new_tokens=6, temperature=0, stop=[PLAIN_STOP])
     assert r.choices[0].message.role == "assistant"
     assert r.choices[0].message.content == ref.text.strip()
     chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0,
