@@ -26,6 +26,7 @@ class ModelEntry:
     path: Path
     model: Any  # Transformer, eval mode
     tokenizer: Any
+    chat_template: Any = None  # lmlab.generate.chat.ChatTemplate, read with the model at startup
     # Weights packed once for all requests (a served model's weights never change): one more copy in memory.
     pack: PackedWeights = field(default_factory=PackedWeights)
 
@@ -75,11 +76,13 @@ class Registry:
     def load(cls, args: list[str], device: str = "cpu", dtype: str = "float32") -> "Registry":
         """dtype: the weights' ("bfloat16" halves the bytes each decode step reads)."""
         from lmlab.generate import load_for_generation
+        from lmlab.generate.chat import load_chat_template
 
         entries = []
         for name, path in parse_model_args(args):
             model, tok = load_for_generation(path, device=device, dtype=dtype)
-            entries.append(ModelEntry(name, path, model.eval(), tok))
+            # from the tokenizer's own directory: `path` may be a run directory (its model/ is served)
+            entries.append(ModelEntry(name, path, model.eval(), tok, load_chat_template(tok.directory)))
         return cls(entries)
 
     def get(self, name: str) -> ModelEntry | None:

@@ -72,3 +72,12 @@ def test_template_errors_are_400s_naming_messages(chat_server, model, messages, 
     r = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": messages}, timeout=60)
     assert r.status_code == 400
     assert message in r.json()["error"]["message"] and r.json()["error"]["param"] == "messages"
+
+
+def test_a_run_directory_is_served_with_its_model_template(chat_server, tmp_path):
+    from lmlab.serve.registry import Registry
+
+    _, registry = chat_server
+    shutil.copytree(registry.get("chat").path, tmp_path / "run" / "model")  # a run: OUT/model
+    entry = Registry.load([f"run={tmp_path / 'run'}"]).get("run")
+    assert entry.chat_template.render(MESSAGES).template == "model"

@@ -14,7 +14,7 @@ import uuid
 from fastapi import Request
 
 from lmlab.errors import LmlabError
-from lmlab.generate.chat import Chat, render_chat
+from lmlab.generate.chat import Chat
 from lmlab.serve.errors import ApiError
 from lmlab.serve.registry import ModelEntry
 from lmlab.serve.routes.generation import collect, generation_config, sse, start_rows, usage
@@ -25,7 +25,7 @@ from lmlab.serve.state import ServerState
 def chat_prompt_for(entry: ModelEntry, messages: list[Message]) -> Chat:
     """The prompt that `entry` continues for this conversation, with its stop strings."""
     try:
-        return render_chat(entry.path / "tokenizer", [m.model_dump(exclude_none=True) for m in messages])
+        return entry.chat_template.render([m.model_dump(exclude_none=True) for m in messages])
     except LmlabError as e:
         raise ApiError(400, str(e), param="messages") from None
 
