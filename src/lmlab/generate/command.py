@@ -46,7 +46,7 @@ def generate_command(model_dir: str, prompt: str | None = None, max_new_tokens: 
         conversation = read_messages(messages) if messages else []
         if prompt is not None:
             conversation.append({"role": "user", "content": prompt})
-        rendered = render_chat(Path(model_dir) / "tokenizer", conversation)
+        rendered = render_chat(tokenizer.directory, conversation)  # model_dir may be a run directory
         print("[chat: the model's chat template]" if rendered.template == "model" else
               "[chat: the model has no chat template; plain System/User/Assistant prompt]", file=sys.stderr)
         prompt, echo = rendered.text, False

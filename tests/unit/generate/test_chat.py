@@ -123,6 +123,17 @@ def test_cli_chat_uses_the_model_template(chat_models, capsys):
     assert "[chat: the model's chat template]" in err
 
 
+def test_cli_chat_on_a_run_directory_uses_its_model_template(chat_models, capsys, tmp_path):
+    import shutil
+
+    from lmlab.cli import main
+
+    shutil.copytree(chat_models / "templated", tmp_path / "run" / "model")  # a run directory: OUT/model
+    assert main(["generate", str(tmp_path / "run"), "--chat", "--prompt", "你好", "--max-new-tokens", "2",
+                 "--dtype", "float32"]) == 0
+    assert "[chat: the model's chat template]" in capsys.readouterr().err
+
+
 def test_cli_chat_falls_back_to_plain_and_says_so(chat_models, capsys, tmp_path):
     from lmlab.cli import main
 
