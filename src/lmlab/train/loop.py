@@ -69,6 +69,7 @@ class TrainConfig:
     nonfinite: Literal["skip", "stop"] = "stop"
     max_consecutive_bad: int = 3
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
+    dist_timeout_s: int = 600  # under torchrun: seconds a collective waits for a stopped or hung rank before failing
     resume: str = "auto"  # auto: newest valid checkpoint in OUT/checkpoints if any; never; or a path
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"
@@ -82,7 +83,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every_steps", "eval_batches",
-                     "save_every_steps", "log_every_steps", "max_consecutive_bad"):
+                     "save_every_steps", "log_every_steps", "max_consecutive_bad", "dist_timeout_s"):
             check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
         check(self.keep_last >= 0, "train.keep_last", "must be >= 0")
         check(self.patience >= 0, "train.patience", "must be >= 0")
@@ -126,7 +127,7 @@ class Trainer:
         export: model → (state dict of a plain model, {file name: tensors}) for OUT/best, when the
         training model is not one itself (LoRA-wrapped layers: the merged weights + the adapter)."""
         self.cfg, self.optim_cfg, self.out = cfg, optim, Path(out)
-        self.ctx = D.setup(cfg.device)
+        self.ctx = D.setup(cfg.device, cfg.dist_timeout_s)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model = model.to(self.ctx.device)
@@ -214,7 +215,10 @@ class Trainer:
         clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
-        if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
+        # the loss is all-reduced and DDP's gradients are shared, but the decision is taken together
+        # anyway: a rank whose step alone went wrong must not step while the others skip or stop
+        everywhere = D.all_true(math.isfinite(train_loss) and math.isfinite(grad_norm), ctx)
+        if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint, everywhere):
             self.scaler.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update()
@@ -362,7 +366,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         lock = RunLock(self.out) if self.ctx.is_main else contextlib.nullcontext()
-        with lock:
+        with lock, D.collectives(self.ctx, lambda: f"in training step {self.step + 1}",
+                                 lambda: self.last_checkpoint):
             self._resume()
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
             try:
