@@ -42,7 +42,7 @@ from lmlab.train import distributed as D
 from lmlab.train.adversarial import adversarial, embedding_module
 from lmlab.train.checkpoint import (RunLock, apply_retention, damage, full_model_state, full_state,
                                     identity_changes, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                    read_identity, recover_interrupted, save_checkpoint)
+                                    read_identity, recover_interrupted, save_checkpoint, step_dir)
 from lmlab.train.ema import WeightEMA
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
@@ -304,13 +304,13 @@ class Trainer:
             trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
                              "guard": self.guard.state_dict(), "identity": self.identity, "best": self.best,
                              **({"ema_updates": self.ema.updates} if self.ema is not None else {})}
-            path = save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state,
-                                   optim_state, self.scaler, trainer_state, self.run_config,
-                                   extra_tensors={f"ema::{k}": v for k, v in self.ema.tensors().items()}
-                                   if self.ema is not None else None)
+            save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state, optim_state,
+                            self.scaler, trainer_state, self.run_config,
+                            extra_tensors={f"ema::{k}": v for k, v in self.ema.tensors().items()}
+                            if self.ema is not None else None)
             apply_retention(self.out / "checkpoints", self.cfg.keep_last)
-            self.last_checkpoint = str(path)
         D.barrier(self.ctx)
+        self.last_checkpoint = str(step_dir(self.out / "checkpoints", self.step))  # every rank names it
 
     def _resume(self) -> None:
         mode = self.cfg.resume

@@ -123,7 +123,14 @@ def main(argv: list[str]) -> int:
             record["manifest_missing_after_save"].append(self.step)
         phase["now"] = "train"
 
-    Trainer.__init__, Trainer.train_step, Trainer.save = init, train_step, save
+    original_fit = Trainer.fit
+
+    def fit(self):
+        result = original_fit(self)
+        phase["now"] = "final"  # the stage writes its model, plots and summary
+        return result
+
+    Trainer.__init__, Trainer.train_step, Trainer.save, Trainer.fit = init, train_step, save, fit
     code = lmlab_main(args)
     phase["now"] = "final"
     if trainers:
