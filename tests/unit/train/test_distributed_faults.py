@@ -98,13 +98,24 @@ def test_a_stopped_peer_ends_the_others_with_a_message_within_the_timeout(tmp_pa
     assert ended - stopped <= timeout_s + 10
 
 
+def finetune_args(out: Path, *extra: str) -> list[str]:
+    tasks = ROOT / "tests" / "fixtures" / "tasks"
+    return ["finetune", "sentiment", "--train", str(tasks / "sentiment_train.csv"), "--eval",
+            str(tasks / "sentiment_dev.csv"), "--out", str(out), "--model.d_model=32", "--model.n_layers=2",
+            "--model.n_heads=2", "--model.d_ff=64", "--train.progress=false", "--train.threads=1",
+            "--train.batch_size=8", "--optim.warmup_steps=2", "--optim.lr=3e-3", "--task.vocab_size=200",
+            "--train.precision=fp32", "--train.eval_every_steps=3", *extra]
+
+
 @pytest.mark.dist
-def test_only_rank_0_writes_and_commits_before_releasing_the_others(tmp_path, figure):
-    """Every file operation under OUT in both ranks, from an empty directory (its data built
-    too) to the final model: rank 1 writes nothing; it never leaves a save's barrier before the
-    step's manifest exists."""
-    procs = launch(tmp_path / "rep", pretrain_args(tmp_path / "run", "--train.max_steps=6",
-                                                   "--train.save_every_steps=2"), ["--audit"], env=ENV)
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_only_rank_0_writes_and_commits_before_releasing_the_others(tmp_path, figure, stage):
+    """Every file operation under OUT in both ranks, from an empty directory (its data or
+    tokenizer built too) to the final model: rank 1 writes nothing; it never leaves a save's
+    barrier before the step's manifest exists."""
+    args = (pretrain_args if stage == "pretrain" else finetune_args)(tmp_path / "run", "--train.max_steps=6",
+                                                                     "--train.save_every_steps=2")
+    procs = launch(tmp_path / "rep", args, ["--audit"], env=ENV)
     assert finish(procs) == [0, 0], (tmp_path / "rep" / "stderr-1.txt").read_text()[-3000:]
     r0, r1 = reports(tmp_path / "rep")
     figure(rank1_writes=len(r1["writes"]), rank0_writes=len(r0["writes"]),
@@ -113,7 +124,9 @@ def test_only_rank_0_writes_and_commits_before_releasing_the_others(tmp_path, fi
     assert r1["saves"] == r0["saves"] == [2, 4, 6] and r1["manifest_missing_after_save"] == []
     phases = {phase for phase, _, _ in r0["writes"]}
     assert {"data", "save", "final"} <= phases  # the audit sees rank 0's writes of every phase
-    assert any(path.startswith("data/") for _, _, path in r0["writes"])
+    built = "data/" if stage == "pretrain" else "work/tokenizer"
+    assert any(path.startswith(built) or path.startswith("work/.tokenizer") for _, _, path in r0["writes"])
+    assert (tmp_path / "run" / "model" / "manifest.json").exists()
 
 
 @pytest.mark.dist
