@@ -118,6 +118,16 @@ def test_known_differences_from_marian_tokenizer_are_pinned(imported, reference)
     assert vocab[">>deu<<"] not in reference("hello >>deu<< world")["input_ids"]
 
 
+def test_truncated_sources_keep_their_end_token_as_marian_tokenizer_does(imported, reference):
+    from lmlab.tasks.translation import TASK
+
+    tok = Tokenizer.load(imported[0] / "tokenizer", verify_hashes=False)
+    texts = fixture_texts()[:20]
+    ids, cut = TASK.sources(tok, texts, 7)
+    assert ids == reference(texts, truncation=True, max_length=7)["input_ids"]
+    assert any(cut) and all(len(x) <= 7 and x[-1] == tok.eos_id for x in ids)
+
+
 def hf_greedy(model, reference, texts: list[str], n: int) -> list[list[int]]:
     """transformers' greedy generate (the checkpoint's generation_config, one beam, no forced </s> at
     the length limit): each row's tokens after the decoder start, up to and with its first </s>."""
