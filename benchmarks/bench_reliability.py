@@ -9,14 +9,17 @@ Campaigns (each bounded; `--quick` runs smaller counts):
     A2 B1     kill -9 of a `python -m lmlab pretrain` subprocess at a random step, resumed; and
               the uninterrupted run twice
     A3        truncation and one-byte flips of a committed checkpoint, then load_checkpoint
+    A7        every stored format version (tests/fixtures/checkpoints/vN): logits and resumed losses vs golden
     B2 B3     resume at every step boundary 1..20; SIGKILL at micro-step 2 of 4 (accumulation)
     G4        SIGTERM of a training subprocess at a random step, resumed
     C1        ten pickle payloads handed to every lmlab load entry point
     C2        mutated safetensors headers through load_tensors, in a child process (crashes, RSS)
+    D4        a clean 2,000-step tiny `lmlab pretrain` with losses ×10 at 5 random steps (spike=warn, skip)
+    E3        `lmlab corpus clean` of a 512 MiB line with no newline: peak RSS, skipped and counted
     F6 F8     a real `lmlab serve` of a tiny model on 127.0.0.1: 10,000 fuzzed requests (F10 F12
               F13 from the same server), then slow-loris and idle-connection exhaustion
     H3        10,000 random strings: lmlab tokenizers vs transformers.AutoTokenizer on the same files
-    I6        Word2Vec's update (gensim, through lmlab) vs the SGNS gradient from autograd
+    I6        Word2Vec's update (gensim, through lmlab) vs the SGNS gradient from autograd (gensim's σ table)
     pytest    the tests that already measure an item, run once; their outcomes and figures
 Every checklist id gets a row: measured (trials, failures, what was lost, by what) or the
 reason it is not. The table is printed as Markdown and written to reports/reliability-bench.md

@@ -1,7 +1,7 @@
 """The reliability checklist's fault and fuzz campaigns, run by benchmarks/bench_reliability.py.
 
-One module per campaign (checkpoints, kills, resume, payloads, serve, tokenizers, word2vec,
-pytest_items), helpers they share in common, the checklist in items, the report in table.
+One module per campaign (checkpoints, formats, kills, resume, payloads, spikes, huge_line, serve,
+tokenizers, word2vec, pytest_items), helpers they share in common, the checklist in items, the report in table.
 
 To add a campaign: a module here with `campaign_xxx(work: Path, quick: bool) -> list[dict]` that
 returns one `common.row(...)` per checklist id it measures (scratch files under `work`; `quick`

@@ -29,12 +29,7 @@ ITEMS = {
 
 # Items no campaign or test here measures, and why.
 NOT_MEASURED = {
-    "A7": "not measured: the checkpoint format has one version (format_version 1) and no stored fixture of it "
-          "with golden logits; a v1 fixture belongs in the tests when version 2 appears",
-    "D4": "not applicable: lmlab has no loss-spike detector (only the non-finite guard, D1-D3, D5)",
     "D8": "not measured: needs a CUDA device (fp16 with a GradScaler is CUDA-only); this machine has no GPU",
-    "E3": "not run here: the 512 MiB test is marked slow (run `pytest -m slow "
-          "tests/unit/corpus/test_robustness.py`); the small version is measured in E2",
     "F12": "",  # measured partially by F6's server (RSS drift over the fuzz run), not a 30-minute soak
     "G1": "not measured: a 10-trial torchrun elastic campaign (2 ranks, --max-restarts) does not fit the "
           "time budget on 2 shared cores; no test exists",
