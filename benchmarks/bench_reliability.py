@@ -12,6 +12,9 @@ Campaigns (each bounded; `--quick` runs smaller counts):
     A7        every stored format version (tests/fixtures/checkpoints/vN): logits and resumed losses vs golden
     B2 B3     resume at every step boundary 1..20; SIGKILL at micro-step 2 of 4 (accumulation)
     G4        SIGTERM of a training subprocess at a random step, resumed
+    G3 G5 G2  2 gloo ranks of `lmlab pretrain`: NaN (or an inf gradient) on rank 1, SIGSTOP of one
+              rank; every file operation of both ranks audited (and runs from an empty OUT)
+    G1        torchrun --max-restarts=3 with one rank SIGKILLed at a random step, vs an uninterrupted run
     C1        ten pickle payloads handed to every lmlab load entry point
     C2        mutated safetensors headers through load_tensors, in a child process (crashes, RSS)
     D4        a clean 2,000-step tiny `lmlab pretrain` with losses ×10 at 5 random steps (spike=warn, skip)
@@ -48,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a few minutes)")
     parser.add_argument("--only", default="", help="campaigns to run, e.g. A2,C1 (aliases: A4 A5 → A1, "
-                        "B1 G4 → A2, B3 → B2, F8 F10 F12 F13 → F6); pytest runs the existing tests")
+                        "B1 G4 → A2, B3 → B2, F8 F10 F12 F13 → F6, G2 G5 → G3); pytest runs the existing tests")
     parser.add_argument("--skip-pytest", action="store_true")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args()

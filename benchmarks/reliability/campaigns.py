@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .checkpoints import campaign_a3, campaign_checkpoint_faults
+from .distributed import campaign_dist_faults, campaign_elastic
 from .formats import campaign_a7
 from .huge_line import campaign_e3
 from .kills import campaign_kill_and_term
@@ -26,6 +27,8 @@ CAMPAIGNS = {
     "D4": campaign_d4,
     "E3": campaign_e3,
     "F6": campaign_serve,
+    "G1": campaign_elastic,
+    "G3": campaign_dist_faults,
     "H3": campaign_h3,
     "I6": campaign_i6,
     "pytest": campaign_pytest,
@@ -35,4 +38,5 @@ ALIASES = {
     "B1": "A2", "G4": "A2",
     "B3": "B2",
     "F8": "F6", "F10": "F6", "F12": "F6", "F13": "F6",
+    "G2": "G3", "G5": "G3",
 }

@@ -31,10 +31,4 @@ ITEMS = {
 NOT_MEASURED = {
     "D8": "not measured: needs a CUDA device (fp16 with a GradScaler is CUDA-only); this machine has no GPU",
     "F12": "",  # measured partially by F6's server (RSS drift over the fuzz run), not a 30-minute soak
-    "G1": "not measured: a 10-trial torchrun elastic campaign (2 ranks, --max-restarts) does not fit the "
-          "time budget on 2 shared cores; no test exists",
-    "G2": "not measured: no instrumented multi-rank save; by reading, only rank 0 calls save_checkpoint "
-          "(Trainer.save: ctx.is_main) and the barrier follows the commit",
-    "G3": "not measured: needs 2 gloo ranks with NaN injected on one; no test exists",
-    "G5": "not measured: needs 2 gloo ranks and SIGSTOP of one; no test exists",
 }
