@@ -90,6 +90,11 @@ TESTS = {
             "unit/serve/test_openai_client.py::test_sse_ends_with_done"],
     "F11": ["unit/serve/test_hardening.py::test_model_names_are_an_allow_list"],
     "F13": ["unit/serve/test_hardening.py::test_logs_hold_no_keys_or_prompts"],
+    "G1": ["unit/train/test_distributed_faults.py::test_sigkill_of_one_rank_under_torchrun_restarts_resumes_bitwise"],
+    "G2": ["unit/train/test_distributed_faults.py::test_only_rank_0_writes_and_commits_before_releasing_the_others",
+           "unit/train/test_distributed_faults.py::test_a_failure_while_rank_0_builds_the_data_ends_the_others"],
+    "G3": ["unit/train/test_distributed_faults.py::test_a_non_finite_step_on_one_rank_is_one_decision_for_all"],
+    "G5": ["unit/train/test_distributed_faults.py::test_a_stopped_peer_ends_the_others_within_the_timeout"],
     "H1": ["interop/test_hf_parity.py::test_import_then_export_parity",
            "interop/test_hf_parity.py::test_bert_padding_rows_match"],
     "H2": ["interop/test_hf_parity.py::test_export_then_greedy_continuations_equal"],
@@ -107,7 +112,8 @@ TESTS = {
 }
 # Tests that take long: only in the full run.
 SLOW_TESTS = {"unit/tokenizer/test_fuzz_slow.py::test_fifty_thousand_fuzz_strings",
-              "unit/corpus/test_robustness.py::test_512mib_line_is_skipped_in_flat_memory"}
+              "unit/corpus/test_robustness.py::test_512mib_line_is_skipped_in_flat_memory",
+              "unit/train/test_distributed_faults.py::test_sigkill_of_one_rank_under_torchrun_restarts_resumes_bitwise"}
 
 
 def campaign_pytest(work: Path, quick: bool) -> list[dict]:

@@ -72,7 +72,7 @@ def test_a_non_finite_step_on_one_rank_is_one_decision_for_all(tmp_path, figure,
 
 
 @pytest.mark.dist
-def test_a_stopped_peer_ends_the_others_with_a_message_within_the_timeout(tmp_path, figure):
+def test_a_stopped_peer_ends_the_others_within_the_timeout(tmp_path, figure):
     """SIGSTOP of rank 1 at step 3: rank 0 waits train.dist_timeout_s in its next collective,
     then exits with PeerLost's status (5) and a message that names the stopped rank and what
     to do, no traceback."""
