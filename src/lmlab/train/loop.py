@@ -9,8 +9,9 @@ One optimizer step:
                                                  ×W undoes DDP's average over ranks
            (with `adversarial`, the same again with the embeddings perturbed: adversarial.py)
     3. all-reduce the loss; clip the global gradient norm
-    4. guard: a non-finite loss or norm skips the step or stops the run; a loss spike (k× the running
-       median: spike.py) is reported, or skips the step, or stops the run (`spike`)
+    4. guard: a non-finite loss or norm (on any rank: one all-reduced flag) skips the step or stops
+       the run; a loss spike (k× the running median: spike.py) is reported, or skips the step, or
+       stops the run (`spike`)
     5. optimizer step (and the weight average, `ema_decay`); log; evaluate every
        `eval_every_steps`; checkpoint every `save_every_steps`
 Evaluation is the validation loss plus, for fine-tuning, whatever an `eval_hook` returns (task
