@@ -105,12 +105,14 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) 
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     a @ b
+    if device.type == "cuda":  # the warm-up product finished before the clock starts
+        torch.cuda.synchronize(device)
     t, reps = time.perf_counter(), 0
     while time.perf_counter() - t < 0.3:
         a @ b
         reps += 1
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
@@ -139,7 +141,9 @@ class Trainer:
         self._early_stop = False
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        # fp16 needs its loss scaled (its largest value is 65504); FSDP2's gradients are DTensors,
+        # which torch's GradScaler unscales and checks across ranks as they are
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         self.guard = NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_bad)
         if cfg.activation_checkpointing:
             for layer in D.transformer_layers(self.model):
