@@ -167,13 +167,29 @@ def memory_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
     return mem
 
 
+def auto_precision(device: str = "measure") -> str:
+    """`--precision auto`: the machine's training precision, or a named device's 16-bit format."""
+    if device == "measure":
+        from lmlab import machine
+
+        m = machine.detect()
+        return m.precision(m.device)
+    return "bf16" if "bf16" in DEVICES.get(device, {"bf16": 0}) else "fp16"
+
+
 def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: int = 8, seq_len: int | None = None,
-                  device: str = "measure", precision: str = "bf16", mfu: float | None = None, devices: int = 1,
+                  device: str = "measure", precision: str = "auto", mfu: float | None = None, devices: int = 1,
                   price_per_hour: float = 0.0, activation_checkpointing: bool = False,
                   optimizer: str = "adamw") -> dict:
     """A cost sheet for training `model` (preset or model directory) on `tokens` tokens with
-    `optimizer` (adamw, or muon: the training's optim.name)."""
+    `optimizer` (adamw, or muon: the training's optim.name). precision auto: what training's
+    `train.precision=auto` takes on this machine (`lmlab.machine`: bf16 only where it is native),
+    or on a named device bf16 where its datasheet has it, else fp16."""
     cfg = _config(model)
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"precision: unknown {precision!r}; use auto, bf16, fp16 or fp32")
+    if precision == "auto":
+        precision = auto_precision(device)
     if optimizer not in ("adamw", "muon"):
         raise ConfigError(f"optimizer: unknown {optimizer!r}; use adamw or muon")
     t = seq_len or cfg.max_seq_len
@@ -191,6 +207,9 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
         dev = torch.device(machine.detect().device)
+        if precision == "fp16" and dev.type != "cuda":
+            raise ConfigError("precision: fp16 trains only on CUDA (train.precision refuses it on the CPU); "
+                              "use auto, bf16 or fp32, or name a GPU with --device")
         peak = measure_peak_flops(dev, dtype)
         default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.45)
         overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S
