@@ -138,6 +138,14 @@ class Machine:
         cc = self.cuda_capability or (0, 0)
         return tuple(k for k, ok in (("flash", cc >= (8, 0)), ("efficient", cc >= (5, 0)), ("math", True)) if ok)
 
+    def attention_takes_gqa(self, device: torch.device | str, dtype: torch.dtype, masked: bool) -> bool:
+        """A fast attention kernel takes K < H key/value heads as they are. On CUDA only flash does
+        (bf16/fp16, no mask); elsewhere the keys are repeated to H heads, or the formula ("math")
+        kernel would run. The CPU's kernels take them in every case."""
+        if torch.device(device).type != "cuda":
+            return True
+        return not masked and dtype in (torch.bfloat16, torch.float16) and "flash" in self.attention_kernels(device)
+
     def describe(self) -> dict:
         """What was found and what was chosen, as plain JSON-able values (`lmlab info`)."""
         found = asdict(self)

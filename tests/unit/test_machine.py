@@ -166,6 +166,19 @@ def test_pretended_cuda_device_chooses(capability, precision, scaler, kernels):
             pass
 
 
+def test_grouped_query_attention_is_given_a_kernel_that_takes_it():
+    """On CUDA only flash takes K < H key/value heads (bf16/fp16, no mask); otherwise the model
+    repeats them for the memory-efficient kernel. The CPU's kernels take them always."""
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    with machine.force(cuda="8.0") as m:
+        assert m.attention_takes_gqa("cuda", bf16, masked=False) and m.attention_takes_gqa("cuda", fp16, False)
+        assert not m.attention_takes_gqa("cuda", bf16, masked=True)  # padding: the memory-efficient kernel
+        assert not m.attention_takes_gqa("cuda", fp32, masked=False)  # flash has no float32
+        assert m.attention_takes_gqa("cpu", fp32, masked=True)
+    with machine.force(cuda="7.5") as m:  # a T4: no flash kernel
+        assert not m.attention_takes_gqa("cuda", fp16, masked=False)
+
+
 def test_distributed_setup_asks_the_machine(monkeypatch):
     """torchrun on a (pretended) CUDA machine: each rank takes its device and the NCCL backend."""
     import torch.distributed as dist

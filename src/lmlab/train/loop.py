@@ -9,7 +9,9 @@ One optimizer step:
                                                  ×W undoes DDP's average over ranks
            (with `adversarial`, the same again with the embeddings perturbed: adversarial.py)
     3. all-reduce the loss; clip the global gradient norm
-    4. guard: a non-finite loss or norm skips the step or stops the run
+    4. guard: a non-finite loss or norm skips the step or stops the run (in fp16, a non-finite
+       norm at a finite loss is the loss scale's overflow: the grad scaler skips the step and
+       halves the scale)
     5. optimizer step (and the weight average, `ema_decay`); log; evaluate every
        `eval_every_steps`; checkpoint every `save_every_steps`
 Evaluation is the validation loss plus, for fine-tuning, whatever an `eval_hook` returns (task
@@ -57,7 +59,9 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 12  # sequences per micro-batch per process
     grad_accum_steps: int = 1  # micro-batches per optimizer step
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    # auto: lmlab.machine's choice: bf16 where it is native (AVX512-BF16/AMX CPUs, CUDA ≥ 8.0), fp16 with
+    # a loss scaler on older CUDA, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False  # torch.compile the model
     activation_checkpointing: bool = False  # recompute layer activations in backward
     eval_every_steps: int = 200
@@ -68,7 +72,9 @@ class TrainConfig:
     seed: int = 1337
     nonfinite: Literal["skip", "stop"] = "stop"
     max_consecutive_bad: int = 3
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
+    # under torchrun: replicate (DDP) or shard (FSDP2: each layer, weights, gradients and AdamW moments) the
+    # model; checkpoints hold the full weights either way, and resume under either
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     resume: str = "auto"  # auto: newest valid checkpoint in OUT/checkpoints if any; never; or a path
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"
@@ -218,14 +224,20 @@ class Trainer:
         clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
-        if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
+        # fp16: gradients that overflow at a finite loss mean the loss scale is too large, not that
+        # training diverged; the scaler skips the step and halves the scale (the guard is not told)
+        overflow = self.scaler.is_enabled() and math.isfinite(train_loss) and not math.isfinite(grad_norm)
+        if not overflow and self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
             self.scaler.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update()
+        row = {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
+        if self.scaler.is_enabled():
+            row["loss_scale"] = self.scaler.get_scale()  # before the update: the scale this step used
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens_seen += int(sum(p.inputs["input_ids"].numel() for p in prepared)) * ctx.world_size
-        return {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
+        return row
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -57,3 +57,14 @@ def test_fsdp_resumes_exactly(tmp_path):
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
     moments = load_file(tmp_path / "resumed" / "checkpoints" / "step-00000005" / "optimizer.safetensors")
     assert any(k.endswith("::exp_avg_sq") for k in moments)  # whole (gathered) moments, by parameter name
+
+
+@pytest.mark.dist
+def test_a_ddp_checkpoint_resumes_under_fsdp(tmp_path):
+    """Checkpoints hold full weights whichever way the model was spread: a run begun under DDP
+    goes on sharded."""
+    one_process(tmp_path / "one", tmp_path / "one.st")
+    two_ranks(tmp_path / "switched", tmp_path / "unused.st", "ddp", stop=3)
+    two_ranks(tmp_path / "switched", tmp_path / "switched.st", "fsdp")
+    one, switched = load_file(tmp_path / "one.st"), load_file(tmp_path / "switched.st")
+    assert max((one[k] - switched[k]).abs().max().item() for k in one) < 1e-5
