@@ -124,3 +124,18 @@ def test_cli_precision_default_is_auto():
 
     args = build_parser().parse_args(["cost", "gpt2-tiny"])
     assert args.precision == "auto"
+
+
+def test_a_fast_machine_profiles_more_of_the_batch(monkeypatch):
+    """The FLOP cap starts the profile at one sequence; where a step of the 3-layer model takes less
+    than PROFILE_STEP_S, the profile takes more of the real batch (never more than all of it)."""
+    import lmlab.train.cost as C
+
+    cfg = preset("gpt2-tiny", vocab_size=99, d_model=32, n_heads=2, d_ff=64, max_seq_len=16)
+    per_seq = C._training_flops_per_token(cfg, 7) * 7
+    monkeypatch.setattr(C, "PROFILE_FLOPS", per_seq * 1.5)  # one sequence fits, two do not
+    monkeypatch.setattr(C, "PROFILE_STEP_S", 1e-9)
+    assert C.profile_step(cfg, 5, 7, "fp32", reps=1)["profiled_batch"] == 1
+    monkeypatch.setattr(C, "PROFILE_STEP_S", 60.0)
+    got = C.profile_step(cfg, 5, 7, "fp32", reps=1)
+    assert got["profiled_batch"] == 5 and got["step_seconds"] > 0  # the whole batch: nothing scaled up
