@@ -4,7 +4,8 @@
     torchrun --nnodes=2 --node-rank=R --rdzv-backend=c10d --rdzv-endpoint=HOST:29400 \\
              --nproc-per-node=8 -m lmlab pretrain ...          # multi-node: same command per node
 
-torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; the backend is NCCL on CUDA and gloo on CPU.
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; each process takes CUDA device LOCAL_RANK, and
+the backend is `lmlab.machine`'s choice (NCCL on CUDA, gloo on the CPU).
 Rank r of W, at optimizer step s with A accumulation steps, trains on the global micro-batches
 s·W·A + m·W + r (m < A), so a W-process run sees exactly the batches of a 1-process run with
 W·A accumulation steps. Only rank 0 writes files: it builds a stage's data while the others
@@ -31,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from lmlab import machine
-from lmlab.errors import LmlabError
+from lmlab.errors import ConfigError, LmlabError
 
 
 class PeerLost(LmlabError):
@@ -64,9 +65,14 @@ class Context:
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    m = machine.detect()
     if requested == "auto":
-        requested = machine.detect().device
+        requested = m.device
     if requested == "cuda":
+        if local_rank >= m.cuda_devices:
+            raise ConfigError(f"train.device: process {local_rank} of this node needs CUDA device {local_rank}, "
+                              f"and this machine has {m.cuda_devices}; start at most {m.cuda_devices} "
+                              "(torchrun --nproc-per-node), or train on the CPU with --train.device=cpu")
         return torch.device("cuda", local_rank)
     return torch.device(requested)
 
@@ -106,12 +112,13 @@ def setup(requested_device: str = "auto", timeout_s: int = 600) -> Context:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         timeout = timedelta(seconds=timeout_s)
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend, device_id = machine.detect().dist_backend(device), device if device.type == "cuda" else None
         store = _attempt_store(world, timeout)
         if store is None:
-            dist.init_process_group(backend, timeout=timeout)
+            dist.init_process_group(backend, timeout=timeout, device_id=device_id)
         else:
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout,
+                                    device_id=device_id)
     _CONTEXT = Context(rank, world, local, device, timeout_s, _gather_peers(world, device))
     return _CONTEXT
 
@@ -248,11 +255,15 @@ def wrap(model: torch.nn.Module, ctx: Context, strategy: str = "ddp") -> torch.n
     if not ctx.distributed:
         return model
     if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # the mesh of the training device (fully_shard's default mesh is CUDA whenever torch sees
+        # a GPU, even for a run on the CPU)
+        mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
         for layer in transformer_layers(model):
-            fully_shard(layer)
-        return fully_shard(model)
+            fully_shard(layer, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)

@@ -10,8 +10,9 @@ One optimizer step:
            (with `adversarial`, the same again with the embeddings perturbed: adversarial.py)
     3. all-reduce the loss; clip the global gradient norm
     4. guard: a non-finite loss or norm (on any rank: one all-reduced flag) skips the step or stops
-       the run; a loss spike (k× the running median: spike.py) is reported, or skips the step, or
-       stops the run (`spike`)
+       the run (in fp16, a non-finite norm at a finite loss is the loss scale's overflow: the grad
+       scaler skips the step and halves the scale); a loss spike (k× the running median: spike.py)
+       is reported, or skips the step, or stops the run (`spike`)
     5. optimizer step (and the weight average, `ema_decay`); log; evaluate every
        `eval_every_steps`; checkpoint every `save_every_steps`
 Evaluation is the validation loss plus, for fine-tuning, whatever an `eval_hook` returns (task
@@ -61,7 +62,9 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 12  # sequences per micro-batch per process
     grad_accum_steps: int = 1  # micro-batches per optimizer step
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    # auto: lmlab.machine's choice: bf16 where it is native (AVX512-BF16/AMX CPUs, CUDA ≥ 8.0), fp16 with
+    # a loss scaler on older CUDA, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False  # torch.compile the model
     activation_checkpointing: bool = False  # recompute layer activations in backward
     eval_every_steps: int = 200
@@ -80,7 +83,9 @@ class TrainConfig:
     spike_factor: float = 3.0  # k: a loss above k × the running median is a spike
     spike_window_steps: int = 100  # recent steps whose median is the reference
     spike_warmup_steps: int = 50  # steps collected before any loss is judged
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
+    # under torchrun: replicate (DDP) or shard (FSDP2: each layer, weights, gradients and AdamW moments) the
+    # model; checkpoints hold the full weights either way, and resume under either
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     dist_timeout_s: int = 600  # under torchrun: seconds a collective waits for a stopped or hung rank before failing
     resume: str = "auto"  # auto: newest valid checkpoint in OUT/checkpoints if any; never; or a path
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -121,12 +126,14 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) 
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     a @ b
+    if device.type == "cuda":  # the warm-up product finished before the clock starts
+        torch.cuda.synchronize(device)
     t, reps = time.perf_counter(), 0
     while time.perf_counter() - t < 0.3:
         a @ b
         reps += 1
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
@@ -155,7 +162,9 @@ class Trainer:
         self._early_stop = False
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        # fp16 needs its loss scaled (its largest value is 65504); FSDP2's gradients are DTensors,
+        # which torch's GradScaler unscales and checks across ranks as they are
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         self.guard = NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_bad)
         self.spike = SpikeDetector(cfg.spike, cfg.spike_factor, cfg.spike_window_steps, cfg.spike_warmup_steps,
                                    cfg.max_consecutive_bad)
@@ -235,18 +244,23 @@ class Trainer:
         # the loss is all-reduced and DDP's gradients are shared, but the decision is taken together
         # anyway: a rank whose step alone went wrong must not step while the others skip or stop
         everywhere = D.all_true(math.isfinite(train_loss) and math.isfinite(grad_norm), ctx)
-        if (self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint, everywhere)
+        # fp16: gradients that overflow at a finite loss mean the loss scale is too large, not that
+        # training diverged; the scaler skips the step and halves the scale (the guards are not told)
+        overflow = self.scaler.is_enabled() and math.isfinite(train_loss) and not everywhere
+        if (not overflow and self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint, everywhere)
                 and self.spike.check(self.step + 1, train_loss, self.last_checkpoint)):  # numbered as logged
             self.scaler.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update()
+        row = {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
+        if self.scaler.is_enabled():
+            row["loss_scale"] = self.scaler.get_scale()  # before the update: the scale this step used
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens_seen += int(sum(p.inputs["input_ids"].numel() for p in prepared)) * ctx.world_size
-        out = {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
         if self.spike.last is not None and self.spike.last["step"] == self.step + 1:
-            out["spike_ratio"] = self.spike.last["ratio"]
-        return out
+            row["spike_ratio"] = self.spike.last["ratio"]
+        return row
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
