@@ -26,11 +26,18 @@ weights cannot change during it) and activates it around its forward passes:
 
     with pack:              # a context variable: `linear` looks the weights up in it
         logits = model(ids, cache=cache)
+
+A server holds one per model for all its requests (`lmlab.serve.registry`), so a pack must not
+grow with the requests it serves: it refers to the weights it packed weakly (a tensor made for
+one request takes its packed copy with it when it dies), and a weight derived from several
+parameters (attention's [Wq; Wk; Wv]) is built once per pack by `derived`, not once per request.
 """
 
 from __future__ import annotations
 
 import contextvars
+import weakref
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,13 +57,15 @@ _LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 class PackedWeights:
     """Weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
 
-    Holds a reference to every weight it packed (so an id cannot be reused) and its packed
-    copy: the memory of the weights once more, for the lifetime of the object. The dtypes packed
-    are the machine's `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native.
+    Holds its packed copies (the memory of the weights once more) and weak references to the
+    weights they were made from: an entry whose weight has died is dropped at the next packing,
+    and an id reused by a new tensor is packed afresh. The dtypes packed are the machine's
+    `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native.
     """
 
     def __init__(self):
-        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._packed: dict[int, tuple[weakref.ref, torch.Tensor | None]] = {}
+        self._derived: dict[int, tuple[weakref.ref, Any]] = {}
         self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> "PackedWeights":
@@ -66,6 +75,15 @@ class PackedWeights:
     def __exit__(self, *exc) -> None:
         _ACTIVE_PACK.reset(self._tokens.pop())
 
+    def derived(self, owner: Any, build: Callable[[], Any]) -> Any:
+        """``build()``, called once per `owner` (a module) for the life of this pack: a weight made from
+        the owner's parameters, which cannot change while the pack is used."""
+        entry = self._derived.get(id(owner))
+        if entry is None or entry[0]() is not owner:
+            _drop_dead(self._derived)
+            entry = self._derived[id(owner)] = (weakref.ref(owner), build())
+        return entry[1]
+
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
         """x·Wᵀ + b through the packed copy of W, or None where packing does not apply."""
         # Called 25 times per decode step of a 6-layer model: what depends on W alone is
@@ -73,8 +91,9 @@ class PackedWeights:
         if torch.is_grad_enabled() or not 0 < x.numel() <= FEW_ROWS * x.size(-1):
             return None
         entry = self._packed.get(id(weight))
-        if entry is None or entry[0] is not weight:
-            entry = self._packed[id(weight)] = (weight, self._pack(weight))
+        if entry is None or entry[0]() is not weight:
+            _drop_dead(self._packed)
+            entry = self._packed[id(weight)] = (weakref.ref(weight), self._pack(weight))
         if entry[1] is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
         return _LINEAR_POINTWISE.default(x, entry[1], bias, "none", [], "")
@@ -88,9 +107,20 @@ class PackedWeights:
             return None
 
 
+def _drop_dead(entries: dict[int, tuple[weakref.ref, Any]]) -> None:
+    """Forget the entries whose tensor or module has died (their ids may be reused)."""
+    for key in [k for k, (ref, _) in entries.items() if ref() is None]:
+        del entries[key]
+
+
+def active_pack() -> PackedWeights | None:
+    """The pack of the enclosing ``with pack:`` block, if any."""
+    return _ACTIVE_PACK.get()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., I], weight [O, I], bias [O] → [..., O]."""
-    pack = _ACTIVE_PACK.get()
+    pack = active_pack()
     if pack is not None:
         y = pack.linear(x, weight, bias)
         if y is not None:
