@@ -229,3 +229,40 @@ def test_a_pack_shared_by_many_generations_stays_the_same_size(dtype):
     fused = [w for _, (w, _) in pack._derived.values()]  # one [Wq; Wk; Wv] per layer, built once
     assert len(fused) == model.config.n_layers
     assert set(pack._packed) <= {id(p) for p in model.parameters()} | {id(w) for w in fused}
+
+
+def test_bucket_lengths_are_few_and_cover_every_prompt():
+    from lmlab.generate.decode import bucket_length
+
+    assert [bucket_length(n, 4096) for n in range(1, 18)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16,
+                                                              24]
+    widths = {bucket_length(n, 2048) for n in range(1, 2049)}
+    assert len(widths) == 2 + 2 * 10 and max(widths) == 2048  # 1, 2, then two per octave up to 2^11
+    assert all(n <= bucket_length(n, 2048) < 1.5 * n + 1 for n in range(1, 2049))  # at most half again
+    assert bucket_length(200, 256) == 256 and bucket_length(300, 256) == 300  # capped, never below n
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bucketed_prefill_gives_the_tokens_and_logits_of_an_unbucketed_one(family, figure):
+    """Padding the prompts to a bucket length changes no token: the padding is masked in the
+    prefill and dropped from the cache before the steps."""
+    model = tiny(family)
+    batches = [[[5, 17, 3, 44, 8]], [[5, 17, 3, 44, 8, 61, 2, 9, 30]], [[5, 17, 3, 44, 8], [9], [30, 31, 32, 33, 34]],
+               [list(range(1, 40))]]
+    worst = 0.0
+    for prompts in batches:
+        plain, bucketed = DecodeLoop(model, prompts, GREEDY), DecodeLoop(model, prompts, GREEDY, bucket_prompts=True)
+        list(plain), list(bucketed)
+        assert bucketed.generated == plain.generated
+        steppers = [Stepper(model, prompts, 4, 0, model.config.pad_token_id, bucket=b) for b in (False, True)]
+        with torch.inference_mode():
+            z = [s.forward(s.first_ids) for s in steppers]
+            worst = max(worst, (z[0] - z[1]).abs().max().item())
+            for t in (4, 50, 7):
+                z = [s.forward(torch.full((len(prompts), 1), t)) for s in steppers]
+                worst = max(worst, (z[0] - z[1]).abs().max().item())
+        if family != "transformer":  # a decoder's padding columns are gone after the prefill
+            assert steppers[1].cache.length == steppers[0].cache.length
+            assert steppers[1].forward.__name__ == steppers[0].forward.__name__
+    figure(max_abs_logit_diff=worst)
+    assert worst <= 1e-5
