@@ -18,12 +18,14 @@ def complete(url, prompt, stream=False):
     return r
 
 
-def test_prompts_of_every_length_make_few_prefill_shapes(registry, monkeypatch):
+def test_prompts_of_every_length_make_few_shapes(registry, monkeypatch):
+    """Completions (streamed or not) and attention maps of 1 to 60 words: the widths of the
+    model's first forward pass of each request come from a few bucket lengths."""
     entry = next(iter(registry.entries.values()))
     original, widths = entry.model.forward, []
 
     def recording(input_ids, *a, cache=None, **kw):
-        if cache is not None and cache.length == 0:  # the prefill
+        if cache is None or cache.length == 0:  # an attention map, or the prefill of a generation
             widths.append(input_ids.size(1))
         return original(input_ids, *a, cache=cache, **kw)
 
@@ -34,7 +36,9 @@ def test_prompts_of_every_length_make_few_prefill_shapes(registry, monkeypatch):
             prompt = " ".join(WORDS[i % len(WORDS)] for i in range(n))
             lengths.add(len(entry.tokenizer.encode(prompt)))
             complete(url, prompt, stream=n % 3 == 0)
-    assert len(lengths) >= 50 and len(widths) == 60
+            r = httpx.post(f"{url}/v1/attention", json={"model": "tiny", "text": prompt}, timeout=60)
+            assert r.status_code == 200 and len(r.json()["tokens"]) == min(len(entry.tokenizer.encode(prompt)), 128)
+    assert len(lengths) >= 50 and len(widths) == 120
     assert set(widths) <= {bucket_length(n, entry.max_seq_len) for n in lengths}
     assert len(set(widths)) <= len({bucket_length(n, entry.max_seq_len) for n in range(1, max(lengths) + 1)}) < 20
 
