@@ -7,6 +7,8 @@ objective does); agreement within 30 % is what the estimator promises. ``--formu
 single-MFU formula instead (timed GEMM peak × CPU_MFU + a fixed overhead), for comparison.
 
     python benchmarks/bench_cost.py [--precision bf16|fp32] [--held-out] [--formula]
+    # an AVX2-only CPU, approximately: torch's and oneDNN's kernels lowered to AVX2, lmlab told so
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 LMLAB_MACHINE=avx2 python benchmarks/bench_cost.py --held-out
 
 SHAPES are the shapes CPU_MFU was fitted on; HELD_OUT are shapes, families and
 sequence lengths it never saw.
@@ -23,7 +25,7 @@ import torch
 
 from lmlab import machine
 from lmlab.model import Transformer, preset
-from lmlab.train.cost import CPU_MFU, _profile_inputs, estimate_cost
+from lmlab.train.cost import CPU_MFU, _profile_inputs, auto_precision, estimate_cost
 from lmlab.train.optim import OptimConfig, build_optimizer
 
 SHAPES = [("gpt2-tiny", dict(d_model=128, n_heads=4, n_layers=4, d_ff=512), 12, 64, 65),
@@ -55,11 +57,13 @@ def measure(name, fields, batch, seq, vocab, precision, steps=8) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--precision", default="bf16")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default=None,
+                   help="default: training's automatic precision on this machine (bf16 only where native)")
     p.add_argument("--held-out", action="store_true", help="shapes the defaults were not fitted on")
     p.add_argument("--formula", action="store_true", help="predict with FLOPs / (GEMM peak × CPU_MFU)")
     a = p.parse_args()
-    print(machine.header(), flush=True)
+    a.precision = a.precision or auto_precision()
+    print(machine.header(), f"| precision {a.precision}", flush=True)
     import tempfile
 
     from lmlab.model import save_model

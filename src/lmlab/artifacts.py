@@ -21,12 +21,13 @@ import platform
 import secrets
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lmlab.config import dump_config
 from lmlab.errors import ArtifactCorrupt, ArtifactError, DiskFull
+
+if TYPE_CHECKING:  # torch is imported by the functions that read or write tensors: a stage that has none
+    import torch   # (`lmlab corpus clean`) runs without torch's 200 MiB in its memory
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -113,8 +114,8 @@ def library_versions() -> dict[str, str]:
 
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"lmlab": lmlab.__version__, "python": platform.python_version(), "torch": torch.__version__}
-    for name in ("safetensors", "tokenizers", "transformers", "numpy"):
+    versions = {"lmlab": lmlab.__version__, "python": platform.python_version()}
+    for name in ("torch", "safetensors", "tokenizers", "transformers", "numpy"):
         try:  # from the installed metadata: importing transformers alone takes most of a second
             versions[name] = version(name)
         except PackageNotFoundError:

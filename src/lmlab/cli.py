@@ -102,7 +102,9 @@ COMMANDS: list[Command] = [
              arg("--tokens", type=float, default=1e9), arg("--batch-size", type=int, default=8),
              arg("--seq-len", type=int, default=None),
              arg("--device", default="measure", help="h100, a100, l4, v100, t4, h200, or 'measure' (this machine)"),
-             arg("--precision", default="bf16", choices=["bf16", "fp16", "fp32"]),
+             arg("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                 help="auto: training's automatic precision on this machine (bf16 only where native), "
+                 "or a named device's 16-bit format"),
              arg("--mfu", type=float, default=None, help="assumed model FLOPs utilisation"),
              arg("--devices", type=int, default=1), arg("--price-per-hour", type=float, default=0.0),
              arg("--activation-checkpointing", action="store_true"),

@@ -2,7 +2,8 @@
 message (which names the file, line or field and what to do) instead of a traceback, and exits
 with the class's `exit_code` (the README's "Exit status" line lists them): 2 for bad input or
 configuration, 3 when training diverged (`lmlab.train.guard.TrainingDiverged`), 4 when the
-device is full (`DiskFull`)."""
+device is full (`DiskFull`), 5 when another rank of a torchrun run stopped answering or ended
+(`lmlab.train.distributed.PeerLost`)."""
 
 
 class LmlabError(Exception):

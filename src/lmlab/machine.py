@@ -16,11 +16,20 @@ back around every product. Newton–Schulz for the quickstart BERT's 24 matrices
 batched by shape, 2 threads of a Sapphire Rapids Xeon) takes 3.6 ms in bf16 against 10.5 ms in
 float32 with AMX, but 40 ms against 12 ms with oneDNN limited to AVX-512, and 620 ms against 10 ms
 with torch and oneDNN limited to AVX2 (the whole optimizer step: benchmarks/bench_optim.py). On
-CUDA: bf16 where the device supports it (compute capability ≥ 8).
+CUDA: bf16 autocast where the device multiplies bf16 (compute capability ≥ 8.0), else fp16
+autocast with a gradient scaler (fp16's range overflows without one; bf16 has float32's).
+Everywhere: torch's one-kernel ("fused") AdamW on CPU and CUDA, the NCCL process group on CUDA and
+gloo on the CPU. Attention lets torch's dispatcher pick a scaled-dot-product kernel; the model
+hands it what the fast ones take (`is_causal` rather than a dense causal mask, boolean padding
+masks only when there is padding), and `attention_kernels` names those it may pick here: flash
+and memory-efficient from compute capability 8.0 (flash) or 5.0 (memory-efficient), the formula
+("math") always.
 
 `LMLAB_MACHINE=KIND` (or `force(KIND)` in tests) makes the CPU pretend to be one of `KINDS`, so
 that each kind's choices can be exercised on any machine; the kernels torch runs do not change
 (torch's own ``ATEN_CPU_CAPABILITY`` and oneDNN's ``ONEDNN_MAX_CPU_ISA`` lower those).
+`force(KIND, cuda="8.0")` also pretends a CUDA device of that compute capability (tests of the
+CUDA choices on a machine without one: nothing can run on it).
 """
 
 from __future__ import annotations
@@ -109,6 +118,34 @@ class Machine:
             return "bfloat16" if self.cuda_bf16 else "float32"
         return "bfloat16" if self.native_bf16 and torch.bfloat16 in self.packed_dtypes else "float32"
 
+    def grad_scaler(self, device: torch.device | str) -> bool:
+        """The automatic precision needs a gradient scaler: fp16, whose largest value is 65504."""
+        return self.precision(device) == "fp16"
+
+    def fused_adamw(self, device: torch.device | str) -> bool:
+        """torch's one-kernel AdamW for parameters on `device`: one kernel for all parameters
+        instead of a dozen per step (same update up to float rounding; ~3× faster on CPU)."""
+        return torch.device(device).type in ("cpu", "cuda")
+
+    def dist_backend(self, device: torch.device | str) -> str:
+        """The torch.distributed backend of processes training on `device`."""
+        return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+    def attention_kernels(self, device: torch.device | str) -> tuple[str, ...]:
+        """The scaled-dot-product attention kernels torch may pick on `device`, fastest first."""
+        if torch.device(device).type != "cuda":
+            return ("flash", "math")  # torch's CPU flash kernel (float32 and bf16), and the formula
+        cc = self.cuda_capability or (0, 0)
+        return tuple(k for k, ok in (("flash", cc >= (8, 0)), ("efficient", cc >= (5, 0)), ("math", True)) if ok)
+
+    def attention_takes_gqa(self, device: torch.device | str, dtype: torch.dtype, masked: bool) -> bool:
+        """A fast attention kernel takes K < H key/value heads as they are. On CUDA only flash does
+        (bf16/fp16, no mask); elsewhere the keys are repeated to H heads, or the formula ("math")
+        kernel would run. The CPU's kernels take them in every case."""
+        if torch.device(device).type != "cuda":
+            return True
+        return not masked and dtype in (torch.bfloat16, torch.float16) and "flash" in self.attention_kernels(device)
+
     def describe(self) -> dict:
         """What was found and what was chosen, as plain JSON-able values (`lmlab info`)."""
         found = asdict(self)
@@ -116,7 +153,9 @@ class Machine:
         found["cuda_capability"] = list(self.cuda_capability) if self.cuda_capability else None
         found["threads"] = torch.get_num_threads()
         chosen = {"native_bf16": self.native_bf16, "device": self.device,
-                  "precision": self.precision(self.device),
+                  "precision": self.precision(self.device), "grad_scaler": self.grad_scaler(self.device),
+                  "fused_adamw": self.fused_adamw(self.device), "dist_backend": self.dist_backend(self.device),
+                  "attention_kernels": list(self.attention_kernels(self.device)),
                   "newton_schulz_dtype": str(self.newton_schulz_dtype(self.device)).removeprefix("torch."),
                   "generation_dtype": self.generation_dtype(self.device),
                   "packed_dtypes": sorted(str(d).removeprefix("torch.") for d in self.packed_dtypes)}
@@ -136,11 +175,11 @@ def header() -> str:
     return line
 
 
-_forced: list[str] = []  # the stack of `force` contexts
+_forced: list[tuple[str, tuple[int, int] | None]] = []  # the stack of `force` contexts: (kind, CUDA capability)
 
 
 @functools.cache
-def _detect(kind: str) -> Machine:
+def _detect(kind: str, cuda_capability: tuple[int, int] | None = None) -> Machine:
     cpu_model, flags = _cpu()
     capability = _torch_capability()
     mkldnn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -151,6 +190,11 @@ def _detect(kind: str) -> Machine:
         flags, capability = KINDS[kind]
         mkldnn_bf16 = mkldnn and "avx512f" in flags  # oneDNN's bf16 needs AVX-512 (emulated without avx512_bf16)
     cuda = _cuda()
+    if cuda_capability is not None:  # a pretended device: the choices only, nothing runs on it
+        cuda = {"cuda_devices": cuda["cuda_devices"] or 1,
+                "cuda_name": cuda["cuda_name"] or f"pretended sm_{cuda_capability[0]}{cuda_capability[1]}",
+                "cuda_capability": cuda_capability, "cuda_bf16": cuda_capability >= (8, 0)}
+        kind = f"{kind or 'detected'}, cuda {cuda_capability[0]}.{cuda_capability[1]}"
     return Machine(cpu_model=cpu_model, arch=platform.machine() or "unknown", isa=flags,
                    torch_capability=capability, mkldnn=mkldnn, mkldnn_bf16=mkldnn_bf16, cpus=_cpus(),
                    **cuda, torch_version=torch.__version__, forced=kind)
@@ -158,13 +202,23 @@ def _detect(kind: str) -> Machine:
 
 def detect() -> Machine:
     """This machine (detected once per process and kind), or the kind `force` / LMLAB_MACHINE names."""
-    return _detect(_forced[-1] if _forced else os.environ.get(ENV, "").strip().lower())
+    if _forced:
+        return _detect(*_forced[-1])
+    return _detect(os.environ.get(ENV, "").strip().lower())
 
 
 @contextlib.contextmanager
-def force(kind: str) -> Iterator[Machine]:
-    """Within the block, `detect()` answers for a CPU of `kind` (one of KINDS)."""
-    _forced.append(kind)
+def force(kind: str = "", cuda: str | None = None) -> Iterator[Machine]:
+    """Within the block, `detect()` answers for a CPU of `kind` (one of KINDS; "" the one found)
+    and, with `cuda` ("MAJOR.MINOR", e.g. "8.0"), a CUDA device of that compute capability."""
+    capability = None
+    if cuda is not None:
+        try:
+            major, minor = (int(x) for x in str(cuda).split("."))
+        except ValueError:
+            raise ConfigError(f"cuda={cuda!r}: give a compute capability as MAJOR.MINOR, e.g. 8.0") from None
+        capability = (major, minor)
+    _forced.append((kind.strip().lower(), capability))
     try:
         yield detect()
     finally:

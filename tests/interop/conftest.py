@@ -81,3 +81,85 @@ def hf_bert(tmp_path_factory):
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return out
+
+
+ALPHABET = ("ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz 0123456789 . , ; : ! ? ' \" ( ) [ ] { } < > / - _ "
+            "@ # $ % & * + = ~ | \\ ^ `")
+
+
+def fixture_lines(name: str) -> list[str]:
+    return [line.strip() for line in (FIX.parent / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def train_spm(texts: list[str], vocab_size: int, model_type: str = "unigram") -> bytes:
+    """A SentencePiece model (nmt_nfkc, every character of `texts` covered): unigram, as Marian's are."""
+    import io
+
+    import sentencepiece
+
+    out = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=out, model_type=model_type, vocab_size=vocab_size,
+        hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="nmt_nfkc", num_threads=1,
+        minloglevel=2)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def hf_marian(tmp_path_factory):
+    """A MarianMTModel directory laid out as Helsinki-NLP/opus-mt-* are: source.spm (English-ish) and
+    target.spm (German-ish: it alone knows "ü") with one vocab.json (</s>, <unk>, the union of both
+    models' pieces, two language codes, <pad> last), written by MarianTokenizer.save_pretrained; a
+    MarianMTModel of odd shapes (d_model 36, 3 heads, 2 encoder and 3 decoder layers, swish, scaled
+    embeddings) trained briefly by transformers, and the generation_config.json opus-mt ships (pad
+    banned, 4 beams)."""
+    import json
+
+    import torch
+
+    pytest.importorskip("sentencepiece", reason="the Marian fixture trains SentencePiece models (dev extra)")
+    from lmlab.tokenizer.sentencepiece_model import NORMAL, parse_sentencepiece_model
+
+    root = tmp_path_factory.mktemp("hf-marian")
+    raw, out = root / "raw", root / "marian"
+    raw.mkdir()
+    mixed = fixture_lines("text/mixed.txt")
+    english = fixture_lines("tiny_corpus.txt") + fixture_texts() + fixture_lines("tasks/mt_train.en")
+    german = fixture_lines("tasks/mt_train.de") + fixture_lines("tasks/mt_dev.de")
+    models = {"source.spm": train_spm(english + mixed + [ALPHABET], 250),
+              "target.spm": train_spm(german + mixed + fixture_texts() + [ALPHABET], 290)}
+    vocab = {"</s>": 0, "<unk>": 1}
+    for name, data in models.items():
+        (raw / name).write_bytes(data)
+        for p in parse_sentencepiece_model(data).pieces:
+            if p.type == NORMAL:
+                vocab.setdefault(p.piece, len(vocab))
+    for code in (">>deu<<", ">>nld<<"):
+        vocab[code] = len(vocab)
+    vocab["<pad>"] = pad = len(vocab)
+    (raw / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    tok = transformers.MarianTokenizer(str(raw / "source.spm"), str(raw / "target.spm"), str(raw / "vocab.json"),
+                                       source_lang="en", target_lang="de")
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    model = transformers.MarianMTModel(transformers.MarianConfig(
+        vocab_size=len(vocab), d_model=36, encoder_layers=2, decoder_layers=3, encoder_attention_heads=3,
+        decoder_attention_heads=3, encoder_ffn_dim=44, decoder_ffn_dim=44, max_position_embeddings=64,
+        activation_function="swish", scale_embedding=True, init_std=0.1, dropout=0.1, pad_token_id=pad,
+        decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=0))
+    # 80 steps of transformers' own teacher forcing on the en → de number fixture (2 s): a random
+    # Marian repeats one token forever, this one translates, and its rows end at different steps
+    src, tgt = fixture_lines("tasks/mt_train.en"), fixture_lines("tasks/mt_train.de")
+    opt, g = torch.optim.AdamW(model.parameters(), lr=3e-3), torch.Generator().manual_seed(0)
+    for _ in range(80):
+        rows = torch.randint(0, len(src), (16,), generator=g).tolist()
+        batch = tok([src[i] for i in rows], text_target=[tgt[i] for i in rows], return_tensors="pt", padding=True)
+        batch["labels"][batch["labels"] == pad] = -100
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval().save_pretrained(out)
+    (out / "generation_config.json").write_text(json.dumps({
+        "bad_words_ids": [[pad]], "decoder_start_token_id": pad, "eos_token_id": 0, "forced_eos_token_id": 0,
+        "max_length": 64, "num_beams": 4, "pad_token_id": pad}))
+    return out

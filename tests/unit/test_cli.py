@@ -66,14 +66,15 @@ def test_each_error_exits_with_its_own_code_as_the_readme_says(capsys, monkeypat
 
     import lmlab.cli as cli
     from lmlab.errors import ConfigError, DiskFull, LmlabError
+    from lmlab.train.distributed import PeerLost
     from lmlab.train.guard import TrainingDiverged
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     line = readme[readme.index("\nExit status:"):].split("\n\n")[0]
     documented = {int(n) for n in re.findall(r"(\d+) [a-z]", line)}
-    codes = {LmlabError.exit_code, ConfigError.exit_code, TrainingDiverged.exit_code, DiskFull.exit_code}
-    assert codes <= documented and len({TrainingDiverged.exit_code, DiskFull.exit_code, LmlabError.exit_code}) == 3
-    for error in (ConfigError("x"), TrainingDiverged("y"), DiskFull("z")):
+    own = {TrainingDiverged.exit_code, DiskFull.exit_code, PeerLost.exit_code, LmlabError.exit_code}
+    assert {ConfigError.exit_code, *own} <= documented and len(own) == 4
+    for error in (ConfigError("x"), TrainingDiverged("y"), DiskFull("z"), PeerLost("w")):
         def fail(*a, error=error, **k):
             raise error
         monkeypatch.setattr(cli, "_resolve", lambda target, fail=fail: fail)

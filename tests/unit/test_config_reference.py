@@ -162,7 +162,7 @@ UNDOCUMENTED = {
     "data.tokenizer_kind", "data.vocab_size", "model.arch", "model.position", "model.norm",
     "model.norm_eps", "model.norm_position", "model.activation", "model.pad_token_id", "model.init_std",
     "model.head", "model.n_labels", "model.lowercase", "train.eval_every_steps", "train.save_every_steps",
-    "train.log_every_steps", "train.seed", "train.nonfinite", "train.max_consecutive_bad", "train.device",
+    "train.log_every_steps", "train.seed", "train.nonfinite", "train.device",
     "train.progress", "optim.schedule", "optim.weight_decay", "optim.beta1", "optim.beta2", "optim.eps",
     "host", "port", "max_input_tokens", "max_batch_size", "max_queue", "batch_window_ms",
     "request_timeout_s", "keep_alive_s", "retry_after_s", "log_prompts",

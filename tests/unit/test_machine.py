@@ -142,6 +142,81 @@ def test_cuda_choices(monkeypatch):
     assert "CUDA A100 sm_80" in machine.header()
 
 
+@pytest.mark.parametrize("capability, precision, scaler, kernels", [
+    ("9.0", "bf16", False, ["flash", "efficient", "math"]),
+    ("8.0", "bf16", False, ["flash", "efficient", "math"]),
+    ("7.0", "fp16", True, ["efficient", "math"]),  # Volta: no bf16 products, no flash kernel
+])
+def test_pretended_cuda_device_chooses(capability, precision, scaler, kernels):
+    """The CUDA choices on a machine without a GPU: force(cuda=...) pretends one."""
+    from lmlab.train.loop import resolve_precision
+
+    with machine.force("avx2", cuda=capability) as m:
+        assert m.device == "cuda" and m.cuda_capability == tuple(map(int, capability.split(".")))
+        chosen = m.describe()["chosen"]
+        assert chosen == {**chosen, "device": "cuda", "precision": precision, "grad_scaler": scaler,
+                          "fused_adamw": True, "dist_backend": "nccl", "attention_kernels": kernels}
+        assert resolve_precision("auto", torch.device("cuda")) == precision
+        assert m.generation_dtype("cuda") == ("bfloat16" if precision == "bf16" else "float32")
+        assert m.precision("cpu") == "fp32" and m.dist_backend("cpu") == "gloo"  # the CPU keeps its own
+        assert f"cuda {capability}" in machine.header()
+    assert machine.detect().forced == ""
+    with pytest.raises(ConfigError, match="MAJOR.MINOR"):
+        with machine.force(cuda="sm80"):
+            pass
+
+
+def test_grouped_query_attention_is_given_a_kernel_that_takes_it():
+    """On CUDA only flash takes K < H key/value heads (bf16/fp16, no mask); otherwise the model
+    repeats them for the memory-efficient kernel. The CPU's kernels take them always."""
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    with machine.force(cuda="8.0") as m:
+        assert m.attention_takes_gqa("cuda", bf16, masked=False) and m.attention_takes_gqa("cuda", fp16, False)
+        assert not m.attention_takes_gqa("cuda", bf16, masked=True)  # padding: the memory-efficient kernel
+        assert not m.attention_takes_gqa("cuda", fp32, masked=False)  # flash has no float32
+        assert m.attention_takes_gqa("cpu", fp32, masked=True)
+    with machine.force(cuda="7.5") as m:  # a T4: no flash kernel
+        assert not m.attention_takes_gqa("cuda", fp16, masked=False)
+
+
+def test_distributed_setup_asks_the_machine(monkeypatch):
+    """torchrun on a (pretended) CUDA machine: each rank takes its device and the NCCL backend."""
+    import torch.distributed as dist
+
+    from lmlab.train import distributed as D
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw["device_id"])))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(D, "_gather_peers", lambda world, device: [])  # a collective: no group here
+    monkeypatch.setattr(D, "_CONTEXT", None)  # the joined group this pretend one would leave behind
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with machine.force(cuda="8.0"):
+        with pytest.raises(ConfigError, match=r"CUDA device 1, and this machine has 1.*--nproc-per-node"):
+            D.setup("auto")
+        two_gpus = dataclasses.replace(machine.detect(), cuda_devices=2)
+    monkeypatch.setattr(machine, "detect", lambda: two_gpus)
+    ctx = D.setup("auto")
+    assert ctx.device == torch.device("cuda", 1) and (ctx.rank, ctx.world_size) == (1, 2)
+    assert calls == [("set_device", torch.device("cuda", 1)), ("nccl", torch.device("cuda", 1))]
+    calls.clear()
+    assert D.setup("cpu").device == torch.device("cpu") and calls == [("gloo", None)]
+
+
+def test_fused_adamw_follows_the_machine(monkeypatch):
+    from lmlab.model import Transformer, preset
+    from lmlab.train.optim import OptimConfig, build_optimizer
+
+    model = Transformer(preset("gpt2-tiny", vocab_size=99, d_model=24, n_heads=3, n_layers=1, d_ff=40))
+    assert build_optimizer(model, OptimConfig()).defaults["fused"] is True
+    assert not build_optimizer(model, OptimConfig(fused=False)).defaults["fused"]
+    monkeypatch.setattr(machine.Machine, "fused_adamw", lambda self, device: False)
+    assert not build_optimizer(model, OptimConfig()).defaults["fused"]
+
+
 @pytest.mark.parametrize("major, minor, bf16", [(9, 0, True), (8, 6, True), (7, 5, False)])
 def test_cuda_is_read_from_the_device_properties(monkeypatch, major, minor, bf16):
     from types import SimpleNamespace

@@ -6,7 +6,8 @@ Import is safe by default: a directory that asks for custom code (``auto_map``) 
 ``torch.load(weights_only=True)``, and remote repositories are never contacted. Every
 checkpoint tensor must be consumed and every lmlab parameter filled.
 
-Import also brings the directory's tokenizer (tokenizer.json, or BERT's vocab.txt, with the
+Import also brings the directory's tokenizer (tokenizer.json, BERT's vocab.txt, or Marian's
+SentencePiece models converted to tokenizer.json by `lmlab.tokenizer.marian`, with the
 special-token roles of special_tokens_map.json / tokenizer_config.json) into the model's
 ``tokenizer/``, so that every text command (finetune, evaluate, predict, generate, serve, viz)
 works on the imported directory alone.
@@ -107,6 +108,8 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, allow_pickle: bool = Fals
     load_state(model, state, str(hf_dir))
     with tempfile.TemporaryDirectory(prefix="lmlab-tok-") as tmp:
         tok = import_tokenizer(hf_dir, Path(tmp) / "tokenizer")
+        if family == "marian" and tok and "kind" in tok:
+            check_marian_ids(hf, Path(tmp) / "tokenizer", hf_dir)
         save_model(model, out_dir, tokenizer_dir=Path(tmp) / "tokenizer" if tok else None, overwrite=overwrite,
                    stage_config={"stage": "hf import", "source": str(hf_dir.resolve()), "architecture": arch})
     return {"out": str(out_dir), "architecture": arch, "family": family, "head": head,
@@ -114,12 +117,28 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, allow_pickle: bool = Fals
             "tokenizer": tok or "none (the directory has no tokenizer files: text commands will not work)"}
 
 
+def check_marian_ids(hf: dict, tok_dir: Path, hf_dir: Path) -> None:
+    """config.json's pad and eos ids must be the tokenizer's: lmlab pads, starts the decoder and
+    stops generating by the tokenizer's roles, transformers by config.json's ids."""
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tok_dir, verify_hashes=False)
+    for role, field in (("pad", "pad_token_id"), ("eos", "eos_token_id")):
+        want, got = hf.get(field), tok.special_ids.get(role)
+        if want is not None and got != want:
+            raise ConfigError(f"{hf_dir / 'config.json'}: {field} is {want} but the tokenizer's {role} token "
+                              f"({tok.special_tokens.get(role)!r}, named in tokenizer_config.json) has id {got} in "
+                              "vocab.json; the two files must agree")
+
+
 def import_tokenizer(hf_dir: Path, out: Path) -> dict | None:
     """The Hugging Face tokenizer files of `hf_dir` as an lmlab tokenizer directory: the files
     unchanged (`lmlab hf export` writes them back) + lmlab_tokenizer.json with the kind and the
     special-token roles named in special_tokens_map.json / tokenizer_config.json (+ a
-    tokenizer.json built from vocab.txt when there is none). None when there are no files; a
-    SentencePiece model alone is copied but not readable by lmlab (``"readable": false``)."""
+    tokenizer.json built from vocab.txt when there is none, or from Marian's source.spm and
+    vocab.json, with target_tokenizer.json from its target.spm). None when there are no files;
+    files lmlab cannot read are copied with ``"readable": false`` and the reason."""
+    from lmlab.tokenizer.marian import is_marian
     from lmlab.tokenizer.tokenizer import KIND, Tokenizer
 
     files = tokenizer_sources(hf_dir)
@@ -130,13 +149,17 @@ def import_tokenizer(hf_dir: Path, out: Path) -> dict | None:
             shutil.copy2(f, w.path / f.name)
         try:
             tok = Tokenizer.from_hf_files(w.path)
-        except ArtifactError:
-            return {"files": [f.name for f in files], "readable": False}
-        if not (w.path / "tokenizer.json").exists():
-            tok.backend.save(str(w.path / "tokenizer.json"))
-        write_json(w.path / "lmlab_tokenizer.json", tok.meta)
-    return {"kind": tok.kind, "vocab_size": tok.vocab_size, "special_tokens": tok.special_tokens,
-            "files": sorted(p.name for p in out.iterdir() if p.name != "manifest.json")}
+        except ArtifactError as e:
+            return {"files": [f.name for f in files], "readable": False, "reason": str(e)}
+        if is_marian(w.path) or not (w.path / "tokenizer.json").exists():
+            tok.write(w.path)
+        else:
+            write_json(w.path / "lmlab_tokenizer.json", tok.meta)
+    summary = {"kind": tok.kind, "vocab_size": tok.vocab_size, "special_tokens": tok.special_tokens,
+               "files": sorted(p.name for p in out.iterdir() if p.name != "manifest.json")}
+    if "pieces_not_in_vocab" in tok.meta:  # Marian: MarianTokenizer gives <unk> for them, lmlab never chooses them
+        summary["pieces_not_in_vocab"] = tok.meta["pieces_not_in_vocab"]
+    return summary
 
 
 def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:

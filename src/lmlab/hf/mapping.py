@@ -288,6 +288,9 @@ def config_from_hf(hf: dict[str, Any], family: str, head: str) -> TransformerCon
         if g("decoder_vocab_size", hf["vocab_size"]) != hf["vocab_size"] or \
                 not g("share_encoder_decoder_embeddings", True):
             raise ConfigError("config.json: separate source/target vocabularies are not supported")
+        if g("decoder_start_token_id", g("pad_token_id")) != g("pad_token_id"):
+            raise ConfigError(f"config.json: decoder_start_token_id {g('decoder_start_token_id')} differs from "
+                              f"pad_token_id {g('pad_token_id')}; lmlab starts a Marian decoder from the pad token")
         fields = dict(arch="encoder-decoder", vocab_size=hf["vocab_size"], d_model=hf["d_model"],
                       n_heads=hf["encoder_attention_heads"], n_layers=hf["encoder_layers"],
                       n_decoder_layers=hf["decoder_layers"], d_ff=hf["encoder_ffn_dim"],

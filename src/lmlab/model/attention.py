@@ -13,8 +13,11 @@ each head's q and k over its D channels before the rotation, q ← Norm(q), k �
 
 `scaled_dot_product_attention` writes the formula out and returns the weights (for
 visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`.
-The two are tested equal in forward and gradients. Masks are boolean, True where a query may
-attend to a key, broadcastable to [B, H, T, S]. A query row that may attend to nothing (a
+The two are tested equal in forward and gradients. The fused call is given what torch's fast
+kernels take, so that none falls back to the formula kernel on CUDA: `is_causal` instead of a
+causal mask, no mask at all without padding, and on CUDA H key/value heads where the flash kernel
+(the one that takes K < H) cannot run (`lmlab.machine.attention_takes_gqa`). Masks are boolean,
+True where a query may attend to a key, broadcastable to [B, H, T, S]. A query row that may attend to nothing (a
 fully padded sequence) gets zero output, not NaN, on both paths.
 """
 
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab import machine
 from lmlab.model.config import TransformerConfig
 from lmlab.model.linear import Linear, active_pack, linear
 from lmlab.model.norm import make_norm
@@ -214,9 +218,16 @@ class MultiHeadAttention(nn.Module):
                 attn_mask = causal_mask(q.size(2), k.size(2), q.device)
             out, weights = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)
         else:
+            gqa = self.n_kv_heads != self.n_heads
+            if gqa and q.device.type == "cuda" and not machine.detect().attention_takes_gqa(
+                    q.device, q.dtype, attn_mask is not None):
+                # the memory-efficient kernel needs H key/value heads; without them torch would
+                # fall back to the formula kernel, which holds the whole [B, H, T, S] score matrix
+                k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # [B, H, S, D]
+                v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+                gqa = False
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                enable_gqa=self.n_kv_heads != self.n_heads,
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=gqa,
             )  # [B, H, T, D]
         b, _, t, _ = out.shape
         out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]

@@ -17,6 +17,8 @@ Config = dataclass defaults ← the task's recipe defaults (recipes/*.yaml) ← 
 at every evaluation (``val_accuracy``, ``val_f1``, ``val_rougeL``, ``val_bleu`` in
 metrics.jsonl), the best weights by it are kept (``train.select_metric``), ``train.patience``
 stops early, and the final model is the best one. A run resumes from OUT/checkpoints.
+Under torchrun, rank 0 alone builds the tokenizer (the others wait, then read it) and writes
+every file.
 
 Written: OUT/model (the task model directory: weights, tokenizer/, task.json),
 OUT/checkpoints, OUT/best, OUT/metrics.jsonl, OUT/loss.png, OUT/eval.json (+ predictions and,
@@ -205,19 +207,22 @@ def finetune(task: str, train: str, eval: str | None = None, init: str | None = 
              out: str = "out/finetune", config: str | None = None, overrides: list[str] = (),
              data_root: str | None = None) -> dict:
     """Fine-tune (or train from scratch) a task model; see the module docstring."""
+    from lmlab.train import distributed as D
     from lmlab.train.checkpoint import run_lock
 
     T = get_task(task)
     cfg = load_finetune_config(T, bool(init), config, overrides)
+    ctx = D.setup(cfg.train.device, cfg.train.dist_timeout_s)  # before the lock: a refusal ends the others too
     with run_lock(Path(out)):  # before anything is written under OUT (its tokenizer in work/)
-        return _finetune(T, cfg, train, eval, init, out, data_root)
+        return _finetune(T, cfg, train, eval, init, out, data_root, ctx)
 
 
 def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | None, out: str,
-              data_root: str | None) -> dict:
+              data_root: str | None, ctx) -> dict:
     from lmlab.tasks.lora import apply_lora, export_best, load_adapter, lora_state, merge_lora
     from lmlab.tasks.task import EpochSource, in_batches
     from lmlab.tasks.task_model import save_task_model
+    from lmlab.train import distributed as D
     from lmlab.train.loop import Trainer
     from lmlab.train.metrics import plot_losses
     from lmlab.train.rng import seed_everything
@@ -229,7 +234,8 @@ def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | 
         raise DataError(f"{train}: no training examples")
     meta = T.meta(train_ex, cfg.task)
     seed_everything(cfg.train.seed)
-    model, tok, tok_dir, notes = build_model(T, cfg, init, train_ex, meta, work)
+    with D.main_first(ctx, f"building {work}"):  # a trained tokenizer, an imported init model
+        model, tok, tok_dir, notes = build_model(T, cfg, init, train_ex, meta, work)
     features = T.features(train_ex, tok, meta, cfg.task)
     eval_features = T.features(eval_ex, tok, meta, cfg.task) if eval_ex else []
     if cfg.lora.rank:  # before the Trainer, so that a checkpoint it resumes (A, B and their optimizer state) fits
@@ -253,6 +259,9 @@ def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | 
     summary = trainer.fit()
     if summary["preempted"]:  # SIGTERM: the checkpoint is written; the run resumes, nothing is final yet
         return {**summary, "task": T.name, "resume": f"run the same command again to continue from {out_dir}"}
+    if not ctx.is_main:  # rank 0 writes the model and evaluates it
+        D.teardown(ctx)
+        return {**summary, "task": T.name}
     model = trainer.model.cpu()
     best = out_dir / "best"
     if trainer.best is not None and cfg.lora.rank and (best / "adapter.safetensors").exists():
@@ -279,4 +288,5 @@ def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | 
     plot = plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png", f"finetune {T.name}")
     summary["loss_plot"] = str(plot) if plot else None
     write_json(out_dir / "summary.json", summary)
+    D.teardown(ctx)
     return summary

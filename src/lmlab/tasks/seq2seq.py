@@ -1,21 +1,25 @@
 """What summarisation and translation share: source → target pairs on an encoder–decoder.
 
-Features: source ids truncated to ``task.max_length`` (the count of truncated sources is
-reported), target ids truncated to ``task.seq2seq.max_target_length − 1`` then EOS. Objective
-(teacher forcing): the decoder reads ``BOS y₁ … yₙ`` and predicts ``y₁ … yₙ EOS``;
-cross-entropy over the target tokens. Prediction decodes with `lmlab.generate`: greedy
-(`DecodeLoop` at temperature 0) or beam search (`beam_search`, Hugging Face semantics, with
-``task.seq2seq.num_beams`` and ``task.seq2seq.length_penalty``); the decoder starts from BOS, EOS ends a row
-and is not part of the text. At most ``task.seq2seq.max_target_length`` tokens are generated, and at
-most the model's ``max_seq_len − 1`` (the start token holds a position, as in HF ``max_length``);
-a training target holds at most ``max_target_length − 1`` tokens before its EOS, so that cap
+Features: source ids inside the tokenizer's template (Marian: ``x₁ … xₘ </s>``; none for
+lmlab's byte-level BPE), truncated to ``task.max_length`` with the template kept (the count of
+truncated sources is reported); target ids (the target-side tokenizer where the model has one:
+Marian's target.spm) truncated to ``task.seq2seq.max_target_length − 1`` then EOS. Objective
+(teacher forcing): the decoder reads ``BOS y₁ … yₙ`` and predicts ``y₁ … yₙ EOS``; BOS is the
+tokenizer's bos, else cls, else pad (Marian's decoder start); cross-entropy over the target
+tokens. Prediction decodes with `lmlab.generate`: greedy (`DecodeLoop` at temperature 0) or beam
+search (`beam_search`, Hugging Face semantics, with ``task.seq2seq.num_beams`` and
+``task.seq2seq.length_penalty``); the decoder starts from BOS, EOS ends a row and is not part of
+the text. At most ``task.seq2seq.max_target_length`` tokens are generated, and at most the
+model's ``max_seq_len − 1`` (the start token holds a position, as in HF ``max_length``); a
+training target holds at most ``max_target_length − 1`` tokens before its EOS, so that cap
 (reached only when ``max_seq_len = max_target_length``) can only cut a final EOS.
 From scratch the tokenizer is byte-level BPE trained on sources and targets together (one
 shared vocabulary, exact round trip for any script; ``task.seq2seq.split_cjk`` keeps each Chinese
 character a piece of its own); the model is ``transformer-tiny``
 (Vaswani et al. 2017 at d_model 128) unless ``model.preset`` says otherwise; ``model.copy``
 adds a pointer-generator that copies source tokens (`PointerGenerator` in heads.py). ``--init`` takes
-an encoder–decoder lmlab model (e.g. `lmlab pretrain` with objective denoise).
+an encoder–decoder lmlab model (e.g. `lmlab pretrain` with objective denoise) or an imported
+Marian checkpoint (`lmlab hf import`, or ``hf:DIR``).
 """
 
 from __future__ import annotations
@@ -96,20 +100,32 @@ class Seq2SeqTask(Task):
             yield e.targets[0]
 
     def _special(self, tok) -> tuple[int, int]:
-        bos = tok.bos_id if tok.bos_id is not None else tok.cls_id
+        """(decoder start, end): bos, else cls, else pad (Marian's decoder_start_token_id, as
+        `lmlab pretrain --objective=denoise` starts); eos, else sep."""
+        start = next((i for i in (tok.bos_id, tok.cls_id, tok.pad_id) if i is not None), None)
         eos = tok.eos_id if tok.eos_id is not None else tok.sep_id
-        if bos is None:
-            tok.require("bos", f"the {self.name} decoder (its start token; cls would do too)")
+        if start is None:
+            tok.require("bos", f"the {self.name} decoder (its start token; cls or pad would do too)")
         if eos is None:
             tok.require("eos", f"the {self.name} decoder (its end token; sep would do too)")
-        return bos, eos
+        return start, eos
+
+    @staticmethod
+    def sources(tok, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+        """(source ids, truncated or not): each text inside the tokenizer's template (Marian: ids
+        </s>; as `lmlab generate` and `lmlab serve` encode a source), cut to `max_length` tokens
+        with the template kept."""
+        before, after = tok.template
+        room = max(0, max_length - len(before) - len(after))
+        ids = tok.encode_batch(texts)
+        return [before + x[:room] + after for x in ids], [len(x) > room for x in ids]
 
     def features(self, examples, tok, meta, cfg):
         _, eos = self._special(tok)
-        src = tok.encode_batch([e.source for e in examples])
-        tgt = tok.encode_batch([e.targets[0] for e in examples])
-        return [{"input_ids": s[:cfg.max_length], "target_ids": t[:cfg.seq2seq.max_target_length - 1] + [eos],
-                 "truncated": len(s) > cfg.max_length} for s, t in zip(src, tgt)]
+        src, cut = self.sources(tok, [e.source for e in examples], cfg.max_length)
+        tgt = tok.encode_target_batch([e.targets[0] for e in examples])
+        return [{"input_ids": s, "target_ids": t[:cfg.seq2seq.max_target_length - 1] + [eos], "truncated": c}
+                for s, t, c in zip(src, tgt, cut)]
 
     def objective(self, tok, meta, cfg):
         return Seq2SeqObjective(pad_id_of(tok), self._special(tok)[0])
@@ -129,7 +145,7 @@ class Seq2SeqTask(Task):
         out = []
         try:
             for chunk in in_batches(sources, cfg.predict_batch_size):
-                ids = [x[:cfg.max_length] for x in tok.encode_batch(chunk)]
+                ids = self.sources(tok, chunk, cfg.max_length)[0]
                 if cfg.seq2seq.num_beams > 1:
                     seqs = [h.token_ids for h in beam_search(model, ids, gen, [eos], **common)]
                 else:
@@ -152,8 +168,7 @@ class Seq2SeqTask(Task):
             raise DataError("no examples to evaluate")
         preds = self.generate(model, tok, cfg, [e.source for e in examples])
         metrics = self.score(preds, [e.targets for e in examples], cfg)
-        metrics["truncated_sources"] = sum(len(x) > cfg.max_length
-                                           for x in tok.encode_batch([e.source for e in examples]))
+        metrics["truncated_sources"] = sum(self.sources(tok, [e.source for e in examples], cfg.max_length)[1])
         metrics["decoding"] = {"num_beams": cfg.seq2seq.num_beams, "length_penalty": cfg.seq2seq.length_penalty,
                                "no_repeat_ngram_size": cfg.seq2seq.no_repeat_ngram_size,
                                "max_target_length": cfg.seq2seq.max_target_length}

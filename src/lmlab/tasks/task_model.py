@@ -4,7 +4,9 @@ prediction need nothing but the directory:
 
     OUT/model/  model.json  model.safetensors  tokenizer/  task.json  config.yaml  manifest.json
 
-An ensemble (`lmlab ensemble`) is read through the same `load_task_model`.
+An ensemble (`lmlab ensemble`) is read through the same `load_task_model`, and so is a bare
+encoder–decoder with a seq2seq head (an imported MarianMTModel) for translation and summarisation,
+with the task's default settings.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import torch
 from lmlab.artifacts import ArtifactWriter, read_json, save_tensors, write_json
 from lmlab.config import from_dict, to_dict
 from lmlab.errors import ArtifactError
-from lmlab.model.pretrained import MODEL_KIND, load_model, resolve_model_dir
+from lmlab.model.pretrained import MODEL_KIND, load_model, read_model_config, resolve_model_dir
 from lmlab.tasks.ensemble import load_ensemble
 from lmlab.tasks.task import Task, TaskConfig, load_task_tokenizer, nest_task_config
 
 TASK_FILE = "task.json"
+SEQ2SEQ_TASKS = ("translation", "summarization")  # tasks a bare encoder–decoder (head seq2seq) serves as it is
 
 
 def save_task_model(model, out_dir: Path, tokenizer_dir: Path, task: Task, meta: dict, cfg: TaskConfig,
@@ -47,6 +50,10 @@ def load_task_model(model_dir: str | Path, task_name: str):
     model_dir = resolve_model_dir(model_dir)
     path = model_dir / TASK_FILE
     if not path.exists():
+        if task_name in SEQ2SEQ_TASKS and (model_dir / "tokenizer").is_dir() and _is_seq2seq(model_dir):
+            # an encoder–decoder that already maps text to text (an imported MarianMTModel): as it is,
+            # with the task's default settings (--task.* overrides them)
+            return load_model(model_dir), load_task_tokenizer(model_dir / "tokenizer"), {}, TaskConfig()
         raise ArtifactError(f"{model_dir}: not a fine-tuned task model (no {TASK_FILE}); "
                             f"make one with `lmlab finetune {task_name} --init {model_dir} ...`")
     info = read_json(path)
@@ -58,6 +65,11 @@ def load_task_model(model_dir: str | Path, task_name: str):
     else:
         model, tok_dir = load_model(model_dir), model_dir / "tokenizer"
     return model, load_task_tokenizer(tok_dir), info.get("meta", {}), task_config(info)
+
+
+def _is_seq2seq(model_dir: Path) -> bool:
+    cfg = read_model_config(model_dir)
+    return getattr(cfg, "arch", None) == "encoder-decoder" and getattr(cfg, "head", None) == "seq2seq"
 
 
 def task_config(info: dict) -> TaskConfig:

@@ -16,25 +16,32 @@ their own document separators), Hugging Face's is True.
 A tokenizer.json may carry its own padding and truncation (sentence-transformers' files pad
 every input to 128 tokens); loading switches both off, because lmlab pads each batch to its
 longest row and truncates where the task says, with an attention mask that marks the pads.
-A directory of Hugging Face tokenizer files alone (tokenizer.json, or BERT's vocab.txt) loads
-too, with its roles from special_tokens_map.json / tokenizer_config.json; `lmlab hf import`
-writes those roles into lmlab_tokenizer.json (``"source": "hf"``).
+A directory of Hugging Face tokenizer files alone (tokenizer.json, BERT's vocab.txt, or Marian's
+source.spm + target.spm + vocab.json) loads too, with its roles from special_tokens_map.json /
+tokenizer_config.json; `lmlab hf import` writes those roles into lmlab_tokenizer.json
+(``"source": "hf"``).
+
+An encoder–decoder's target text may have a segmentation of its own (Marian: target.spm, over
+the same vocabulary): `encode_target` uses target_tokenizer.json where the directory has one
+(lmlab_tokenizer.json names it), else the one tokenizer; ids and decoding are shared.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from lmlab.artifacts import ArtifactWriter, read_json, verify
+from lmlab.artifacts import ArtifactWriter, read_json, verify, write_json
 from lmlab.errors import ArtifactCorrupt, ArtifactError, ConfigError
 
 KIND = "lmlab-tokenizer"
+TARGET_FILE = "target_tokenizer.json"  # an encoder–decoder's target-side segmentation (Marian's target.spm)
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "lmlab_tokenizer.json", "vocab.txt",
-         "stats.json")
+         "stats.json", TARGET_FILE)
 ROLES = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
 ROLE_FILES = ("special_tokens_map.json", "tokenizer_config.json")  # where Hugging Face names the roles (first wins)
 
@@ -78,8 +85,10 @@ def hf_kind(tokenizer_json: Path) -> str:
 
 
 class Tokenizer:
-    def __init__(self, backend: Any, kind: str, special_tokens: dict[str, str], meta: dict[str, Any] | None = None):
+    def __init__(self, backend: Any, kind: str, special_tokens: dict[str, str], meta: dict[str, Any] | None = None,
+                 target: Any = None):
         self.backend = backend  # tokenizers.Tokenizer
+        self.target_backend = target  # tokenizers.Tokenizer for target-side text, or None: `backend` serves both
         self.kind = kind
         self.special_tokens = dict(special_tokens)
         self.meta = meta or {}
@@ -96,10 +105,15 @@ class Tokenizer:
                                 "`lmlab tokenizer train` or `lmlab hf import`")
         if not (directory / "lmlab_tokenizer.json").is_file():
             return cls.from_hf_files(directory)
-        if verify_hashes:
-            verify(directory, kind=KIND, only=["tokenizer.json", "lmlab_tokenizer.json"])
         meta = read_json(directory / "lmlab_tokenizer.json")
-        tok = cls(read_backend(directory / "tokenizer.json"), meta["kind"], meta["special_tokens"], meta)
+        target = meta.get("target")
+        if target is not None and target != TARGET_FILE:
+            raise ArtifactCorrupt(f"{directory / 'lmlab_tokenizer.json'}: target must be {TARGET_FILE!r}, "
+                                  f"not {target!r}")
+        if verify_hashes:
+            verify(directory, kind=KIND, only=["tokenizer.json", "lmlab_tokenizer.json"] + ([target] if target else []))
+        tok = cls(read_backend(directory / "tokenizer.json"), meta["kind"], meta["special_tokens"], meta,
+                  read_backend(directory / target) if target else None)
         missing = [r for r, i in tok.special_ids.items() if i is None]
         if missing:
             raise ArtifactCorrupt(f"{directory}: special tokens {missing} are not in the vocabulary")
@@ -108,11 +122,19 @@ class Tokenizer:
 
     @classmethod
     def from_hf_files(cls, directory: str | Path) -> "Tokenizer":
-        """Hugging Face tokenizer files alone: tokenizer.json, else BERT's vocab.txt; roles from
+        """Hugging Face tokenizer files alone: Marian's SentencePiece models (converted: see
+        `lmlab.tokenizer.marian`), else tokenizer.json, else BERT's vocab.txt; roles from
         special_tokens_map.json / tokenizer_config.json (those absent from the vocabulary dropped)."""
+        from lmlab.tokenizer.marian import is_marian, marian_tokenizers
+
         directory = Path(directory)
         roles = hf_roles(directory)
-        if (directory / "tokenizer.json").is_file():
+        target, extra = None, {}
+        if is_marian(directory):  # before tokenizer.json: MarianTokenizer reads these, whatever else is there
+            marian = marian_tokenizers(directory, roles)
+            backend, kind, roles, target = marian.source, "unigram", marian.roles, marian.target
+            extra = {"pieces_not_in_vocab": marian.missing}
+        elif (directory / "tokenizer.json").is_file():
             backend, kind = read_backend(directory / "tokenizer.json"), hf_kind(directory / "tokenizer.json")
         elif (directory / "vocab.txt").is_file():
             from tokenizers import BertWordPieceTokenizer
@@ -125,11 +147,15 @@ class Tokenizer:
             kind = "wordpiece"
         else:
             present = sorted(p.name for p in directory.iterdir())
-            raise ArtifactError(f"{directory}: no tokenizer lmlab can read (lmlab_tokenizer.json, tokenizer.json or "
-                                f"vocab.txt; found {', '.join(present) or 'nothing'}); save the tokenizer with "
-                                "transformers' save_pretrained, which writes tokenizer.json, and import again")
+            raise ArtifactError(f"{directory}: no tokenizer lmlab can read (lmlab_tokenizer.json, tokenizer.json, "
+                                f"vocab.txt, or source.spm with vocab.json; found {', '.join(present) or 'nothing'}); "
+                                "save the tokenizer with transformers' save_pretrained, which writes tokenizer.json, "
+                                "and import again")
         roles = {r: t for r, t in roles.items() if backend.token_to_id(t) is not None}
-        tok = cls(backend, kind, roles, {"kind": kind, "special_tokens": roles, "source": "hf"})
+        meta = {"kind": kind, "special_tokens": roles, "source": "hf", **extra}
+        if target is not None:
+            meta["target"] = TARGET_FILE
+        tok = cls(backend, kind, roles, meta, target)
         tok.directory = directory
         return tok
 
@@ -157,10 +183,19 @@ class Tokenizer:
                 if (src / name).exists():
                     shutil.copy2(src / name, w.path / name)
 
+    def write(self, directory: Path) -> None:
+        """tokenizer.json (+ target_tokenizer.json) and lmlab_tokenizer.json into `directory`, an
+        artifact being written (`lmlab hf import` of Hugging Face files alone)."""
+        self.backend.save(str(directory / "tokenizer.json"))
+        if self.target_backend is not None:
+            self.target_backend.save(str(directory / TARGET_FILE))
+        write_json(directory / "lmlab_tokenizer.json", self.meta)
+
     @property
     def fingerprint(self) -> str:
-        """sha256 of the serialised pipeline: shards record it to refuse a different tokenizer."""
-        return hashlib.sha256(self.backend.to_str().encode("utf-8")).hexdigest()
+        """sha256 of the serialised pipeline(s): shards record it to refuse a different tokenizer."""
+        text = self.backend.to_str() + (self.target_backend.to_str() if self.target_backend is not None else "")
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -195,8 +230,26 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
         """Encode many texts on all cores (the Rust library's thread pool), without offsets."""
-        fast = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
-        return [e.ids for e in fast(texts, add_special_tokens=add_special_tokens)]
+        return _encode_batch(self.backend, texts, add_special_tokens)
+
+    def encode_target(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Ids of an encoder–decoder's target-side text (Marian: target.spm's segmentation)."""
+        return (self.target_backend or self.backend).encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_target_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
+        return _encode_batch(self.target_backend or self.backend, texts, add_special_tokens)
+
+    @functools.cached_property
+    def template(self) -> tuple[list[int], list[int]]:
+        """The ids that ``encode(text, add_special_tokens=True)`` puts before and after one text's own
+        ids: ([CLS], [SEP]) for BERT, ([], [</s>]) for Marian, ([], []) for byte-level BPE."""
+        plain = self.backend.encode("a", add_special_tokens=False).ids
+        full = self.backend.encode("a", add_special_tokens=True).ids
+        for k in range(len(full) - len(plain) + 1):
+            if full[k:k + len(plain)] == plain:
+                return full[:k], full[k + len(plain):]
+        raise ArtifactError(f"{getattr(self, 'directory', 'the tokenizer')}: its post-processor changes the text's "
+                            "own ids; lmlab cannot tell what it adds around them")
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -219,6 +272,11 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, specials={self.special_tokens})"
+
+
+def _encode_batch(backend: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    fast = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [e.ids for e in fast(texts, add_special_tokens=add_special_tokens)]
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:

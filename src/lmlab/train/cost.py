@@ -10,7 +10,8 @@ narrow models reach a smaller share of the GEMM peak and spend more on element-w
 the step is profiled instead — the model at 1 and at 3 layers (same width, vocabulary, head and
 precision) runs a few training steps (forward, backward, lmlab's AdamW), and
     step(L) = [fb₁ + (L−1)·(fb₃ − fb₁)/2] · b/b′  +  opt₁ + (L−1)·(opt₃ − opt₁)/2
-(fb: forward+backward seconds at a batch b′ ≤ b of at most PROFILE_FLOPS; opt: the AdamW step)
+(fb: forward+backward seconds at a batch b′ ≤ b of at most PROFILE_FLOPS, or more sequences where
+a step of the 3-layer model takes under PROFILE_STEP_S; opt: the AdamW step)
 extrapolates layer by layer — two layers apart, not one, because the per-layer time is a
 difference of two medians and a deep model multiplies its noise by L−1. The MFU this implies
 is reported. A width whose single sequence is too large to profile in about a second falls back
@@ -51,6 +52,10 @@ CPU_STEP_OVERHEAD_S = 0.02
 GPU_MFU = 0.45
 MLM_SCORED = 0.15  # a masked-LM head computes logits only at the masked positions
 PROFILE_FLOPS = 6e10  # training FLOPs of one profiled step of the 3-layer model: ~0.2-0.5 s on 2 cores
+# A faster machine profiles a larger batch (up to the real one), as long as a step of the 3-layer model
+# stays under this: one sequence per step costs more per sequence than a batch does (on a 2-core AMX CPU,
+# 30 % more at 512 tokens than 4 sequences), and a profile at batch 1 overestimates the step by as much.
+PROFILE_STEP_S = 0.5
 PROFILE_LAYERS = (1, 3)
 
 
@@ -109,13 +114,13 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
         return None
     batch = max(1, min(batch_size, int(PROFILE_FLOPS // per_seq)))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    fb, opt = [], []
-    for c in small:
+
+    def timed_steps(c: TransformerConfig, b: int, n: int) -> tuple[list[float], list[float]]:
         model = Transformer(c).to(dev)
         opt_step = build_optimizer(model, OptimConfig(name=optimizer))
-        inputs = _profile_inputs(c, batch, seq_len, dev)
+        inputs = _profile_inputs(c, b, seq_len, dev)
         t_fb, t_opt = [], []
-        for i in range(reps + 2):  # two warm-up steps first: allocator, kernels, optimizer state
+        for i in range(n + 2):  # two warm-up steps first: allocator, kernels, optimizer state
             sync()
             t0 = time.perf_counter()
             with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -129,9 +134,16 @@ def profile_step(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
             if i >= 2:
                 t_fb.append(t1 - t0)
                 t_opt.append(time.perf_counter() - t1)
+        return t_fb, t_opt
+
+    if batch < batch_size:  # as many of the real batch's sequences as PROFILE_STEP_S allows
+        probe = timed_steps(small[1], batch, 1)[0][0]
+        batch = min(batch_size, max(batch, int(batch * PROFILE_STEP_S / max(probe, 1e-9))))
+    fb, opt = [], []
+    for c in small:
+        t_fb, t_opt = timed_steps(c, batch, reps)
         fb.append(statistics.median(t_fb))
         opt.append(statistics.median(t_opt))
-        del model, opt_step
     return {**extrapolate(fb, opt, cfg.n_layers, batch_size / batch), "profiled_batch": batch, "device": dev.type}
 
 
@@ -167,13 +179,29 @@ def memory_bytes(cfg: TransformerConfig, batch_size: int, seq_len: int, precisio
     return mem
 
 
+def auto_precision(device: str = "measure") -> str:
+    """`--precision auto`: the machine's training precision, or a named device's 16-bit format."""
+    if device == "measure":
+        from lmlab import machine
+
+        m = machine.detect()
+        return m.precision(m.device)
+    return "bf16" if "bf16" in DEVICES.get(device, {"bf16": 0}) else "fp16"
+
+
 def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: int = 8, seq_len: int | None = None,
-                  device: str = "measure", precision: str = "bf16", mfu: float | None = None, devices: int = 1,
+                  device: str = "measure", precision: str = "auto", mfu: float | None = None, devices: int = 1,
                   price_per_hour: float = 0.0, activation_checkpointing: bool = False,
                   optimizer: str = "adamw") -> dict:
     """A cost sheet for training `model` (preset or model directory) on `tokens` tokens with
-    `optimizer` (adamw, or muon: the training's optim.name)."""
+    `optimizer` (adamw, or muon: the training's optim.name). precision auto: what training's
+    `train.precision=auto` takes on this machine (`lmlab.machine`: bf16 only where it is native),
+    or on a named device bf16 where its datasheet has it, else fp16."""
     cfg = _config(model)
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ConfigError(f"precision: unknown {precision!r}; use auto, bf16, fp16 or fp32")
+    if precision == "auto":
+        precision = auto_precision(device)
     if optimizer not in ("adamw", "muon"):
         raise ConfigError(f"optimizer: unknown {optimizer!r}; use adamw or muon")
     t = seq_len or cfg.max_seq_len
@@ -191,6 +219,9 @@ def estimate_cost(model: str = "gpt2-small", tokens: float = 1e9, batch_size: in
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
         dev = torch.device(machine.detect().device)
+        if precision == "fp16" and dev.type != "cuda":
+            raise ConfigError("precision: fp16 trains only on CUDA (train.precision refuses it on the CPU); "
+                              "use auto, bf16 or fp32, or name a GPU with --device")
         peak = measure_peak_flops(dev, dtype)
         default_mfu = GPU_MFU if dev.type == "cuda" else CPU_MFU.get(precision, 0.45)
         overhead = 0.0 if dev.type == "cuda" else CPU_STEP_OVERHEAD_S

@@ -9,7 +9,10 @@ One optimizer step:
                                                  ×W undoes DDP's average over ranks
            (with `adversarial`, the same again with the embeddings perturbed: adversarial.py)
     3. all-reduce the loss; clip the global gradient norm
-    4. guard: a non-finite loss or norm skips the step or stops the run
+    4. guard: a non-finite loss or norm (on any rank: one all-reduced flag) skips the step or stops
+       the run (in fp16, a non-finite norm at a finite loss is the loss scale's overflow: the grad
+       scaler skips the step and halves the scale); a loss spike (k× the running median: spike.py)
+       is reported, or skips the step, or stops the run (`spike`)
     5. optimizer step (and the weight average, `ema_decay`); log; evaluate every
        `eval_every_steps`; checkpoint every `save_every_steps`
 Evaluation is the validation loss plus, for fine-tuning, whatever an `eval_hook` returns (task
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +46,11 @@ from lmlab.train import distributed as D
 from lmlab.train.adversarial import adversarial, embedding_module
 from lmlab.train.checkpoint import (RunLock, apply_retention, damage, full_model_state, full_state,
                                     identity_changes, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                    read_identity, recover_interrupted, save_checkpoint)
+                                    read_identity, recover_interrupted, save_checkpoint, step_dir)
 from lmlab.train.ema import WeightEMA
 from lmlab.train.guard import NonFiniteGuard
 from lmlab.train.metrics import MetricsLog
+from lmlab.train.spike import SpikeDetector
 from lmlab.train.optim import OptimConfig, build_optimizer, lr_at
 
 
@@ -57,7 +62,9 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 12  # sequences per micro-batch per process
     grad_accum_steps: int = 1  # micro-batches per optimizer step
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    # auto: lmlab.machine's choice: bf16 where it is native (AVX512-BF16/AMX CPUs, CUDA ≥ 8.0), fp16 with
+    # a loss scaler on older CUDA, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False  # torch.compile the model
     activation_checkpointing: bool = False  # recompute layer activations in backward
     eval_every_steps: int = 200
@@ -67,8 +74,19 @@ class TrainConfig:
     log_every_steps: int = 10
     seed: int = 1337
     nonfinite: Literal["skip", "stop"] = "stop"
-    max_consecutive_bad: int = 3
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
+    max_consecutive_bad: int = 3  # non-finite steps, or skipped spikes, in a row that stop the run
+    # a finite loss > spike_factor × the median of the last spike_window_steps losses (spike.py): off;
+    # warn (the default) reports it (stderr, metrics.jsonl) and takes the step; skip drops the step, like
+    # nonfinite=skip; stop ends the run. Not skip by default: on a near-zero fine-tuning loss (a classifier at
+    # 0.02) a hard batch is a "spike" by ratio, and skipping would discard what the model still has to learn
+    spike: Literal["off", "warn", "skip", "stop"] = "warn"
+    spike_factor: float = 3.0  # k: a loss above k × the running median is a spike
+    spike_window_steps: int = 100  # recent steps whose median is the reference
+    spike_warmup_steps: int = 50  # steps collected before any loss is judged
+    # under torchrun: replicate (DDP) or shard (FSDP2: each layer, weights, gradients and AdamW moments) the
+    # model; checkpoints hold the full weights either way, and resume under either
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    dist_timeout_s: int = 600  # under torchrun: seconds a collective waits for a stopped or hung rank before failing
     resume: str = "auto"  # auto: newest valid checkpoint in OUT/checkpoints if any; never; or a path
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"
@@ -82,9 +100,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every_steps", "eval_batches",
-                     "save_every_steps", "log_every_steps", "max_consecutive_bad"):
+                     "save_every_steps", "log_every_steps", "max_consecutive_bad", "spike_window_steps",
+                     "spike_warmup_steps", "dist_timeout_s"):
             check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
         check(self.keep_last >= 0, "train.keep_last", "must be >= 0")
+        check(self.spike_factor > 1.0, "train.spike_factor", "must be > 1 (3 is the default); train.spike=off "
+              "turns the detector off")
         check(self.patience >= 0, "train.patience", "must be >= 0")
         check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1): 0 is off, 0.999 a typical value")
         check(self.adversarial >= 0.0, "train.adversarial", "must be >= 0: 0 is off, 0.3 a typical value")
@@ -105,12 +126,14 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) 
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     a @ b
+    if device.type == "cuda":  # the warm-up product finished before the clock starts
+        torch.cuda.synchronize(device)
     t, reps = time.perf_counter(), 0
     while time.perf_counter() - t < 0.3:
         a @ b
         reps += 1
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
@@ -126,7 +149,7 @@ class Trainer:
         export: model → (state dict of a plain model, {file name: tensors}) for OUT/best, when the
         training model is not one itself (LoRA-wrapped layers: the merged weights + the adapter)."""
         self.cfg, self.optim_cfg, self.out = cfg, optim, Path(out)
-        self.ctx = D.setup(cfg.device)
+        self.ctx = D.setup(cfg.device, cfg.dist_timeout_s)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model = model.to(self.ctx.device)
@@ -139,8 +162,12 @@ class Trainer:
         self._early_stop = False
         self.precision = resolve_precision(cfg.precision, self.ctx.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        # fp16 needs its loss scaled (its largest value is 65504); FSDP2's gradients are DTensors,
+        # which torch's GradScaler unscales and checks across ranks as they are
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         self.guard = NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_bad)
+        self.spike = SpikeDetector(cfg.spike, cfg.spike_factor, cfg.spike_window_steps, cfg.spike_warmup_steps,
+                                   cfg.max_consecutive_bad)
         if cfg.activation_checkpointing:
             for layer in D.transformer_layers(self.model):
                 layer.forward = _checkpointed(layer.forward)
@@ -214,14 +241,26 @@ class Trainer:
         clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
-        if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
+        # the loss is all-reduced and DDP's gradients are shared, but the decision is taken together
+        # anyway: a rank whose step alone went wrong must not step while the others skip or stop
+        everywhere = D.all_true(math.isfinite(train_loss) and math.isfinite(grad_norm), ctx)
+        # fp16: gradients that overflow at a finite loss mean the loss scale is too large, not that
+        # training diverged; the scaler skips the step and halves the scale (the guards are not told)
+        overflow = self.scaler.is_enabled() and math.isfinite(train_loss) and not everywhere
+        if (not overflow and self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint, everywhere)
+                and self.spike.check(self.step + 1, train_loss, self.last_checkpoint)):  # numbered as logged
             self.scaler.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update()
+        row = {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
+        if self.scaler.is_enabled():
+            row["loss_scale"] = self.scaler.get_scale()  # before the update: the scale this step used
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens_seen += int(sum(p.inputs["input_ids"].numel() for p in prepared)) * ctx.world_size
-        return {"train_loss": train_loss, "lr": lr, "grad_norm": grad_norm}
+        if self.spike.last is not None and self.spike.last["step"] == self.step + 1:
+            row["spike_ratio"] = self.spike.last["ratio"]
+        return row
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -298,15 +337,16 @@ class Trainer:
         D.barrier(self.ctx)
         if self.ctx.is_main:
             trainer_state = {"elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
-                             "guard": self.guard.state_dict(), "identity": self.identity, "best": self.best,
+                             "guard": self.guard.state_dict(), "spike": self.spike.state_dict(),
+                             "identity": self.identity, "best": self.best,
                              **({"ema_updates": self.ema.updates} if self.ema is not None else {})}
-            path = save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state,
-                                   optim_state, self.scaler, trainer_state, self.run_config,
-                                   extra_tensors={f"ema::{k}": v for k, v in self.ema.tensors().items()}
-                                   if self.ema is not None else None)
+            save_checkpoint(self.out / "checkpoints", self.step, self.model.config, model_state, optim_state,
+                            self.scaler, trainer_state, self.run_config,
+                            extra_tensors={f"ema::{k}": v for k, v in self.ema.tensors().items()}
+                            if self.ema is not None else None)
             apply_retention(self.out / "checkpoints", self.cfg.keep_last)
-            self.last_checkpoint = str(path)
         D.barrier(self.ctx)
+        self.last_checkpoint = str(step_dir(self.out / "checkpoints", self.step))  # every rank names it
 
     def _resume(self) -> None:
         mode = self.cfg.resume
@@ -346,6 +386,8 @@ class Trainer:
         trainer = state["trainer"]
         self.elapsed, self.tokens_seen = trainer["elapsed_s"], trainer["tokens_seen"]
         self.guard.load_state_dict(trainer["guard"])
+        if "spike" in trainer:  # absent from checkpoints written before the detector: it starts afresh
+            self.spike.load_state_dict(trainer["spike"])
         if self.ema is not None:
             self.ema.load({k[len("ema::"):]: v for k, v in state["extra_tensors"].items() if k.startswith("ema::")},
                           trainer.get("ema_updates", 0))
@@ -362,7 +404,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         lock = RunLock(self.out) if self.ctx.is_main else contextlib.nullcontext()
-        with lock:
+        with lock, D.collectives(self.ctx, lambda: f"in training step {self.step + 1}",
+                                 lambda: self.last_checkpoint):
             self._resume()
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
             try:
@@ -391,10 +434,17 @@ class Trainer:
             window_tokens += self.tokens_seen - tokens_before
             window_time += dt
             self.step += 1
-            if self.step % cfg.log_every_steps == 0 or self.step == cfg.max_steps:
+            if "spike_ratio" in row and self.ctx.is_main:
+                message = f"warning: {self.spike.message()}"
+                if bar is not None:
+                    bar.write(message, file=sys.stderr)
+                else:
+                    print(message, file=sys.stderr)
+            if self.step % cfg.log_every_steps == 0 or self.step == cfg.max_steps or "spike_ratio" in row:
                 tps = window_tokens / max(window_time, 1e-9)
                 row.update(step=self.step, elapsed_s=round(self.elapsed, 3), tokens=self.tokens_seen,
-                           tokens_per_s=round(tps, 1), skipped_steps=self.guard.skipped_steps)
+                           tokens_per_s=round(tps, 1), skipped_steps=self.guard.skipped_steps,
+                           spikes=self.spike.spikes)
                 if self.flops_per_token and peak:
                     row["mfu"] = round(tps * self.flops_per_token / peak, 4)
                 window_tokens, window_time = 0, 0.0
@@ -412,7 +462,7 @@ class Trainer:
                 bar.update(1)
             due = (self.step % cfg.save_every_steps == 0 or self.step == cfg.max_steps or self._stop_requested
                    or self._early_stop)
-            if due and self.guard.consecutive == 0:  # never checkpoint in the middle of a bad streak
+            if due and self.guard.consecutive == 0 and self.spike.consecutive == 0:  # never mid bad streak
                 self.save()
             if self._stop_requested or self._early_stop:
                 break
@@ -421,7 +471,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.copy_to_model()  # what the caller writes as the model is the average
         return {"steps": self.step, "elapsed_s": round(self.elapsed, 2), "tokens": self.tokens_seen,
-                "precision": self.precision, "skipped_steps": self.guard.skipped_steps,
+                "precision": self.precision, "skipped_steps": self.guard.skipped_steps, "spikes": self.spike.spikes,
                 "last_checkpoint": self.last_checkpoint, "preempted": self._stop_requested,
                 "early_stopped": self._early_stop, "best": self.best,
                 **{k: last[k] for k in ("train_loss", "val_loss", "val_perplexity", "val_bits_per_byte",

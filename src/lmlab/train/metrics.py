@@ -3,8 +3,10 @@
 With the `tensorboard` package installed the same scalars also go to ``tensorboard/``.
 Each line holds at least ``step``, ``elapsed_s`` (training wall time so far, evaluation and
 checkpointing excluded), ``train_loss`` and ``lr``; evaluation lines add ``val_loss``,
-``val_perplexity`` and ``val_bits_per_byte``. On resume the file is cut back to the resumed
-step, so it always describes one consistent history.
+``val_perplexity`` and ``val_bits_per_byte``. ``spikes`` counts the loss spikes so far
+(`lmlab.train.spike`); a spike's own step always gets a line, with ``spike_ratio`` (its loss
+over the running median). On resume the file is cut back to the resumed step, so it always
+describes one consistent history.
 """
 
 from __future__ import annotations

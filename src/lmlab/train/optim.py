@@ -49,7 +49,7 @@ class OptimConfig:
     beta2: float = 0.99
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    fused: bool = True  # torch's one-kernel AdamW (same update up to float rounding; ~3x faster on CPU)
+    fused: bool = True  # torch's one-kernel AdamW where lmlab.machine offers it (CPU, CUDA): same update up to rounding
     muon_momentum: float = 0.95  # Nesterov momentum of the Muon update
     muon_ns_steps: int = 5  # Newton–Schulz iterations per update
 
@@ -126,10 +126,14 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    # The fused kernel takes plain CPU/CUDA tensors; sharded (FSDP DTensor) or other parameters
-    # keep the multi-tensor ("foreach") implementation.
-    plain = all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
-    fused = (cfg.fused and plain) or None
+    # The fused kernel where lmlab.machine offers it for the parameters' device (FSDP's sharded
+    # DTensor parameters run it on each shard); elsewhere torch's multi-tensor ("foreach") default.
+    from lmlab import machine
+
+    params = list(model.parameters())
+    m = machine.detect()
+    fused = (cfg.fused and all(m.fused_adamw(p.device) for p in params)) or None
+    plain = all(type(p) is torch.nn.Parameter for p in params)
     if cfg.name == "muon":
         # Muon orthogonalises a whole matrix; an FSDP shard is a slice of one.
         check(plain, "optim.name", "muon needs whole (unsharded) parameters: use train.parallel=ddp, or adamw")

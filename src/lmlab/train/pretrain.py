@@ -6,7 +6,8 @@
 The data section names where tokens come from, and the missing stages run into
 ``OUT/data/`` (each reused when already complete there; ``OUT/data/data_config.json`` records
 the options they were built with, and a run with other options is refused by field rather than
-fed stale data), after the run lock on OUT is taken:
+fed stale data), after the run lock on OUT is taken; under torchrun by rank 0 alone, while the
+other ranks wait and then read what it built:
     data.dataset  a named text dataset under $LMLAB_DATA (tinyshakespeare: its 90 %/10 % split)
     data.inputs   raw files or globs (relative ones under $LMLAB_DATA) → `lmlab corpus clean`
     data.corpus   a cleaned corpus directory
@@ -284,26 +285,29 @@ def continued_model(cfg: PretrainConfig, init_dir: Path, tok):
 
 def pretrain(config: str | None = None, out: str = "out/pretrain", overrides: list[str] = ()) -> dict:
     """Run a pretraining recipe; resumable (train.resume=auto) from OUT/checkpoints."""
+    from lmlab.train import distributed as D
     from lmlab.train.checkpoint import run_lock
 
     cfg = load_config(PretrainConfig, config, overrides)
+    ctx = D.setup(cfg.train.device, cfg.train.dist_timeout_s)  # before the lock: a refusal ends the others too
     with run_lock(Path(out)):  # before anything is written under OUT: its data too
-        return _pretrain(cfg, Path(out))
+        return _pretrain(cfg, Path(out), ctx)
 
 
-def _pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
+def _pretrain(cfg: PretrainConfig, out_dir: Path, ctx) -> dict:
     from lmlab.model import Transformer, save_model
     from lmlab.model.summary import flops_per_token
     from lmlab.tokenizer.tokenizer import Tokenizer
     from lmlab.train.metrics import plot_losses
-    from lmlab.train.distributed import teardown
+    from lmlab.train import distributed as D
     from lmlab.train.rng import seed_everything
     from lmlab.hf.init_source import resolve_init
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    claim_data(cfg, out_dir)
-    init_dir = resolve_init(cfg.init, out_dir)
-    shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
+    with D.main_first(ctx, f"building {out_dir / 'data'}"):  # the other ranks find it built
+        out_dir.mkdir(parents=True, exist_ok=True)
+        claim_data(cfg, out_dir)
+        init_dir = resolve_init(cfg.init, out_dir)
+        shards, tok_dir = prepare_data(cfg, out_dir, init_dir / "tokenizer" if init_dir else None)
     tok = Tokenizer.load(tok_dir)
     seed_everything(cfg.train.seed)
     if init_dir is not None:
@@ -339,5 +343,5 @@ def _pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
                        loss_plot=str(plot) if plot else None, **({"vectors": vectors} if vectors else {}),
                        **({"init": str(init_dir), "new_tensors": fresh} if init_dir else {}))
         write_json(out_dir / "summary.json", summary)
-    teardown(trainer.ctx)
+    D.teardown(trainer.ctx)
     return summary

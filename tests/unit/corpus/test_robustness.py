@@ -1,5 +1,6 @@
 """Random bytes never crash the decoder; a huge line costs no memory."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,33 @@ def _bad_bytes(raw: bytes) -> int:
             pos += e.end
 
 
+# The `lmlab corpus clean` command in a child process; its peak resident memory (VmHWM, not ru_maxrss: the
+# latter survives exec and so includes the forking parent, pytest) is printed last.
+CLEAN = """
+import json, sys
+sys.path.insert(0, {src!r})
+from lmlab.cli import main
+code = main(["corpus", "clean", {inp!r}, "--out", {out!r}])
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({{"code": code, "torch": "torch" in sys.modules, "peak_mib": peak / 1024}}))
+"""
+
+
+def test_the_cleaner_never_imports_torch(tmp_path):
+    """torch alone is ~200 MiB resident: a cleaning run that imported it could not stay in a small memory bound."""
+    p = tmp_path / "small.txt"
+    p.write_text("one line\nanother line\n")
+    code = CLEAN.format(src=str(Path(__file__).parents[3] / "src"), inp=str(p), out=str(tmp_path / "out"))
+    child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    result = json.loads(child.stdout.splitlines()[-1])
+    assert result["code"] == 0 and result["torch"] is False
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for the peak RSS")
-def test_512mib_line_is_skipped_in_flat_memory(tmp_path):
-    """A 512 MiB file with no newline; the reader's peak RSS stays under 256 MiB."""
+def test_512mib_line_is_skipped_in_flat_memory(tmp_path, figure):
+    """A 512 MiB line with no newline between two short ones, through `lmlab corpus clean`: the line is
+    skipped and counted, the others kept, and the command's peak RSS stays under 256 MiB."""
     p = tmp_path / "huge.txt"
     with open(p, "wb") as f:
         f.write(b"first line\n")
@@ -50,18 +74,15 @@ def test_512mib_line_is_skipped_in_flat_memory(tmp_path):
         for _ in range(512):
             f.write(block)
         f.write(b"\nlast line\n")
-    code = f"""
-import sys
-sys.path.insert(0, {str(Path(__file__).parents[3] / 'src')!r})
-from lmlab.corpus.decode import decode_chunk
-from lmlab.corpus.read import Counters, ReadConfig, iter_chunks
-cfg, c = ReadConfig(), Counters()
-docs = [d for ch in iter_chunks([{str(p)!r}], cfg, c) for d, _ in decode_chunk(ch, cfg, c)]
-assert docs == ["first line", "last line"], docs
-assert c.counts["skipped_records_too_long"] == 1
-# VmHWM, not ru_maxrss: the latter survives exec and so includes the forking parent (pytest)
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) // 1024)
-"""
+    out = tmp_path / "out"
+    code = CLEAN.format(src=str(Path(__file__).parents[3] / "src"), inp=str(p), out=str(out))
     child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    peak_mb = int(child.stdout.strip())
-    assert peak_mb < 256, peak_mb
+    result = json.loads(child.stdout.splitlines()[-1])
+    stats = json.loads((out / "stats.json").read_text())
+    kept = [json.loads(line)["text"] for f in sorted(out.glob("*.jsonl")) if f.name != "duplicates.jsonl"
+            for line in f.read_text().splitlines()]
+    skipped = stats["read"]["counts"].get("skipped_records_too_long", 0)
+    figure(peak_rss_mib=round(result["peak_mib"], 1), line_mib=512, skipped_and_counted=skipped)
+    assert result["code"] == 0 and sorted(kept) == ["first line", "last line"]
+    assert skipped == 1 and stats["read"]["first"]["skipped_records_too_long"] == [f"{p}:2"]
+    assert result["peak_mib"] < 256, result

@@ -12,7 +12,7 @@ from lmlab.errors import ArtifactCorrupt, DataError
 from lmlab.tokenizer.tokenizer import Tokenizer
 from lmlab.tokenizer.train import train_tokenizer
 
-from .conftest import FIXTURE
+from .conftest import FIXTURE, SIZES
 
 transformers = pytest.importorskip("transformers")
 
@@ -112,6 +112,17 @@ def test_save_copies_a_loaded_tokenizer(trained, tmp_path):
     tok.save(tmp_path / "copy")
     again = Tokenizer.load(tmp_path / "copy")
     assert again.fingerprint == tok.fingerprint and again.encode("hello") == tok.encode("hello")
+
+
+@pytest.mark.parametrize("kind", sorted(SIZES))
+def test_template_is_what_special_tokens_add_around_a_text(trained, kind):
+    """What an encoder–decoder's source gets around its ids (`Seq2SeqTask.sources` keeps it when
+    truncating): [CLS] … [SEP] for WordPiece, nothing for lmlab's other kinds."""
+    tok = Tokenizer.load(trained[kind])
+    before, after = tok.template
+    assert (before, after) == (([tok.cls_id], [tok.sep_id]) if kind == "wordpiece" else ([], []))
+    for text in ("hello world", "你好, world", "x"):
+        assert before + tok.encode(text) + after == tok.encode(text, add_special_tokens=True)
 
 
 def test_uncased_wordpiece_matches_bert_uncased(tmp_path):

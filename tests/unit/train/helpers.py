@@ -1,4 +1,5 @@
-"""A tiny model and a deterministic in-memory batch source for training-loop tests."""
+"""A tiny model and a deterministic in-memory batch source for training-loop tests (on the CPU
+unless a test names another device: the CPU's results are the reference, bit for bit)."""
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ def tiny_model(dropout: float = 0.1, seed: int = 0) -> Transformer:
 def make_trainer(out, model=None, optim: dict | None = None, **train_kw) -> Trainer:
     cfg = TrainConfig(**{"max_steps": 12, "batch_size": B, "precision": "fp32", "eval_every_steps": 1000,
                          "save_every_steps": 4, "log_every_steps": 1, "progress": False, "threads": 1,
-                         "peak_flops": 1e9, **train_kw})
+                         "peak_flops": 1e9, "device": "cpu", **train_kw})
 
     def evals():
         return [RandomTokens().batch_at(10_000 + i) for i in range(2)]

@@ -101,3 +101,41 @@ def test_unequal_encoder_decoder_stacks_use_the_formula():
 
     cfg = preset("transformer-tiny", vocab_size=99, d_model=32, n_heads=2, d_ff=64, n_layers=3, n_decoder_layers=1)
     assert profile_step(cfg, 3, 7, "fp32", reps=1) is None
+
+
+@pytest.mark.parametrize("kind, expected", [("avx2", "fp32"), ("avx512", "fp32"), ("amx_bf16", "bf16")])
+def test_precision_auto_is_the_trainings_choice_on_this_machine(kind, expected):
+    """bf16 only where the CPU multiplies it natively: elsewhere it is emulated, and slower than fp32."""
+    from lmlab import machine
+
+    with machine.force(kind):
+        sheet = estimate_cost("gpt2-tiny", tokens=1e6, mfu=0.5)  # an explicit MFU: no profiled steps
+    assert sheet["precision"] == expected
+    with machine.force("avx2", cuda="7.0"):  # a Volta: training takes fp16 there
+        assert estimate_cost("gpt2-tiny", tokens=1e6, device="a100")["precision"] == "bf16"
+    assert estimate_cost("gpt2-tiny", tokens=1e6, device="v100")["precision"] == "fp16"  # no bf16 on its datasheet
+    with pytest.raises(ConfigError, match="fp16 trains only on CUDA"):
+        with machine.force(kind):
+            estimate_cost("gpt2-tiny", tokens=1e6, precision="fp16", mfu=0.5)
+
+
+def test_cli_precision_default_is_auto():
+    from lmlab.cli import build_parser
+
+    args = build_parser().parse_args(["cost", "gpt2-tiny"])
+    assert args.precision == "auto"
+
+
+def test_a_fast_machine_profiles_more_of_the_batch(monkeypatch):
+    """The FLOP cap starts the profile at one sequence; where a step of the 3-layer model takes less
+    than PROFILE_STEP_S, the profile takes more of the real batch (never more than all of it)."""
+    import lmlab.train.cost as C
+
+    cfg = preset("gpt2-tiny", vocab_size=99, d_model=32, n_heads=2, d_ff=64, max_seq_len=16)
+    per_seq = C._training_flops_per_token(cfg, 7) * 7
+    monkeypatch.setattr(C, "PROFILE_FLOPS", per_seq * 1.5)  # one sequence fits, two do not
+    monkeypatch.setattr(C, "PROFILE_STEP_S", 1e-9)
+    assert C.profile_step(cfg, 5, 7, "fp32", reps=1)["profiled_batch"] == 1
+    monkeypatch.setattr(C, "PROFILE_STEP_S", 60.0)
+    got = C.profile_step(cfg, 5, 7, "fp32", reps=1)
+    assert got["profiled_batch"] == 5 and got["step_seconds"] > 0  # the whole batch: nothing scaled up

@@ -2,6 +2,7 @@
 non-finite policy (stop, skip, consecutive failures), run lock, architecture guard on resume, learning."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -303,3 +304,23 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_with_one_history(t
     make_trainer(tmp_path, max_steps=3).fit()
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_loss_scale_overflow_skips_the_step_without_stopping(tmp_path):
+    """fp16's grad scaler (here on CPU gradients, with a scale so large that they overflow):
+    an overflow at a finite loss skips the step and halves the scale; it is not divergence,
+    even under nonfinite=stop."""
+    tr = make_trainer(tmp_path, model=tiny_model(dropout=0.0), max_steps=6, nonfinite="stop")
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    start = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    first = tr.train_step()
+    assert first["loss_scale"] == 2.0 ** 127 and not math.isfinite(first["grad_norm"])
+    assert all(torch.equal(v, start[k]) for k, v in tr.model.state_dict().items())  # step skipped
+    assert tr.scaler.get_scale() == 2.0 ** 126 and tr.guard.skipped_steps == 0
+    tr.step += 1
+    rows = []
+    while tr.step < 6:
+        rows.append(tr.train_step())
+        tr.step += 1
+    assert math.isfinite(rows[-1]["grad_norm"]) and rows[-1]["loss_scale"] < 2.0 ** 126
+    assert any(not torch.equal(v, start[k]) for k, v in tr.model.state_dict().items())  # it learns again
