@@ -19,16 +19,6 @@ stop token ("stop"), at their ``max_new_tokens`` or the end of the model's conte
 ("length"), or when the consumer calls `finish` (e.g. a stop string matched in the text).
 The loop is a generator: a consumer that stops iterating (or closes it) stops the decoding —
 no step runs that nobody asked for.
-
-Bucketed prefill (``bucket_prompts=True``, what a server asks for): the prompts are padded to
-`bucket_length` (1, 2, 3, 4, 6, 8, 12, 16, 24, … : powers of two and halfway between them)
-instead of to the longest prompt, so that a server sees a bounded set of prefill shapes, at most
-two per octave of context per batch size. Each new shape of a bf16 product makes oneDNN build
-and cache a kernel (about 0.6 MB and milliseconds each, measured with a d_model 36 model on an
-AMX CPU; its cache keeps 1,024), so prompts of every length would fill that cache and then evict
-and rebuild kernels for good. The columns that are padding in every row are dropped from the KV
-cache after the prefill (`KVCache.drop_front`), so the decoding steps are those of an unbucketed
-batch; what it costs is the padded prefill, at most half again the longest prompt.
 """
 
 from __future__ import annotations
@@ -57,13 +47,12 @@ class DecodeLoop:
                  configs: GenerationConfig | Sequence[GenerationConfig] | None = None,
                  stop_token_ids: Sequence[Sequence[int]] | None = None,
                  decoder_start_id: int | None = None, pad_id: int | None = None,
-                 vocab_limit: int | None = None, pack: PackedWeights | None = None, bucket_prompts: bool = False):
+                 vocab_limit: int | None = None, pack: PackedWeights | None = None):
         """prompts: token ids per row (the source for an encoder–decoder); configs: one for all
         rows or one per row; stop_token_ids: per row, overriding ``config.stop_token_ids``;
         vocab_limit: the tokenizer's size, when the model's vocabulary is padded beyond it;
         pack: packed weights to reuse (a server's, for a model whose weights never change);
-        none = packed afresh for this generation; bucket_prompts: pad the prefill to
-        `bucket_length` (module docstring)."""
+        none = packed afresh for this generation."""
         cfg = model.config
         self.vocab_limit = vocab_limit
         if cfg.head not in ("clm", "seq2seq"):
@@ -112,7 +101,6 @@ class DecodeLoop:
         self.generated: list[list[int]] = [[] for _ in self.prompts]
         self.stepper: Stepper | None = None
         self.pack = pack
-        self.bucket_prompts = bucket_prompts
 
     @property
     def steps(self) -> int:
@@ -136,7 +124,7 @@ class DecodeLoop:
             sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device,
                               self.vocab_limit)
             self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
-                                             self.decoder_start_id, self.pack, self.bucket_prompts)
+                                             self.decoder_start_id, self.pack)
             sampler.observe(stepper.first_ids, stepper.first_mask)
             tokens = sampler(stepper.forward(stepper.first_ids))  # [B]
             chosen = tokens.tolist()
@@ -160,14 +148,6 @@ class DecodeLoop:
                 chosen = tokens.tolist()
 
 
-def bucket_length(n: int, limit: int) -> int:
-    """The padded length of a batch whose longest prompt has n tokens: the smallest 2^k or
-    3·2^(k−1) that is ≥ n (1, 2, 3, 4, 6, 8, 12, 16, 24, …), at most `limit` (and never below n)."""
-    k = max(n - 1, 0).bit_length()
-    half = 3 << (k - 2) if k >= 2 else 0  # 3/4 of 2^k
-    return max(n, min(half if half >= n else 1 << k, limit))
-
-
 class Stepper:
     """One batch of rows on the model: prefill once, then one token per row per `forward`.
 
@@ -175,53 +155,43 @@ class Stepper:
     start tokens of an encoder–decoder) and ``first_mask`` its validity; `forward(ids)` returns
     the logits of the last position [B, V]; `reorder(index)` permutes the rows of the cache
     (beam search), which is valid when the reordered rows share padding (beams of one prompt).
-    With `bucket` the prompts are padded to `bucket_length` (the module docstring says why).
     """
 
     def __init__(self, model: Transformer, prompts: list[list[int]], max_new_tokens: int, pad_id: int,
-                 decoder_start_id: int | None = None, pack: PackedWeights | None = None, bucket: bool = False):
+                 decoder_start_id: int | None = None, pack: PackedWeights | None = None):
         p = next(model.parameters())
         device, dtype = p.device, p.dtype
         cfg = model.config
         self.model, self.steps = model, 0
         self.pack = pack or PackedWeights()  # weights packed once, reused every step
         b, longest = len(prompts), max(len(p) for p in prompts)
-        width = bucket_length(longest, cfg.max_seq_len) if bucket else longest
         if cfg.arch == "encoder-decoder":
-            src = torch.full((b, max(width, 1)), pad_id, dtype=torch.long, device=device)
+            src = torch.full((b, max(longest, 1)), pad_id, dtype=torch.long, device=device)
             self.src_mask = torch.zeros_like(src)
             for i, ids in enumerate(prompts):  # right padding: the encoder is bidirectional
                 src[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
                 self.src_mask[i, :len(ids)] = 1
             self.src = src
-            self.memory, _ = model.encode(src, self.src_mask)  # [B, S, C], once
+            with self.pack:
+                self.memory, _ = model.encode(src, self.src_mask)  # [B, S, C], once
             self.cache = KVCache.for_model(cfg, b, 1 + max_new_tokens, dtype=dtype, device=device)
             self.first_ids = torch.full((b, 1), decoder_start_id, dtype=torch.long, device=device)
             self.first_mask = None
             self.forward = self._forward_seq2seq
             return
-        total = width + max_new_tokens
-        ids = torch.full((b, width), pad_id, dtype=torch.long, device=device)
+        total = longest + max_new_tokens
+        ids = torch.full((b, longest), pad_id, dtype=torch.long, device=device)
         self.mask = torch.ones(b, total, dtype=torch.long, device=device)  # [B, S_max], sliced per step
         for i, p in enumerate(prompts):  # left padding: the next token is always the last column
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            self.mask[i, :width - len(p)] = 0
-        self.first_ids, self.first_mask = ids, self.mask[:, :width]
+            ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
+            self.mask[i, :longest - len(p)] = 0
+        self.first_ids, self.first_mask = ids, self.mask[:, :longest]
         self.cache = KVCache.for_model(cfg, b, total, dtype=dtype, device=device)
-        self.bucket_pad = width - longest  # columns of padding in every row, dropped after the prefill
-        if any(len(p) < width for p in prompts):
+        if any(len(p) < longest for p in prompts):
             self.positions = (self.first_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], then [B, 1]
-            self.forward = self._prefill_bucketed if self.bucket_pad else self._forward_padded
+            self.forward = self._forward_padded
         else:
             self.forward = self._forward_dense
-
-    def _prefill_bucketed(self, ids: torch.Tensor) -> torch.Tensor:
-        logits = self._forward_padded(ids)
-        self.cache.drop_front(self.bucket_pad)
-        self.mask = self.mask[:, self.bucket_pad:]
-        # rows of one length are dense again: the steps run without a mask, as unbucketed ones do
-        self.forward = self._forward_padded if bool((self.mask == 0).any()) else self._forward_dense
-        return logits
 
     def _forward_seq2seq(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1

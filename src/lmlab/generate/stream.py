@@ -90,8 +90,7 @@ class BatchStream:
     """Iterate `Delta` events for a batch of prompts; see the module docstring."""
 
     def __init__(self, model, tokenizer, prompts: Sequence[str], configs: GenerationConfig | Sequence[GenerationConfig],
-                 add_special_tokens: bool | None = None, decoder_start_id: int | None = None, pack=None,
-                 bucket_prompts: bool = False):
+                 add_special_tokens: bool | None = None, decoder_start_id: int | None = None, pack=None):
         configs = [configs] * len(prompts) if isinstance(configs, GenerationConfig) else list(configs)
         for c in configs:
             if c.num_beams > 1:
@@ -101,8 +100,7 @@ class BatchStream:
         self.prompt_ids = [encode_prompt(model, tokenizer, p, add_special_tokens) for p in prompts]
         stops = [stop_ids(tokenizer, c) for c in configs]
         self.loop = DecodeLoop(model, self.prompt_ids, configs, stops, decoder_start_id=decoder_start_id,
-                               pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size, pack=pack,
-                               bucket_prompts=bucket_prompts)
+                               pad_id=tokenizer.pad_id, vocab_limit=tokenizer.vocab_size, pack=pack)
         self.stop_ids = [set(s) for s in stops]
         specials = {i for i in tokenizer.special_ids.values() if i is not None}
         self.skip = [specials if c.skip_special_tokens else set() for c in configs]

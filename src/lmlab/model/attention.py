@@ -108,17 +108,6 @@ class KVCache:
     def advance(self, t: int) -> None:
         self.length += t
 
-    def drop_front(self, n: int) -> None:
-        """Forget the first n positions of every self-attention entry (padding that no query
-        attends to); the later ones move to the front. Positions live in the keys (RoPE) or
-        were added to the input, never in the column index, so moving them changes nothing."""
-        if n <= 0:
-            return
-        for entries in (self.k, self.v):
-            for e in entries:
-                e.narrow(2, 0, self.length - n).copy_(e.narrow(2, n, self.length - n).clone())
-        self.length -= n
-
 
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head₁ … head_H)·Wᴼ, headᵢ = Attention(QWᵢQ, KWᵢK, VWᵢV).

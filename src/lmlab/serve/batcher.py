@@ -5,9 +5,9 @@ waits up to ``batch_window_ms`` for more rows for the same model (rows already w
 taken at once), and decodes up to ``max_batch_size`` rows in one `stream_batch` call (left
 padding, one KV cache, each row with its own sampling config). Rows that arrive while a batch
 decodes wait for the next one (this is request-level batching, not continuous batching).
-Prompts are padded to a bucket length (``bucket_prompts``, `lmlab.generate.decode`), so that
-the kernels a server builds for its prefill shapes stay a bounded set, whatever lengths its
-clients send; every model keeps one `PackedWeights` for all its requests (`ModelEntry.pack`).
+Every batch of a model decodes with the model's one `PackedWeights` (`ModelEntry.pack`), which
+also pads the prefill's products to a few row counts, so that the kernels a server builds stay a
+bounded set whatever prompt lengths and batch sizes it sees.
 ``max_batch_size=1`` turns batching off: requests are decoded one after another.
 
 Every other use of a model (attention maps, task pipelines) runs on the same thread as a
@@ -256,7 +256,7 @@ class Batcher:
         bs, again = None, []
         try:
             bs = stream_batch(entry.model, entry.tokenizer, [r.prompt for r in live], [r.config for r in live],
-                              pack=entry.pack, bucket_prompts=True)
+                              pack=entry.pack)
             self.current = bs
             for d in bs:
                 row = live[d.index]

@@ -7,7 +7,7 @@ shown (the decoder needs a target). Row t of a map is the distribution of query 
 keys (each row sums to 1; a causal model puts zeros above the diagonal).
 
 With ``bucket=True`` (the server's ``/v1/attention``) the input is right-padded to a bucket
-length (`lmlab.generate.decode.bucket_length`), the padding masked as keys, and the maps are
+length (`lmlab.model.linear.bucket_length`), the padding masked as keys, and the maps are
 cut back to the tokens: a server then runs a bounded set of shapes whatever texts it is sent
 (each new shape of a bf16 product is a oneDNN kernel that stays in memory). No real query sees
 a padding key, so the maps are those of the unpadded input.
@@ -62,7 +62,7 @@ def attention_maps(model, tokenizer, text: str, max_tokens: int = 128, bucket: b
     `bucket`: pad the input to a bucket length (module docstring)."""
     import torch
 
-    from lmlab.generate.decode import bucket_length
+    from lmlab.model.linear import bucket_length
 
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("text: give a non-empty text")

@@ -1,14 +1,29 @@
-"""A long-running server's memory does not grow with what its clients send: the prefill shapes
-its model sees stay a bounded set whatever the prompt lengths (each new shape of a bf16 product
-is a kernel that oneDNN builds and keeps), and a model's packed weights stay the same size
-however many requests they serve."""
+"""A long-running server's memory does not grow with what its clients send: the shapes of the
+products its model runs stay a bounded set whatever the prompt lengths and batch sizes (each new
+shape of a bf16 product is a kernel that oneDNN builds and keeps), and a model's packed weights
+stay the same size however many requests they serve."""
 
 import httpx
+import pytest
+import torch
+import torch.nn.functional as F
 
-from lmlab.generate.decode import bucket_length
+from lmlab.model.linear import FEW_ROWS, bucket_length
 from tests.unit.serve.conftest import live_server
 
 WORDS = ["the", "sea", "我们", "月光", "cat", "a"]
+
+
+@pytest.fixture(scope="module")
+def bf16_registry(model_dir):
+    from lmlab.serve.registry import Registry
+
+    torch.set_num_threads(1)
+    return Registry.load([str(model_dir)], dtype="bfloat16")
+
+
+def words(n: int, start: int = 0) -> str:
+    return " ".join(WORDS[(start + i) % len(WORDS)] for i in range(n))
 
 
 def complete(url, prompt, stream=False):
@@ -18,29 +33,40 @@ def complete(url, prompt, stream=False):
     return r
 
 
-def test_prompts_of_every_length_make_few_shapes(registry, monkeypatch):
-    """Completions (streamed or not) and attention maps of 1 to 60 words: the widths of the
-    model's first forward pass of each request come from a few bucket lengths."""
-    entry = next(iter(registry.entries.values()))
-    original, widths = entry.model.forward, []
+def test_prompts_of_every_length_and_batch_size_make_few_shapes(bf16_registry, monkeypatch):
+    """Completions of 1 to 60 words in batches of 1 to 5 prompts (streamed or not) and attention
+    maps of 1 to 60 words: the row counts of the model's products of many rows, and the widths
+    of the attention maps' forward passes, come from a few bucket lengths."""
+    entry = next(iter(bf16_registry.entries.values()))
+    forward, linear, widths, rows = entry.model.forward, F.linear, [], []
 
-    def recording(input_ids, *a, cache=None, **kw):
-        if cache is None or cache.length == 0:  # an attention map, or the prefill of a generation
+    def recording_forward(input_ids, *a, cache=None, **kw):
+        if cache is None:  # an attention map
             widths.append(input_ids.size(1))
-        return original(input_ids, *a, cache=cache, **kw)
+        return forward(input_ids, *a, cache=cache, **kw)
 
-    monkeypatch.setattr(entry.model, "forward", recording)
-    lengths = set()
-    with live_server(registry) as (url, _):
+    def recording_linear(x, *a):
+        if x.dtype == torch.bfloat16 and x.numel() > FEW_ROWS * x.size(-1):
+            rows.append(x.numel() // x.size(-1))
+        return linear(x, *a)
+
+    monkeypatch.setattr(entry.model, "forward", recording_forward)
+    monkeypatch.setattr(F, "linear", recording_linear)
+    lengths, batch_rows = set(), set()
+    with live_server(bf16_registry) as (url, _):
         for n in range(1, 61):
-            prompt = " ".join(WORDS[i % len(WORDS)] for i in range(n))
-            lengths.add(len(entry.tokenizer.encode(prompt)))
-            complete(url, prompt, stream=n % 3 == 0)
-            r = httpx.post(f"{url}/v1/attention", json={"model": "tiny", "text": prompt}, timeout=60)
-            assert r.status_code == 200 and len(r.json()["tokens"]) == min(len(entry.tokenizer.encode(prompt)), 128)
-    assert len(lengths) >= 50 and len(widths) == 120
-    assert set(widths) <= {bucket_length(n, entry.max_seq_len) for n in lengths}
-    assert len(set(widths)) <= len({bucket_length(n, entry.max_seq_len) for n in range(1, max(lengths) + 1)}) < 20
+            prompts = [words(n + i, i) for i in range(1 + n % 5)]
+            ids = [entry.tokenizer.encode(p) for p in prompts]
+            lengths.add(len(ids[0]))
+            batch_rows.add(len(ids) * max(len(i) for i in ids))
+            complete(url, prompts if len(prompts) > 1 else prompts[0], stream=n % 3 == 0)
+            r = httpx.post(f"{url}/v1/attention", json={"model": "tiny", "text": prompts[0]}, timeout=60)
+            assert r.status_code == 200 and len(r.json()["tokens"]) == min(len(ids[0]), 128)
+    assert len(lengths) >= 50 and len(widths) == 60 and len(batch_rows) >= 50
+    assert set(widths) <= {bucket_length(n, 128) for n in lengths}
+    assert len(set(widths)) <= 2 * max(lengths).bit_length()
+    assert set(rows) <= {bucket_length(n) for n in range(FEW_ROWS + 1, max(batch_rows) + 1)}
+    assert len(set(rows)) <= 2 * max(batch_rows).bit_length()
 
 
 def test_the_packed_weights_of_a_model_do_not_grow_with_requests(registry):
@@ -49,5 +75,5 @@ def test_the_packed_weights_of_a_model_do_not_grow_with_requests(registry):
         complete(url, "The cat")
         first = len(entry.pack._packed)
         for n in range(1, 25):
-            complete(url, " ".join(WORDS[i % len(WORDS)] for i in range(3 * n)), stream=n % 2 == 0)
+            complete(url, words(3 * n), stream=n % 2 == 0)
         assert first > 0 and len(entry.pack._packed) == first
