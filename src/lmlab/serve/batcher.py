@@ -209,6 +209,7 @@ class Batcher:
             finally:
                 with self.cond:
                     self.active -= n
+            del job  # else the last batch's rows (prompts, texts, events) live on while the worker waits
 
     @staticmethod
     def _settle(job: Call, ok: bool, value: Any) -> None:

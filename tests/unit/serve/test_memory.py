@@ -77,3 +77,42 @@ def test_the_packed_weights_of_a_model_do_not_grow_with_requests(registry):
         for n in range(1, 25):
             complete(url, words(3 * n), stream=n % 2 == 0)
         assert first > 0 and len(entry.pack._packed) == first
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects() meets torch's deprecated aliases
+def test_no_request_leaves_state_behind(registry):
+    """Completions (whole, streamed, a stream its client leaves half read), attention maps and
+    refused requests: once they are answered, the server holds no row, call or batch of theirs
+    (the model thread kept its last batch's rows while it waited for the next)."""
+    import gc
+    import time
+
+    from lmlab.generate.stream import BatchStream
+    from lmlab.serve.batcher import Call, Row
+
+    entry = next(iter(registry.entries.values()))
+    with live_server(registry) as (url, app):
+        for n in range(1, 13):
+            complete(url, words(n), stream=n % 2 == 0)
+            httpx.post(f"{url}/v1/attention", json={"model": "tiny", "text": words(n)}, timeout=60)
+            assert httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": words(n), "top_p": 7},
+                              timeout=60).status_code == 400
+            with httpx.stream("POST", f"{url}/v1/completions", timeout=60,
+                              json={"model": "tiny", "prompt": words(n), "max_tokens": 64, "stream": True}) as r:
+                next(r.iter_raw())  # the first event, then the client goes
+        batcher = app.state.batcher
+        deadline = time.monotonic() + 30
+        while (batcher.in_flight or batcher.current is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert batcher.in_flight == 0 and not batcher.pending and batcher.current is None
+
+        def left() -> list:
+            gc.collect()
+            return [o for o in gc.get_objects() if isinstance(o, (Row, Call, BatchStream))
+                    and (not isinstance(o, Row) or o.entry is entry)]
+
+        t0 = time.monotonic()
+        while left() and time.monotonic() < t0 + 10:  # a stream's coroutine sees its client gone at its next event
+            time.sleep(0.1)
+        assert left() == []
+        assert not app.state.server.pipelines
