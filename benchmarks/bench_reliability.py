@@ -1,6 +1,6 @@
 """The reliability checklist measured: fault and fuzz campaigns with real counts, one table.
 
-    python benchmarks/bench_reliability.py [--quick] [--only A2,C1] [--skip-pytest]
+    python benchmarks/bench_reliability.py [--quick] [--only A2,C1] [--skip-pytest] [--soak-minutes 30]
 
 Campaigns (each bounded; `--quick` runs smaller counts):
     A1 A4 A5  a tiny `lmlab pretrain` killed with SIGKILL (or given ENOSPC) at a random file
@@ -19,8 +19,10 @@ Campaigns (each bounded; `--quick` runs smaller counts):
     C2        mutated safetensors headers through load_tensors, in a child process (crashes, RSS)
     D4        a clean 2,000-step tiny `lmlab pretrain` with losses ×10 at 5 random steps (spike=warn, skip)
     E3        `lmlab corpus clean` of a 512 MiB line with no newline: peak RSS, skipped and counted
-    F6 F8     a real `lmlab serve` of a tiny model on 127.0.0.1: 10,000 fuzzed requests (F10 F12
-              F13 from the same server), then slow-loris and idle-connection exhaustion
+    F6 F8     a real `lmlab serve` of a tiny model on 127.0.0.1: 10,000 fuzzed requests (F10 F13
+              from the same server), then slow-loris and idle-connection exhaustion
+    F12       soak: the F6 mix from 4 clients against a fresh server for --soak-minutes (default 2;
+              the checklist's 30) after a warm-up; its RSS at the start, the max and the end
     H3        10,000 random strings: lmlab tokenizers vs transformers.AutoTokenizer on the same files
     I6        Word2Vec's update (gensim, through lmlab) vs the SGNS gradient from autograd (gensim's σ table)
     pytest    the tests that already measure an item, run once; their outcomes and figures
@@ -33,6 +35,7 @@ how to add one).
 """
 
 import argparse
+import functools
 import shutil
 import sys
 import tempfile
@@ -51,10 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a few minutes)")
     parser.add_argument("--only", default="", help="campaigns to run, e.g. A2,C1 (aliases: A4 A5 → A1, "
-                        "B1 G4 → A2, B3 → B2, F8 F10 F12 F13 → F6, G2 G5 → G3); pytest runs the existing tests")
+                        "B1 G4 → A2, B3 → B2, F8 F10 F13 → F6, G2 G5 → G3); pytest runs the existing tests")
     parser.add_argument("--skip-pytest", action="store_true")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--soak-minutes", type=float, default=None,
+                        help="length of the F12 soak after its warm-up (default 2, --quick 0.5; the checklist's is 30)")
     args = parser.parse_args()
+    campaigns = dict(CAMPAIGNS)
+    if args.soak_minutes is not None:
+        campaigns["F12"] = functools.partial(CAMPAIGNS["F12"], minutes=args.soak_minutes)
     selected = list(CAMPAIGNS)
     if args.only:
         selected = list(dict.fromkeys(ALIASES.get(x.strip(), x.strip()) for x in args.only.split(",") if x.strip()))
@@ -72,7 +80,7 @@ def main() -> None:
         t0 = time.monotonic()
         print(f"campaign {name} ...", file=sys.stderr, flush=True)
         try:
-            rows += CAMPAIGNS[name](work, args.quick)
+            rows += campaigns[name](work, args.quick)
         except Exception as e:  # a campaign that breaks is a row, not the end of the run
             traceback.print_exc()
             rows.append(row(name, 0, 1, f"the campaign itself failed: {type(e).__name__}: {e}", f"campaign {name}"))

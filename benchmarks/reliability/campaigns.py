@@ -10,7 +10,7 @@ from .kills import campaign_kill_and_term
 from .payloads import campaign_c1, campaign_c2
 from .pytest_items import campaign_pytest
 from .resume import campaign_resume
-from .serve import campaign_serve
+from .serve import campaign_serve, campaign_soak
 from .spikes import campaign_d4
 from .tokenizers import campaign_h3
 from .word2vec import campaign_i6
@@ -27,6 +27,7 @@ CAMPAIGNS = {
     "D4": campaign_d4,
     "E3": campaign_e3,
     "F6": campaign_serve,
+    "F12": campaign_soak,
     "G1": campaign_elastic,
     "G3": campaign_dist_faults,
     "H3": campaign_h3,
@@ -37,6 +38,6 @@ ALIASES = {
     "A4": "A1", "A5": "A1",
     "B1": "A2", "G4": "A2",
     "B3": "B2",
-    "F8": "F6", "F10": "F6", "F12": "F6", "F13": "F6",
+    "F8": "F6", "F10": "F6", "F13": "F6",
     "G2": "G3", "G5": "G3",
 }

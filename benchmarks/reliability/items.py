@@ -30,5 +30,4 @@ ITEMS = {
 # Items no campaign or test here measures, and why.
 NOT_MEASURED = {
     "D8": "not measured: needs a CUDA device (fp16 with a GradScaler is CUDA-only); this machine has no GPU",
-    "F12": "",  # measured partially by F6's server (RSS drift over the fuzz run), not a 30-minute soak
 }

@@ -1,4 +1,5 @@
-"""F6 F8 F10 F12 F13: fuzzed requests, streams and slow clients against a real `lmlab serve`."""
+"""F6 F8 F10 F13: fuzzed requests, streams and slow clients against a real `lmlab serve`; F12: the
+same mix of valid and invalid requests for minutes against a fresh server, its RSS watched."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -182,12 +184,9 @@ def fuzz_server(url: str, proc: subprocess.Popen, log: Path, n: int) -> list[dic
                 f"campaign F6 (seeded fuzz of 7 POST routes + GETs against `lmlab serve`, {elapsed:.0f} s; the 5xx "
                 "bodies in reports/reliability-f6-5xx.json)",
                 five_xx=n5, p99_reject_ms=p99, statuses=statuses)]
-    drift = (rss1 - rss0) / max(rss0, 1)
-    rows.append(row("F12", valid_total, valid_bad + (drift > 0.05),
-                    f"valid requests not answered 200: {valid_bad}/{valid_total}; RSS drift over 5 %: "
-                    f"{'yes' if drift > 0.05 else 'no'}; server RSS {rss0 / 1024:.0f} → "
-                    f"{rss1 / 1024:.0f} MiB ({drift:+.1%}) over {n} requests ({elapsed:.0f} s, not 30 minutes)",
-                    "campaign F6 (the fuzz run as a short soak)", rss_drift=drift))
+    rows[0]["lost"] += (f"; valid requests not answered 200: {valid_bad}/{valid_total}; server RSS "
+                        f"{rss0 / 1024:.0f} → {rss1 / 1024:.0f} MiB from its start (F12 measures the drift)")
+    rows[0]["figures"].update(valid_not_200=valid_bad, rss_start_kib=rss0, rss_end_kib=rss1)
     return rows
 
 
@@ -308,3 +307,122 @@ def slow_clients(url: str, proc: subprocess.Popen, port: int, quick: bool) -> li
                 f"slow-loris: {slow_text}. Connection exhaustion: {idle_text}",
                 "campaign F8 (loopback; header bytes trickled at 1 B/s per socket)",
                 slowloris_closed=len(closed_at), idle_answered=dropped, recovery_s=recovered)]
+
+
+# -- F12: soak ----------------------------------------------------------------------------------------
+
+SOAK_CLIENTS = 4  # concurrent clients: rows of different requests share batches, as in service
+
+
+def soak_request(rng: random.Random) -> tuple[str, str, dict, bytes, bool, bool]:
+    """A `fuzz_request`, a fifth of whose valid completions and chats are streamed; + streamed."""
+    method, path, headers, raw, valid = fuzz_request(rng)
+    stream = valid and path != "/v1/attention" and rng.random() < 0.2
+    if stream:
+        raw = json.dumps({**json.loads(raw), "stream": True}).encode()
+    return method, path, headers, raw, valid, stream
+
+
+def soak_client(url: str, seed: int, until: float, tally: dict, lock: threading.Lock) -> None:
+    """Send soak requests until `until` (monotonic); count them into `tally`."""
+    import httpx
+
+    rng = random.Random(seed)
+    client = httpx.Client(timeout=60)
+    while time.monotonic() < until:
+        method, path, headers, raw, valid, stream = soak_request(rng)
+        try:
+            r = client.request(method, url + path, headers=headers, content=raw if method == "POST" else None)
+            status, text = r.status_code, r.text
+        except httpx.HTTPError as e:
+            status, text = -1, type(e).__name__
+            client.close()
+            client = httpx.Client(timeout=60)
+        ok = status == 200 and (not stream or text.endswith("data: [DONE]\n\n"))
+        with lock:
+            tally["requests"] += 1
+            tally["statuses"][status] = tally["statuses"].get(status, 0) + 1
+            if valid:
+                tally["valid"] += 1
+                tally["streamed"] += stream
+                if not ok:
+                    tally["valid_bad"] += 1
+                    if len(tally["valid_errors"]) < 20:
+                        tally["valid_errors"].append({"path": path, "status": status, "stream": stream,
+                                                      "body": raw.decode("utf-8", "replace"), "answer": text[:300]})
+    client.close()
+
+
+def soak_phase(url: str, proc: subprocess.Popen, seconds: float, seed: int, samples: list | None = None) -> dict:
+    """`SOAK_CLIENTS` clients for `seconds`; RSS sampled every 5 s into `samples` as (s, KiB)."""
+    tally = {"requests": 0, "valid": 0, "valid_bad": 0, "streamed": 0, "statuses": {}, "valid_errors": []}
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    until = t0 + seconds
+    threads = [threading.Thread(target=soak_client, args=(url, seed + i, until, tally, lock), daemon=True)
+               for i in range(SOAK_CLIENTS)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if samples is not None and proc.poll() is None:
+            samples.append((round(time.monotonic() - t0, 1), rss_kib(proc.pid)))
+        for t in threads:
+            t.join(max(0.0, min(5.0, until + 70 - time.monotonic())) / len(threads))
+        if time.monotonic() > until + 70:  # a client stuck past its 60 s timeout: stop waiting
+            break
+    if samples is not None and proc.poll() is None:
+        samples.append((round(time.monotonic() - t0, 1), rss_kib(proc.pid)))
+    return tally
+
+
+def campaign_soak(work: Path, quick: bool, minutes: float | None = None) -> list[dict]:
+    """F12: a fresh `lmlab serve` of the tiny model (dtype auto, as the command runs it) under the F6 mix
+    of valid and invalid requests from `SOAK_CLIENTS` clients: a warm-up (a tenth of the run, 1 to 5
+    minutes: the kernels of the prefill shapes, allocator pools), then `minutes` (default 2, quick 0.5;
+    the checklist's figure is 30) with RSS sampled every 5 s. Fails on any valid request not answered
+    200 (a stream without its [DONE]), an RSS drift over 5 % from the end of the warm-up, or a dead server."""
+    minutes = minutes if minutes is not None else (0.5 if quick else 2.0)
+    warmup_s = 30.0 if quick else min(300.0, max(60.0, 6.0 * minutes))
+    model = tiny_served_model(work)
+    log = work / "soak.log"
+    log.unlink(missing_ok=True)
+    proc, port = start_server(work, model, log)
+    url = f"http://127.0.0.1:{port}"
+    samples: list[tuple[float, int]] = []
+    try:
+        rss_boot = rss_kib(proc.pid)
+        warm = soak_phase(url, proc, warmup_s, seed=1200)
+        rss0 = rss_kib(proc.pid)
+        t0 = time.monotonic()
+        tally = soak_phase(url, proc, 60.0 * minutes, seed=1212, samples=samples)
+        elapsed = time.monotonic() - t0
+        alive = proc.poll() is None
+        rss1 = rss_kib(proc.pid) if alive else 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    peak = max([kib for _, kib in samples] + [rss0, rss1])
+    drift, peak_drift = (rss1 - rss0) / max(rss0, 1), (peak - rss0) / max(rss0, 1)
+    (REPORTS / "reliability-f12-soak.json").write_text(json.dumps(
+        {"minutes": minutes, "warmup_s": warmup_s, "clients": SOAK_CLIENTS, "rss_boot_kib": rss_boot,
+         "rss_start_kib": rss0, "rss_max_kib": peak, "rss_end_kib": rss1, "rss_samples_s_kib": samples,
+         "warmup": {k: v for k, v in warm.items() if k != "valid_errors"}, "soak": tally}, indent=1,
+        ensure_ascii=False))
+    n5 = sum(v for k, v in tally["statuses"].items() if k >= 500)
+    failures = tally["valid_bad"] + (drift > 0.05) + (not alive)
+    return [row("F12", tally["valid"], failures,
+                f"valid requests not answered 200: {tally['valid_bad']}/{tally['valid']} ({tally['streamed']} of them "
+                f"streamed); server RSS after the warm-up {rss0 / 1024:.0f} MiB, max {peak / 1024:.0f} MiB "
+                f"({peak_drift:+.1%}), end {rss1 / 1024:.0f} MiB: drift {drift:+.1%} (limit 5 %); at boot "
+                f"{rss_boot / 1024:.0f} MiB; {tally['requests']} requests in {elapsed / 60:.1f} min from "
+                f"{SOAK_CLIENTS} clients (5xx: {n5}), statuses {dict(sorted(tally['statuses'].items()))}; server "
+                f"alive: {'yes' if alive else 'NO'}",
+                f"campaign F12 (the F6 mix, a fifth of valid generations streamed, {minutes:g} min after a "
+                f"{warmup_s:.0f} s warm-up ({warm['requests']} requests); RSS every 5 s in "
+                "reports/reliability-f12-soak.json)",
+                rss_start_kib=rss0, rss_max_kib=peak, rss_end_kib=rss1, rss_drift=drift,
+                valid_not_200=tally["valid_bad"], minutes=minutes)]

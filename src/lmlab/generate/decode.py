@@ -172,7 +172,8 @@ class Stepper:
                 src[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
                 self.src_mask[i, :len(ids)] = 1
             self.src = src
-            self.memory, _ = model.encode(src, self.src_mask)  # [B, S, C], once
+            with self.pack:
+                self.memory, _ = model.encode(src, self.src_mask)  # [B, S, C], once
             self.cache = KVCache.for_model(cfg, b, 1 + max_new_tokens, dtype=dtype, device=device)
             self.first_ids = torch.full((b, 1), decoder_start_id, dtype=torch.long, device=device)
             self.first_mask = None

@@ -31,7 +31,7 @@ from torch import nn
 
 from lmlab import machine
 from lmlab.model.config import TransformerConfig
-from lmlab.model.linear import Linear, linear
+from lmlab.model.linear import Linear, active_pack, linear
 from lmlab.model.norm import make_norm
 
 
@@ -144,10 +144,14 @@ class MultiHeadAttention(nn.Module):
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
         # than three calls; the parameters stay separate, named as in the paper. A decode keeps
-        # the concatenation in its KV cache: the weights cannot change during one generation,
-        # and the cache's lifetime is that generation (a version-counter key would not do:
-        # torch's fused AdamW updates parameters without bumping their version).
-        if cache is not None and not torch.is_grad_enabled():
+        # the concatenation in its packed weights (a server's serve every request: one
+        # concatenation, one packed copy), or else in its KV cache: the weights cannot change
+        # during one generation, and the cache's lifetime is that generation (a version-counter
+        # key would not do: torch's fused AdamW updates parameters without bumping their version).
+        pack = active_pack()
+        if cache is not None and not torch.is_grad_enabled() and pack is not None:
+            w, b = pack.derived(self, self._fused_qkv)
+        elif cache is not None and not torch.is_grad_enabled():
             if cache.qkv[layer] is None:
                 cache.qkv[layer] = self._fused_qkv()
             w, b = cache.qkv[layer]

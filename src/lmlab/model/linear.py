@@ -26,11 +26,26 @@ weights cannot change during it) and activates it around its forward passes:
 
     with pack:              # a context variable: `linear` looks the weights up in it
         logits = model(ids, cache=cache)
+
+A server holds one per model for all its requests (`lmlab.serve.registry`), so a pack must not
+grow with the requests it serves: it refers to the weights it packed weakly (a tensor made for
+one request takes its packed copy with it when it dies), and a weight derived from several
+parameters (attention's [Wq; Wk; Wv]) is built once per pack by `derived`, not once per request.
+
+Nor must the kernels grow. A bf16 (or fp16) product of many rows goes to oneDNN, which builds a
+kernel for each new row count and keeps it in a cache of 1,024: about 0.6 MB and milliseconds
+each (d_model 36 on an AMX CPU), so a server's prefills of every batch size × prompt length would
+fill that cache (600 MiB) and then evict and rebuild kernels for good. A server's pack
+(``bucket_rows=True``) pads such a product to `bucket_length` rows (2^k or 1.5·2^k) and drops the
+padding rows of the result: two row counts per octave, at most half again the rows. float32
+products go to BLAS, which keeps nothing per shape, and are left as they are.
 """
 
 from __future__ import annotations
 
 import contextvars
+import weakref
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +54,7 @@ from torch import nn
 from lmlab import machine
 
 FEW_ROWS = 16  # up to this many rows the product is a stack of matrix–vector products
+HALF = (torch.bfloat16, torch.float16)  # dtypes whose CPU products of many rows oneDNN builds a kernel for per shape
 
 _ACTIVE_PACK: contextvars.ContextVar["PackedWeights | None"] = contextvars.ContextVar("lmlab_packed_weights",
                                                                                        default=None)
@@ -47,16 +63,29 @@ _ACTIVE_PACK: contextvars.ContextVar["PackedWeights | None"] = contextvars.Conte
 _LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
+def bucket_length(n: int, limit: int | None = None) -> int:
+    """The smallest 2^k or 3·2^(k−1) that is ≥ n (1, 2, 3, 4, 6, 8, 12, 16, 24, …), at most
+    `limit` and never below n: a length padded so that lengths from anywhere fall on few values."""
+    k = max(n - 1, 0).bit_length()
+    half = 3 << (k - 2) if k >= 2 else 0  # 3/4 of 2^k
+    bucket = half if half >= n else 1 << k
+    return max(n, bucket if limit is None else min(bucket, limit))
+
+
 class PackedWeights:
     """Weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
 
-    Holds a reference to every weight it packed (so an id cannot be reused) and its packed
-    copy: the memory of the weights once more, for the lifetime of the object. The dtypes packed
-    are the machine's `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native.
+    Holds its packed copies (the memory of the weights once more) and weak references to the
+    weights they were made from: an entry whose weight has died is dropped at the next packing,
+    and an id reused by a new tensor is packed afresh. The dtypes packed are the machine's
+    `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native. `bucket_rows`:
+    half-precision products of many rows are padded to `bucket_length` rows (module docstring).
     """
 
-    def __init__(self):
-        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, bucket_rows: bool = False):
+        self.bucket_rows = bucket_rows
+        self._packed: dict[int, tuple[weakref.ref, torch.Tensor | None]] = {}
+        self._derived: dict[int, tuple[weakref.ref, Any]] = {}
         self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> "PackedWeights":
@@ -66,18 +95,40 @@ class PackedWeights:
     def __exit__(self, *exc) -> None:
         _ACTIVE_PACK.reset(self._tokens.pop())
 
+    def derived(self, owner: Any, build: Callable[[], Any]) -> Any:
+        """``build()``, called once per `owner` (a module) for the life of this pack: a weight made from
+        the owner's parameters, which cannot change while the pack is used."""
+        entry = self._derived.get(id(owner))
+        if entry is None or entry[0]() is not owner:
+            _drop_dead(self._derived)
+            entry = self._derived[id(owner)] = (weakref.ref(owner), build())
+        return entry[1]
+
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
         """x·Wᵀ + b through the packed copy of W, or None where packing does not apply."""
         # Called 25 times per decode step of a 6-layer model: what depends on W alone is
         # checked once, when W is packed.
-        if torch.is_grad_enabled() or not 0 < x.numel() <= FEW_ROWS * x.size(-1):
+        if torch.is_grad_enabled() or x.numel() == 0:
             return None
+        if x.numel() > FEW_ROWS * x.size(-1):
+            return self._bucketed(x, weight, bias) if self.bucket_rows else None
         entry = self._packed.get(id(weight))
-        if entry is None or entry[0] is not weight:
-            entry = self._packed[id(weight)] = (weight, self._pack(weight))
+        if entry is None or entry[0]() is not weight:
+            _drop_dead(self._packed)
+            entry = self._packed[id(weight)] = (weakref.ref(weight), self._pack(weight))
         if entry[1] is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
         return _LINEAR_POINTWISE.default(x, entry[1], bias, "none", [], "")
+
+    @staticmethod
+    def _bucketed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        """F.linear over x padded with zero rows to `bucket_length` rows, the padding rows dropped."""
+        rows = x.numel() // x.size(-1)
+        padded = bucket_length(rows)
+        if padded == rows or x.dtype not in HALF or x.device.type != "cpu":
+            return None
+        y = F.linear(F.pad(x.reshape(rows, x.size(-1)), (0, 0, 0, padded - rows)), weight, bias)  # [padded, O]
+        return y[:rows].view(*x.shape[:-1], y.size(-1))
 
     def _pack(self, weight: torch.Tensor) -> torch.Tensor | None:
         if weight.dtype not in machine.detect().packed_dtypes or weight.device.type != "cpu":
@@ -88,9 +139,20 @@ class PackedWeights:
             return None
 
 
+def _drop_dead(entries: dict[int, tuple[weakref.ref, Any]]) -> None:
+    """Forget the entries whose tensor or module has died (their ids may be reused)."""
+    for key in [k for k, (ref, _) in entries.items() if ref() is None]:
+        del entries[key]
+
+
+def active_pack() -> PackedWeights | None:
+    """The pack of the enclosing ``with pack:`` block, if any."""
+    return _ACTIVE_PACK.get()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., I], weight [O, I], bias [O] → [..., O]."""
-    pack = _ACTIVE_PACK.get()
+    pack = active_pack()
     if pack is not None:
         y = pack.linear(x, weight, bias)
         if y is not None:

@@ -5,6 +5,9 @@ waits up to ``batch_window_ms`` for more rows for the same model (rows already w
 taken at once), and decodes up to ``max_batch_size`` rows in one `stream_batch` call (left
 padding, one KV cache, each row with its own sampling config). Rows that arrive while a batch
 decodes wait for the next one (this is request-level batching, not continuous batching).
+Every batch of a model decodes with the model's one `PackedWeights` (`ModelEntry.pack`), which
+also pads the prefill's products to a few row counts, so that the kernels a server builds stay a
+bounded set whatever prompt lengths and batch sizes it sees.
 ``max_batch_size=1`` turns batching off: requests are decoded one after another.
 
 Every other use of a model (attention maps, task pipelines) runs on the same thread as a
@@ -206,6 +209,7 @@ class Batcher:
             finally:
                 with self.cond:
                     self.active -= n
+            del job  # else the last batch's rows (prompts, texts, events) live on while the worker waits
 
     @staticmethod
     def _settle(job: Call, ok: bool, value: Any) -> None:

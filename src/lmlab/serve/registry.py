@@ -27,8 +27,9 @@ class ModelEntry:
     model: Any  # Transformer, eval mode
     tokenizer: Any
     chat_template: Any = None  # lmlab.generate.chat.ChatTemplate, read with the model at startup
-    # Weights packed once for all requests (a served model's weights never change): one more copy in memory.
-    pack: PackedWeights = field(default_factory=PackedWeights)
+    # Weights packed once for all requests (a served model's weights never change): one more copy in memory;
+    # products of many rows padded to a few row counts, so that the kernels built for them stay few.
+    pack: PackedWeights = field(default_factory=lambda: PackedWeights(bucket_rows=True))
 
     @property
     def can_generate(self) -> bool:

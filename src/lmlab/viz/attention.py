@@ -6,6 +6,12 @@ also ``"cross"``). For an encoder–decoder only the encoder's self-attention ov
 shown (the decoder needs a target). Row t of a map is the distribution of query t over the
 keys (each row sums to 1; a causal model puts zeros above the diagonal).
 
+With ``bucket=True`` (the server's ``/v1/attention``) the input is right-padded to a bucket
+length (`lmlab.model.linear.bucket_length`), the padding masked as keys, and the maps are
+cut back to the tokens: a server then runs a bounded set of shapes whatever texts it is sent
+(each new shape of a bf16 product is a oneDNN kernel that stays in memory). No real query sees
+a padding key, so the maps are those of the unpadded input.
+
 Token labels are the input text each token covers (from the tokenizer's offsets), so byte-level
 pieces of one Chinese character or emoji show that character instead of mojibake (the second
 and later pieces of one character in parentheses).
@@ -51,9 +57,12 @@ def token_labels(tokenizer, text: str, ids: list[int]) -> list[str]:
     return labels
 
 
-def attention_maps(model, tokenizer, text: str, max_tokens: int = 128) -> AttentionMaps:
-    """Run `model` on `text` (at most `max_tokens` tokens, the rest cut) and return its maps."""
+def attention_maps(model, tokenizer, text: str, max_tokens: int = 128, bucket: bool = False) -> AttentionMaps:
+    """Run `model` on `text` (at most `max_tokens` tokens, the rest cut) and return its maps;
+    `bucket`: pad the input to a bucket length (module docstring)."""
     import torch
+
+    from lmlab.model.linear import bucket_length
 
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("text: give a non-empty text")
@@ -62,17 +71,21 @@ def attention_maps(model, tokenizer, text: str, max_tokens: int = 128) -> Attent
     limit = min(max_tokens, model.config.max_seq_len)
     truncated = len(ids) > limit
     ids, labels = ids[:limit], labels[:limit]
-    x = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
+    t = len(ids)
+    width = bucket_length(t, limit) if bucket else t
+    x = torch.zeros(1, width, dtype=torch.long, device=next(model.parameters()).device)  # [1, T] + padding
+    x[0, :t] = torch.tensor(ids, dtype=torch.long)
+    mask = (torch.arange(width, device=x.device) < t).long()[None]  # [1, T]: 1 = token
     with torch.inference_mode():
         if model.config.arch == "encoder-decoder":
-            _, layers = model.encode(x, torch.ones_like(x), need_weights=True)
+            _, layers = model.encode(x, mask, need_weights=True)
         else:
-            layers = model(x, output_attentions=True).attentions
+            layers = model(x, attention_mask=mask if width > t else None, output_attentions=True).attentions
     maps = []
     for i, layer in enumerate(layers or []):
         for kind, w in layer.items():
             if w is not None:
-                maps.append({"layer": i, "kind": kind, "weights": w[0].float().cpu().numpy()})  # [H, T, S]
+                maps.append({"layer": i, "kind": kind, "weights": w[0, :, :t, :t].float().cpu().numpy()})  # [H, T, S]
     if not maps:
         raise ConfigError("the model returned no attention weights")
     return AttentionMaps(labels, ids, maps, truncated)

@@ -206,3 +206,26 @@ def test_bf16_packed_weights_give_the_same_steps(family):
     assert all(p is None for _, p in pack._packed.values())
     assert torch.equal(packed, plain)
 
+
+
+
+@pytest.mark.skipif(not machine.detect().packed_dtypes, reason="this torch has no oneDNN packed linear")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_pack_shared_by_many_generations_stays_the_same_size(dtype):
+    """A server decodes every request with its model's one `PackedWeights`: after the first
+    generation the pack holds no more entries, and none for a tensor of a finished generation;
+    the tokens are those of a generation with a pack of its own."""
+    from lmlab.model.linear import PackedWeights
+
+    model = tiny("gpt2").to(dtype)
+    batches = [[[5, 17, 3, 44, 8, 61, 2][:i + 1], [9, 2]][:1 + i % 2] for i in range(6)]
+    pack, sizes = PackedWeights(), []
+    for prompts in batches:
+        shared, alone = DecodeLoop(model, prompts, GREEDY, pack=pack), DecodeLoop(model, prompts, GREEDY)
+        list(shared), list(alone)
+        assert shared.generated == alone.generated
+        sizes.append(len(pack._packed))
+    assert sizes == [sizes[0]] * len(batches)
+    fused = [w for _, (w, _) in pack._derived.values()]  # one [Wq; Wk; Wv] per layer, built once
+    assert len(fused) == model.config.n_layers
+    assert set(pack._packed) <= {id(p) for p in model.parameters()} | {id(w) for w in fused}

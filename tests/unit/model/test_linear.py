@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab import machine
-from lmlab.model.linear import FEW_ROWS, Linear, PackedWeights, linear
+from lmlab.model.linear import FEW_ROWS, Linear, PackedWeights, bucket_length, linear
 
 
 @pytest.fixture
@@ -130,3 +130,43 @@ def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
             assert torch.equal(linear(x16, w16), F.linear(x16, w16))
             linear(x32, w32)
         assert pack._packed[id(w16)][1] is None and pack._packed[id(w32)][1] is not None
+
+
+def test_bucket_lengths_are_few_and_cover_every_length():
+    assert [bucket_length(n) for n in range(1, 18)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
+    lengths = {bucket_length(n) for n in range(1, 2049)}
+    assert len(lengths) == 2 + 2 * 10 and max(lengths) == 2048  # 1, 2, then two per octave up to 2^11
+    assert all(n <= bucket_length(n) < 1.5 * n + 1 for n in range(1, 5000))  # at most half again
+    assert bucket_length(200, 256) == 256 and bucket_length(300, 256) == 300  # capped, never below n
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_bucketing_pack_runs_half_products_of_any_row_count_on_few_shapes(dtype, monkeypatch, figure):
+    """A server's pack (bucket_rows) pads a half-precision product of many rows to a bucket row
+    count: what oneDNN builds a kernel for is a few shapes, and the rows are F.linear's."""
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(99, 36, generator=g).to(dtype), torch.randn(99, generator=g).to(dtype)
+    xs = [torch.randn(n // 7 + 1, n, 36, generator=g).to(dtype)[:, :n % 7 + 3] for n in range(3, 150)]
+    seen, original = [], F.linear
+    monkeypatch.setattr(F, "linear", lambda x, *a: seen.append(x.numel() // x.size(-1)) or original(x, *a))
+    pack, worst = PackedWeights(bucket_rows=True), 0.0
+    for x in xs:  # [B, T, 36], B 1..22, T 3..9, not contiguous
+        with torch.no_grad(), pack:
+            got = linear(x, w, b)
+        want = original(x, w, b)
+        assert got.shape == want.shape and got.dtype == dtype
+        # the same products, summed in another order than F.linear's own strided route may take
+        worst = max(worst, ((got.float() - want.float()).abs().max() / want.float().abs().max()).item())
+    figure(max_diff_over_max_output=worst)
+    assert worst <= torch.finfo(dtype).eps  # one rounding of the largest output, at most
+    rows = {x.numel() // 36 for x in xs if x.numel() > FEW_ROWS * 36}
+    many = {n for n in seen if n > FEW_ROWS}  # the products of few rows take their own routes
+    assert len(rows) > 60 and many <= {bucket_length(n) for n in rows} and len(many) <= 10
+    seen.clear()
+    with torch.no_grad(), PackedWeights(bucket_rows=True):  # float32 goes to BLAS as it is
+        linear(xs[-1].float(), w.float(), b.float())
+    with PackedWeights(bucket_rows=True):  # and so does training
+        linear(xs[-1], w, b)
+    with torch.no_grad(), PackedWeights():  # and a pack that does not bucket
+        linear(xs[-1], w, b)
+    assert seen == [xs[-1].numel() // 36] * 3

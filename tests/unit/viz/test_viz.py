@@ -54,6 +54,34 @@ def test_attention_command(model_dir, tmp_path):
     assert (tmp_path / "a" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "transformer"])
+def test_bucketed_maps_equal_the_unpadded_ones(model_dir, family, monkeypatch):
+    """The server's maps (input padded to a bucket length, the padding masked) are the maps of the
+    text alone, and texts of every length run through a few input widths."""
+    from lmlab.model import Transformer, preset
+    from lmlab.tokenizer.tokenizer import Tokenizer
+    from lmlab.viz.attention import attention_maps
+
+    tok = Tokenizer.load(model_dir / "tokenizer", verify_hashes=False)
+    torch.manual_seed(2)
+    model = Transformer(preset(f"{family}-tiny", vocab_size=303, d_model=20, n_heads=5, n_layers=2, d_ff=28,
+                               max_seq_len=40, dropout=0.0, attn_dropout=0.0)).eval()
+    widths = []
+    original = model.forward if family != "transformer" else model.encode
+    monkeypatch.setattr(model, "forward" if family != "transformer" else "encode",
+                        lambda x, *a, **kw: widths.append(x.size(1)) or original(x, *a, **kw))
+    lengths = set()
+    for n in range(1, 16):
+        text = " ".join(["the", "cat", "猫", "sat"][i % 4] for i in range(n))
+        plain, bucketed = attention_maps(model, tok, text), attention_maps(model, tok, text, bucket=True)
+        lengths.add(len(plain.token_ids))
+        assert bucketed.token_ids == plain.token_ids and len(bucketed.maps) == len(plain.maps) == 2
+        for a, b in zip(plain.maps, bucketed.maps):
+            assert a["weights"].shape == b["weights"].shape == (5, len(plain.token_ids), len(plain.token_ids))
+            np.testing.assert_allclose(a["weights"], b["weights"], atol=1e-6)
+    assert len(set(widths[1::2])) <= 8 < len(lengths)  # the bucketed runs' widths; the lengths are more
+
+
 @pytest.mark.skipif(not cjk_font_installed(), reason="no CJK font installed (apt-get install fonts-noto-cjk)")
 def test_cjk_labels_have_glyphs():
     from lmlab.fonts import font_files, plot_fonts, uncovered

@@ -1,6 +1,7 @@
 """``POST /v1/attention``: ``{"model", "text"}`` → the tokens and the weights [layer][head][T][S]
 of one forward pass (`lmlab.viz.attention.attention_maps`) over the first `MAX_TOKENS` tokens,
-run on the model thread under the request's limits (`ServerState.run`)."""
+run on the model thread under the request's limits (`ServerState.run`); the input is padded to a
+bucket length, so that the shapes the model runs stay a bounded set."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ async def attention(state: ServerState, request: Request):
     entry = state.entry(p.model)
     try:
         maps, = await state.run(request, [(lambda: attention_maps(
-            entry.model, entry.tokenizer, p.text, max_tokens=min(MAX_TOKENS, state.config.max_input_tokens)), 1)])
+            entry.model, entry.tokenizer, p.text, max_tokens=min(MAX_TOKENS, state.config.max_input_tokens),
+            bucket=True), 1)])
     except LmlabError as e:
         raise ApiError(400, str(e), param="text") from None
     return {"model": entry.name, **maps.to_json()}
