@@ -212,8 +212,5 @@ class Stepper:
         return out.logits[:, -1]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Rows of the self-attention cache ← rows `index` [B] (cross-attention keys are equal
-        within a beam group, so they need no permutation)."""
-        c = self.cache
-        c.k = [k.index_select(0, index) for k in c.k]
-        c.v = [v.index_select(0, index) for v in c.v]
+        """Rows of the self-attention cache ← rows `index` [B]."""
+        self.cache.reorder(index)

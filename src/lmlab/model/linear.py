@@ -56,7 +56,8 @@ class PackedWeights:
     """
 
     def __init__(self):
-        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
         self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> "PackedWeights":
@@ -72,12 +73,27 @@ class PackedWeights:
         # checked once, when W is packed.
         if torch.is_grad_enabled() or not 0 < x.numel() <= FEW_ROWS * x.size(-1):
             return None
+        packed = self.packed(weight)
+        if packed is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+            return None
+        return _LINEAR_POINTWISE.default(x, packed, bias, "none", [], "")
+
+    def packed(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The packed copy of `weight` (made at the first call), or None where packing does not apply."""
         entry = self._packed.get(id(weight))
         if entry is None or entry[0] is not weight:
             entry = self._packed[id(weight)] = (weight, self._pack(weight))
-        if entry[1] is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
-            return None
-        return _LINEAR_POINTWISE.default(x, entry[1], bias, "none", [], "")
+        return entry[1]
+
+    def stacked(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """torch.cat(tensors) along dim 0, made once: [Wq; Wk; Wv] of a fused QKV product. Held here
+        so that its packed copy is made once too (a concatenation per call would be a new weight,
+        packed and kept again every generation)."""
+        key = tuple(id(t) for t in tensors)
+        entry = self._stacked.get(key)
+        if entry is None or any(a is not b for a, b in zip(entry[0], tensors)):
+            entry = self._stacked[key] = (tensors, torch.cat(tensors))
+        return entry[1]
 
     def _pack(self, weight: torch.Tensor) -> torch.Tensor | None:
         if weight.dtype not in machine.detect().packed_dtypes or weight.device.type != "cpu":
@@ -86,6 +102,11 @@ class PackedWeights:
             return torch.ops.mkldnn._reorder_linear_weight(weight)
         except RuntimeError:  # a layout or CPU oneDNN refuses: this weight keeps F.linear
             return None
+
+
+def active_pack() -> PackedWeights | None:
+    """The `PackedWeights` of the innermost ``with pack:`` block, or None."""
+    return _ACTIVE_PACK.get()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

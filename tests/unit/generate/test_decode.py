@@ -8,6 +8,7 @@ from lmlab import machine
 from lmlab.errors import ConfigError
 from lmlab.generate import DecodeLoop, GenerationConfig
 from lmlab.generate.decode import Stepper
+from lmlab.model.linear import PackedWeights
 
 from .conftest import V, tiny
 
@@ -206,3 +207,16 @@ def test_bf16_packed_weights_give_the_same_steps(family):
     assert all(p is None for _, p in pack._packed.values())
     assert torch.equal(packed, plain)
 
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_reused_pack_does_not_grow_with_generations(family):
+    """A server decodes every request with its model's one `PackedWeights`: the packed copies
+    (the fused [Wq; Wk; Wv] included) are made by the first generation and reused by the next."""
+    model = tiny(family)
+    pack = PackedWeights()
+    sizes = []
+    for prompt in ([5, 17, 3], [9, 2, 4, 4, 1], [30]):
+        list(DecodeLoop(model, [prompt], GREEDY, pack=pack))
+        sizes.append((len(pack._packed), len(pack._stacked)))
+    assert sizes[0] == sizes[1] == sizes[2] and sizes[0][1] > 0
