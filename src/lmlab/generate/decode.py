@@ -32,6 +32,7 @@ from lmlab.errors import ConfigError
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.sampling import Sampler
 from lmlab.model import KVCache, Transformer
+from lmlab.model.fused_step import FusedStep, unsupported
 from lmlab.model.linear import PackedWeights
 
 
@@ -164,6 +165,7 @@ class Stepper:
         cfg = model.config
         self.model, self.steps = model, 0
         self.pack = pack or PackedWeights()  # weights packed once, reused every step
+        self.fused: FusedStep | None = None  # the steps after the prefill of a decoder (model.fused_step)
         b, longest = len(prompts), max(len(p) for p in prompts)
         if cfg.arch == "encoder-decoder":
             src = torch.full((b, max(longest, 1)), pad_id, dtype=torch.long, device=device)
@@ -186,8 +188,11 @@ class Stepper:
             self.mask[i, :longest - len(p)] = 0
         self.first_ids, self.first_mask = ids, self.mask[:, :longest]
         self.cache = KVCache.for_model(cfg, b, total, dtype=dtype, device=device)
+        if unsupported(model) is None:
+            self.fused = FusedStep(model, self.pack)
         if any(len(p) < longest for p in prompts):
             self.positions = (self.first_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], then [B, 1]
+            self.attn_mask = self.mask.bool()[:, None, None, :]  # [B, 1, 1, S_max], sliced per step
             self.forward = self._forward_padded
         else:
             self.forward = self._forward_dense
@@ -200,16 +205,22 @@ class Stepper:
 
     def _forward_dense(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
+        if self.fused is not None and ids.size(1) == 1:
+            return self.fused.step(ids, self.cache)
         with self.pack:
             return self.model(ids, cache=self.cache).logits[:, -1]
 
     def _forward_padded(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
         end = self.cache.length + ids.size(1)
-        with self.pack:
-            out = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache, position_ids=self.positions)
+        if self.fused is not None and ids.size(1) == 1:
+            logits = self.fused.step(ids, self.cache, self.positions, self.attn_mask.narrow(3, 0, end))
+        else:
+            with self.pack:
+                logits = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache,
+                                    position_ids=self.positions).logits[:, -1]
         self.positions = self.positions[:, -1:] + 1
-        return out.logits[:, -1]
+        return logits
 
     def reorder(self, index: torch.Tensor) -> None:
         """Rows of the self-attention cache ← rows `index` [B]."""

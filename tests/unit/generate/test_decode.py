@@ -188,7 +188,9 @@ def test_inference_mode_does_not_leak_into_the_consumer():
 @pytest.mark.skipif(torch.bfloat16 not in machine.detect().packed_dtypes, reason="no native bf16 oneDNN on this CPU")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_packed_weights_give_the_same_steps(family):
-    """A bf16 model decodes through packed weights; the logits equal the unpacked route's bit for bit."""
+    """A bf16 model decodes through packed weights (and a bf16 cache) where bf16 is native; the
+    logits stay within bf16 rounding of a CPU without it (nothing packed, a float32 cache; the
+    packed product itself is bit-identical to F.linear: tests/unit/model/test_linear.py)."""
     model = tiny(family).to(torch.bfloat16)
     prompts = [[5, 17, 3, 44, 8], [9, 2]]
 
@@ -196,18 +198,16 @@ def test_bf16_packed_weights_give_the_same_steps(family):
         stepper = Stepper(model, prompts, 6, pad_id=0, decoder_start_id=model.config.pad_token_id)
         with torch.inference_mode():
             out = [stepper.forward(stepper.first_ids)]
-            for _ in range(5):
-                out.append(stepper.forward(out[-1].argmax(-1, keepdim=True)))
-        return torch.stack(out), stepper.pack
+            for t in (4, 50, 7, 7, 90):  # the same inputs on both routes, whatever their logits
+                out.append(stepper.forward(torch.full((2, 1), t)))
+        return torch.stack(out).float(), stepper.pack
 
     packed, pack = run()
     assert any(p is not None for _, p in pack._packed.values())  # the weights did go through the packed kernel
     with machine.force("avx2"):  # a CPU without native bf16: nothing packed
         plain, pack = run()
     assert all(p is None for _, p in pack._packed.values())
-    assert torch.equal(packed, plain)
-
-
+    assert (packed - plain).abs().max() <= 0.05 * plain.abs().max()
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_reused_pack_does_not_grow_with_generations(family):
