@@ -46,6 +46,7 @@ from lmlab.model.transformer import Transformer
 
 _LP = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 # oneDNN's post-op for each activation: (attr, algorithm)
+ROUTES = ("onednn", "blas", "plain")
 _POST_OPS = {"relu": ("relu", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", "")}
 
 
@@ -92,21 +93,40 @@ class FusedStep:
     """`step(ids, cache)` → logits [B, V] of one new token per row, the cache advanced by one.
 
     Built per generation (or once per served model) from a model in eval mode whose weights do
-    not change while it lives; `pack` holds the packed weights (shared with the model's own path).
+    not change while it lives; `pack` holds the weights in the layout of the chosen products
+    (shared with the model's own path, which packs the same weights for the prefill).
+
+    The products take one of three routes (`route`), chosen by dtype and device:
+      "onednn"  bf16 where oneDNN multiplies it natively: packed weights, activation and residual
+                fused into the product (a oneDNN call costs ~15 µs before any arithmetic, so
+                fusing saves calls);
+      "blas"    float32 on CPU: addmm(b, x, Wᵀ) with Wᵀ [I, O] contiguous, the fastest few-row
+                product torch offers there (MKL: 8 µs for a 384×384 weight against 22 µs for
+                oneDNN's packed one, most of it the call; benchmarks/bench_generate.py);
+      "plain"   anything else (CUDA, bf16 emulated): F.linear, then the activation and the add.
     """
 
-    def __init__(self, model: nn.Module, pack: PackedWeights):
+    def __init__(self, model: nn.Module, pack: PackedWeights, route: str | None = None):
+        """route: one of ROUTES to use instead of the dtype's (tests and benchmarks compare them)."""
         reason = unsupported(model)
         if reason is not None:
             raise ValueError(f"FusedStep: {reason}")
         cfg = model.config
         p = next(model.parameters())
-        # oneDNN for the products (fused post-ops) where it serves this dtype, F.linear elsewhere
-        self.onednn = (_LP is not None and p.device.type == "cpu"
-                       and p.dtype in machine.detect().packed_dtypes)
+        cpu = p.device.type == "cpu"
+        if route is None:
+            route = "plain"
+            if cpu and p.dtype == torch.float32:
+                route = "blas"
+            elif cpu and _LP is not None and p.dtype in machine.detect().packed_dtypes:
+                route = "onednn"
+        elif route not in ROUTES or (route != "plain" and not cpu) or (route == "onednn" and _LP is None):
+            raise ValueError(f"FusedStep: route {route!r} is not available here")
+        self.route = route
         self.model, self.pack = model, pack
         self.n_heads, self.n_kv_heads, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
-        self.act = cfg.activation
+        self.activation = ACTIVATIONS["silu" if cfg.activation == "swiglu" else cfg.activation]
+        self.attr, self.algorithm = _POST_OPS["silu" if cfg.activation == "swiglu" else cfg.activation]
         embed = model.embed
         self.tokens, self.scale = embed.tokens.weight, embed.scale
         self.table = None  # [P, C] absolute positions
@@ -130,29 +150,41 @@ class FusedStep:
         proj = model.head.proj
         self.vocab = self._weight(proj.matrix(embed.tokens.weight))
         self.vocab_bias = proj.bias
-        self.attr, self.algorithm = _POST_OPS.get(cfg.activation, ("swish", ""))
 
     def _weight(self, w: torch.Tensor) -> torch.Tensor:
-        if self.onednn:
+        if self.route == "blas":
+            return self.pack.transposed(w)  # [I, O]
+        if self.route == "onednn":
             packed = self.pack.packed(w)
             if packed is not None:
                 return packed
-        return w  # _linear_pointwise multiplies plain weights too
+        return w  # [O, I]; _linear_pointwise multiplies plain weights too
 
-    # y = x·Wᵀ + b (then φ, or + r, or ⊙ r): one kernel with oneDNN, two or three without
-    def _linear(self, x, w, b, act: bool = False):
-        if self.onednn:
-            return _LP(x, w, b, self.attr, [], self.algorithm) if act else _LP(x, w, b, "none", [], "")
-        y = F.linear(x, w, b)
-        if act:
-            return F.silu(y) if self.act == "swiglu" else ACTIVATIONS[self.act](y)
-        return y
+    # The products on x [B, I]: x·Wᵀ + b, then φ, or + r, or ⊙ r. One kernel each with oneDNN.
+    def _linear(self, x, w, b):
+        if self.route == "blas":
+            return torch.mm(x, w) if b is None else torch.addmm(b, x, w)
+        if self.route == "onednn":
+            return _LP(x, w, b, "none", [], "")
+        return F.linear(x, w, b)
+
+    def _linear_act(self, x, w, b):
+        if self.route == "onednn":
+            return _LP(x, w, b, self.attr, [], self.algorithm)
+        return self.activation(self._linear(x, w, b))
 
     def _linear_add(self, x, w, b, r):
-        return _LP.binary(x, r, w, b, "add") if self.onednn else torch.add(F.linear(x, w, b), r)
+        if self.route == "blas":
+            y = torch.addmm(r, x, w)  # r + x·Wᵀ
+            return y if b is None else y.add_(b)
+        if self.route == "onednn":
+            return _LP.binary(x, r, w, b, "add")
+        return F.linear(x, w, b).add_(r)
 
     def _linear_mul(self, x, w, b, r):
-        return _LP.binary(x, r, w, b, "mul") if self.onednn else F.linear(x, w, b) * r
+        if self.route == "onednn":
+            return _LP.binary(x, r, w, b, "mul")
+        return self._linear(x, w, b).mul_(r)
 
     def step(self, ids: torch.Tensor, cache: KVCache, positions: torch.Tensor | None = None,
              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,11 +193,11 @@ class FusedStep:
         key may be attended to (None: every cached key)."""
         b, past = ids.size(0), cache.length
         h_d, k_d = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
-        x = F.embedding(ids, self.tokens)  # [B, 1, C]
+        x = F.embedding(ids.view(b), self.tokens)  # [B, C]: the residual stream, one row per sequence
         if self.scale != 1.0:
             x = x * self.scale
         if self.table is not None:
-            x = x + (self.table[past] if positions is None else self.table[positions])  # [C] | [B, 1, C]
+            x = x + (self.table[past] if positions is None else self.table[positions.view(b)])  # [C] | [B, C]
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         if self.rope is not None and positions is None:
@@ -174,29 +206,28 @@ class FusedStep:
         for i, (norm_1, w_qkv, b_qkv, q_norm, k_norm, w_o, b_o, norm_2, w_gate, b_gate, w_1, b_1, w_2, b_2
                 ) in enumerate(self.layers):
             kv = cache.kv[i]  # [2, B, K, S_max, D]
-            qkv = self._linear(norm_1(x), w_qkv, b_qkv)  # [B, 1, (H + 2K)·D]
-            q = qkv[..., :h_d].view(b, self.n_heads, 1, self.d_head)  # [B, H, 1, D]: T = 1, a view
+            qkv = self._linear(norm_1(x), w_qkv, b_qkv)  # [B, (H + 2K)·D]
+            q = qkv[:, :h_d].view(b, self.n_heads, 1, self.d_head)  # [B, H, 1, D]
             if q_norm is None and self.rope is None:
-                kv.select(3, past).copy_(qkv[:, 0, h_d:].view(b, 2, self.n_kv_heads, self.d_head).transpose(0, 1))
+                kv.select(3, past).copy_(qkv[:, h_d:].view(b, 2, self.n_kv_heads, self.d_head).transpose(0, 1))
             else:
-                k = qkv[..., h_d:h_d + k_d].view(b, self.n_kv_heads, 1, self.d_head)
-                v = qkv[..., h_d + k_d:].view(b, self.n_kv_heads, 1, self.d_head)
+                k = qkv[:, h_d:h_d + k_d].view(b, self.n_kv_heads, 1, self.d_head)
+                v = qkv[:, h_d + k_d:].view(b, self.n_kv_heads, self.d_head)
                 if q_norm is not None:
                     q, k = q_norm(q), k_norm(k)
                 if self.rope is not None:
                     q, k = self.rope.rotate(q, positions), self.rope.rotate(k, positions)
                 kv[0].select(2, past).copy_(k.view(b, self.n_kv_heads, self.d_head))
-                kv[1].select(2, past).copy_(v.view(b, self.n_kv_heads, self.d_head))
+                kv[1].select(2, past).copy_(v)
             seen = kv.narrow(3, 0, past + 1)  # [2, B, K, S, D]
             a = F.scaled_dot_product_attention(q.to(kv.dtype), seen[0], seen[1], attn_mask=attn_mask,
                                                enable_gqa=gqa)  # [B, H, 1, D]
-            a = a.to(x.dtype).reshape(b, 1, h_d)
-            x = self._linear_add(a, w_o, b_o, x)
+            x = self._linear_add(a.to(x.dtype).reshape(b, h_d), w_o, b_o, x)
             h = norm_2(x)
-            u = self._linear_mul(h, w_1, b_1, self._linear(h, w_gate, b_gate, act=True)) if w_gate is not None \
-                else self._linear(h, w_1, b_1, act=True)  # [B, 1, d_ff]
+            u = self._linear_mul(h, w_1, b_1, self._linear_act(h, w_gate, b_gate)) if w_gate is not None \
+                else self._linear_act(h, w_1, b_1)  # [B, d_ff]
             x = self._linear_add(u, w_2, b_2, x)
         cache.advance(1)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self._linear(x, self.vocab, self.vocab_bias).view(b, -1)
+        return self._linear(x, self.vocab, self.vocab_bias)

@@ -58,6 +58,7 @@ class PackedWeights:
     def __init__(self):
         self._packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        self._transposed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> "PackedWeights":
@@ -83,6 +84,14 @@ class PackedWeights:
         entry = self._packed.get(id(weight))
         if entry is None or entry[0] is not weight:
             entry = self._packed[id(weight)] = (weight, self._pack(weight))
+        return entry[1]
+
+    def transposed(self, weight: torch.Tensor) -> torch.Tensor:
+        """Wᵀ [I, O] contiguous (made at the first call): the layout BLAS reads fastest in a
+        few-row float32 product, x·Wᵀ = addmm(b, x, Wᵀ) (lmlab.model.fused_step)."""
+        entry = self._transposed.get(id(weight))
+        if entry is None or entry[0] is not weight:
+            entry = self._transposed[id(weight)] = (weight, weight.t().contiguous())
         return entry[1]
 
     def stacked(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -42,7 +42,7 @@ def model_of(variant: str) -> Transformer:
     return model
 
 
-def both_paths(model, prompts, steps: int):
+def both_paths(model, prompts, steps: int, route: str | None = None):
     """Logits [steps, B, V] of the model's cached path and of FusedStep, fed the model path's greedy tokens."""
     b, width = len(prompts), max(map(len, prompts))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
@@ -52,7 +52,7 @@ def both_paths(model, prompts, steps: int):
     dtype = next(model.parameters()).dtype
     caches = [KVCache.for_model(model.config, b, width + steps, dtype=dtype) for _ in range(2)]
     pack = PackedWeights()
-    step = FusedStep(model, pack)
+    step = FusedStep(model, pack, route)
     out = {"model": [], "fused": []}
     with torch.inference_mode():
         positions = (mask.cumsum(-1) - 1).clamp(min=0) if padded else None
@@ -76,17 +76,15 @@ def both_paths(model, prompts, steps: int):
     return torch.stack(out["model"]).float(), torch.stack(out["fused"]).float(), step
 
 
-@pytest.mark.parametrize("route", ["onednn", "f_linear"])
+@pytest.mark.parametrize("route", fused_step.ROUTES)
 @pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["dense", "left-padded"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_float32_steps_equal_the_model(variant, prompts, route, monkeypatch, figure):
-    if route == "f_linear":
-        monkeypatch.setattr(fused_step, "_LP", None)
-    elif fused_step._LP is None or torch.float32 not in machine.detect().packed_dtypes:
+def test_float32_steps_equal_the_model(variant, prompts, route, figure):
+    if route == "onednn" and fused_step._LP is None:
         pytest.skip("this torch has no oneDNN linear")
     model = model_of(variant)
-    ref, got, step = both_paths(model, prompts, 6)
-    assert step.onednn == (route == "onednn")
+    ref, got, step = both_paths(model, prompts, 6, route)
+    assert step.route == route
     diff = (got - ref).abs().max().item()
     figure(max_abs_logit_diff=diff)
     assert diff <= 1e-5 * max(1.0, ref.abs().max().item())
@@ -100,7 +98,7 @@ def test_bf16_steps_round_once_where_the_model_rounds_twice(variant, figure):
     the model's bf16 path, but as close as bf16 allows, with the same greedy tokens."""
     model = model_of(variant).to(torch.bfloat16)
     ref, got, step = both_paths(model, PROMPTS, 6)
-    assert step.onednn
+    assert step.route == "onednn"
     diff = (got - ref).abs().max().item()
     scale = ref.abs().max().item()
     figure(max_abs_logit_diff=diff, max_abs_logit=scale)
@@ -109,6 +107,15 @@ def test_bf16_steps_round_once_where_the_model_rounds_twice(variant, figure):
     clear = top2[..., 0] - top2[..., 1] > 2 * diff  # where rounding cannot swap the two best
     assert clear.float().mean() >= 0.5
     assert torch.equal(got.argmax(-1)[clear], ref.argmax(-1)[clear])
+
+
+def test_routes_by_dtype():
+    model = model_of("gpt2")
+    assert FusedStep(model, PackedWeights()).route == "blas"  # float32 on CPU
+    with machine.force("avx2"):  # bf16 emulated: F.linear, as the model's path
+        assert FusedStep(model.to(torch.bfloat16), PackedWeights()).route == "plain"
+    with pytest.raises(ValueError, match="route 'mkl'"):
+        FusedStep(model, PackedWeights(), "mkl")
 
 
 def test_what_it_refuses():
