@@ -136,29 +136,31 @@ class FusedStep:
             self.table = embed.positions.table
         self.embed_norm = _Norm(embed.norm) if embed.norm is not None else None
         self.rope = model.rope
+        self.products: list[tuple[torch.Tensor, torch.Tensor | None, int]] = []  # (weight, bias, I) of a step
         self.layers = []
         for layer in model.decoder.layers:
             a, f = layer.self_attn, layer.ffn
             qkv = pack.stacked((a.q.weight, a.k.weight, a.v.weight))
             qkv_bias = None if a.q.bias is None else pack.stacked((a.q.bias, a.k.bias, a.v.bias))
             self.layers.append((
-                _Norm(layer.attn_norm), self._weight(qkv), qkv_bias, a.q_norm, a.k_norm,
-                self._weight(a.o.weight), a.o.bias, _Norm(layer.ffn_norm),
-                self._weight(f.w_gate.weight) if f.gated else None, f.w_gate.bias if f.gated else None,
-                self._weight(f.w_1.weight), f.w_1.bias, self._weight(f.w_2.weight), f.w_2.bias))
+                _Norm(layer.attn_norm), *self._weight(qkv, qkv_bias), a.q_norm, a.k_norm,
+                *self._weight(a.o.weight, a.o.bias), _Norm(layer.ffn_norm),
+                *(self._weight(f.w_gate.weight, f.w_gate.bias) if f.gated else (None, None)),
+                *self._weight(f.w_1.weight, f.w_1.bias), *self._weight(f.w_2.weight, f.w_2.bias)))
         self.final_norm = _Norm(model.decoder.norm) if model.decoder.norm is not None else None
         proj = model.head.proj
-        self.vocab = self._weight(proj.matrix(embed.tokens.weight))
-        self.vocab_bias = proj.bias
+        self.vocab, self.vocab_bias = self._weight(proj.matrix(embed.tokens.weight), proj.bias)
 
-    def _weight(self, w: torch.Tensor) -> torch.Tensor:
+    def _weight(self, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """W in the route's layout, and b."""
+        prepared = w  # [O, I]; _linear_pointwise multiplies plain weights too
         if self.route == "blas":
-            return self.pack.transposed(w)  # [I, O]
-        if self.route == "onednn":
+            prepared = self.pack.transposed(w)  # [I, O]
+        elif self.route == "onednn":
             packed = self.pack.packed(w)
-            if packed is not None:
-                return packed
-        return w  # [O, I]; _linear_pointwise multiplies plain weights too
+            prepared = w if packed is None else packed
+        self.products.append((prepared, b, w.size(1)))
+        return prepared, b
 
     # The products on x [B, I]: x·Wᵀ + b, then φ, or + r, or ⊙ r. One kernel each with oneDNN.
     def _linear(self, x, w, b):

@@ -15,12 +15,14 @@ summation order (tested ≤ 1e-5). On the 2-core AVX-512 CPU of BENCHMARKS.md th
 GEMMs of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
 autograd and larger M go to `F.linear`.
 
-Decoding goes faster still through packed weights. torch's few-row bf16 `F.linear` on CPU
-works from W's plain layout at every call: 2.25 ms for the 25 products of that decode step.
-A `PackedWeights` reorders each weight once into oneDNN's blocked layout
-(``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing pass does) and
-multiplies with the packed copy: 1.05 ms. bf16 products are bit-identical to `F.linear`; float32
-ones equal it up to summation order, and beat the thread split at batch 8 (both tested and
+Decoding goes faster still through weights laid out once for the product. torch's few-row
+bf16 `F.linear` on CPU works from W's plain layout at every call: 2.25 ms for the 25 products
+of that decode step. A `PackedWeights` reorders each bf16 weight once into oneDNN's blocked
+layout (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing pass does) and
+multiplies with the packed copy: 1.05 ms, bit-identical to `F.linear`. A float32 weight it
+transposes once: BLAS reads Wᵀ [I, O] fastest in a few-row product (addmm(b, x, Wᵀ)), faster
+than oneDNN's packed float32 weights, whose every call costs ~15 µs before any arithmetic, and
+than the thread split at batch 8 (equal to `F.linear` up to summation order; tested, and
 measured in benchmarks/bench_generate.py). The decode loop holds one for each generation (the
 weights cannot change during it) and activates it around its forward passes:
 
@@ -48,11 +50,12 @@ _LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 class PackedWeights:
-    """Weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
+    """Weights in the layout of their fastest few-row product, made at first use; active inside
+    ``with pack:``. bf16 (where native, the machine's `packed_dtypes`): oneDNN's blocked layout;
+    float32 on CPU: Wᵀ, contiguous, for BLAS.
 
-    Holds a reference to every weight it packed (so an id cannot be reused) and its packed
-    copy: the memory of the weights once more, for the lifetime of the object. The dtypes packed
-    are the machine's `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native.
+    Holds a reference to every weight it converted (so an id cannot be reused) and its copy:
+    the memory of the weights once more, for the lifetime of the object.
     """
 
     def __init__(self):
@@ -69,13 +72,19 @@ class PackedWeights:
         _ACTIVE_PACK.reset(self._tokens.pop())
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-        """x·Wᵀ + b through the packed copy of W, or None where packing does not apply."""
-        # Called 25 times per decode step of a 6-layer model: what depends on W alone is
-        # checked once, when W is packed.
+        """x·Wᵀ + b through the packed copy of W (bf16) or BLAS on Wᵀ (float32 on CPU), or None
+        where neither applies."""
         if torch.is_grad_enabled() or not 0 < x.numel() <= FEW_ROWS * x.size(-1):
             return None
+        if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+            return None
+        if x.dtype == torch.float32 and x.device.type == "cpu" and weight.dim() == 2:
+            wt = self.transposed(weight)  # [I, O]
+            x2 = x.reshape(-1, wt.size(0))
+            y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)
+            return y.view(*x.shape[:-1], wt.size(1))
         packed = self.packed(weight)
-        if packed is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        if packed is None:
             return None
         return _LINEAR_POINTWISE.default(x, packed, bias, "none", [], "")
 
@@ -91,7 +100,8 @@ class PackedWeights:
         few-row float32 product, x·Wᵀ = addmm(b, x, Wᵀ) (lmlab.model.fused_step)."""
         entry = self._transposed.get(id(weight))
         if entry is None or entry[0] is not weight:
-            entry = self._transposed[id(weight)] = (weight, weight.t().contiguous())
+            with torch.no_grad():
+                entry = self._transposed[id(weight)] = (weight, _transpose(weight))
         return entry[1]
 
     def stacked(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -101,7 +111,8 @@ class PackedWeights:
         key = tuple(id(t) for t in tensors)
         entry = self._stacked.get(key)
         if entry is None or any(a is not b for a, b in zip(entry[0], tensors)):
-            entry = self._stacked[key] = (tensors, torch.cat(tensors))
+            with torch.no_grad():
+                entry = self._stacked[key] = (tensors, torch.cat(tensors))
         return entry[1]
 
     def _pack(self, weight: torch.Tensor) -> torch.Tensor | None:
@@ -111,6 +122,15 @@ class PackedWeights:
             return torch.ops.mkldnn._reorder_linear_weight(weight)
         except RuntimeError:  # a layout or CPU oneDNN refuses: this weight keeps F.linear
             return None
+
+
+def _transpose(w: torch.Tensor, strip: int = 256) -> torch.Tensor:
+    """W [O, I] → Wᵀ [I, O] contiguous, by strips of W's rows: 3× faster than ``w.t().contiguous()``,
+    whose strided reads miss the cache at every element (the weights of a decode step: 55 MB)."""
+    out = torch.empty(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
+    for r in range(0, w.shape[0], strip):
+        out[:, r:r + strip].copy_(w[r:r + strip].t())
+    return out
 
 
 def active_pack() -> PackedWeights | None:

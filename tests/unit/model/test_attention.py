@@ -138,7 +138,8 @@ def test_fused_qkv_lives_in_the_packed_weights_and_training_sees_every_update():
             mha(x[:, :3], cache=cache)
             cache.advance(3)
             mha(x[:, 3:4], cache=cache)
-    assert len(pack._stacked) == 2 and len(pack._packed) == 2  # [Wq; Wk; Wv], [bq; bk; bv]; packed: it and Wᴼ
+    assert len(pack._stacked) == 2  # [Wq; Wk; Wv], [bq; bk; bv]
+    assert len(pack._transposed) == 2  # float32: the transposed copies of [Wq; Wk; Wv] and Wᴼ, made once
     w, b = (t for _, t in pack._stacked.values())
     assert torch.equal(w, torch.cat((mha.q.weight, mha.k.weight, mha.v.weight)))
     assert torch.equal(b, torch.cat((mha.q.bias, mha.k.bias, mha.v.bias)))
