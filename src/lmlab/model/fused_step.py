@@ -27,7 +27,8 @@ path up to summation order; bf16 ones round once per fused product instead of tw
 tested against the model's path and transformers).
 
 Not covered (the caller keeps the model's path): encoder–decoders, post-norm layers, the copy
-head, a model in training mode or with forward hooks (which must see every call).
+head, a model in training mode, with forward hooks or a forward replaced on a module (which
+must see every call).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def unsupported(model: nn.Module) -> str | None:
     if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()) or \
             nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return "forward hooks are registered"
+    if any("forward" in vars(m) for m in model.modules()):
+        return "a module's forward is replaced on the instance"
     return None
 
 

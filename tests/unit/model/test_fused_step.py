@@ -131,6 +131,8 @@ def test_what_it_refuses():
         FusedStep(model, PackedWeights())
     handle.remove()
     assert unsupported(model) is None
+    model.decoder.layers[0].self_attn.forward = lambda *a, **k: None  # instrumentation, as a test's slow model
+    assert "replaced" in unsupported(model)
 
 
 def test_the_decode_loop_steps_through_it():
