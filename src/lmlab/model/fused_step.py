@@ -208,6 +208,7 @@ class FusedStep:
         if self.rope is not None and positions is None:
             positions = torch.full((b, 1), past, dtype=torch.long, device=ids.device)
         gqa = self.n_kv_heads != self.n_heads
+        cast = cache.kv[0].dtype != x.dtype  # a float32 cache under a bf16 model (bf16 not native)
         for i, (norm_1, w_qkv, b_qkv, q_norm, k_norm, w_o, b_o, norm_2, w_gate, b_gate, w_1, b_1, w_2, b_2
                 ) in enumerate(self.layers):
             kv = cache.kv[i]  # [2, B, K, S_max, D]
@@ -225,9 +226,9 @@ class FusedStep:
                 kv[0].select(2, past).copy_(k.view(b, self.n_kv_heads, self.d_head))
                 kv[1].select(2, past).copy_(v)
             seen = kv.narrow(3, 0, past + 1)  # [2, B, K, S, D]
-            a = F.scaled_dot_product_attention(q.to(kv.dtype), seen[0], seen[1], attn_mask=attn_mask,
-                                               enable_gqa=gqa)  # [B, H, 1, D]
-            x = self._linear_add(a.to(x.dtype).reshape(b, h_d), w_o, b_o, x)
+            a = F.scaled_dot_product_attention(q.to(kv.dtype) if cast else q, seen[0], seen[1],
+                                               attn_mask=attn_mask, enable_gqa=gqa)  # [B, H, 1, D]
+            x = self._linear_add((a.to(x.dtype) if cast else a).reshape(b, h_d), w_o, b_o, x)
             h = norm_2(x)
             u = self._linear_mul(h, w_1, b_1, self._linear_act(h, w_gate, b_gate)) if w_gate is not None \
                 else self._linear_act(h, w_1, b_1)  # [B, d_ff]
