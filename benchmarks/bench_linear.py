@@ -3,8 +3,9 @@
 The 25 weights of a 6-layer, d_model-384 GPT-2 decode step (fused QKV, output, two FFN, and an
 8,000-token head), multiplied by 1 and 8 rows: median milliseconds for all 25, and the GB/s of
 weights that implies; "read" is one pass over all the weights (a sum), the memory-bandwidth
-bound of any product. lmlab's pack multiplies float32 by BLAS on Wᵀ and bf16 by oneDNN's packed
-weights; oneDNN's packed float32 is shown for comparison. Also the fixed cost of one packed call
+bound of any product. lmlab's pack multiplies float32 by MKL on Wᵀ on Intel CPUs (oneDNN's packed
+weights elsewhere: `machine.blas_float32`) and bf16 by oneDNN's packed weights; oneDNN's packed
+float32 is shown for comparison. Also the fixed cost of one packed call
 on a 64×64 weight, where the arithmetic is negligible.
 
     python benchmarks/bench_linear.py [--threads N]
@@ -72,7 +73,7 @@ def main() -> None:
                 with pack:
                     return [linear(x, w, b) for x, w, b in zip(xs, ws, bs)]
             packed(x32, w32, b32)  # transposes once, untimed
-            routes["pack fp32 (BLAS on Wᵀ)"] = lambda: packed(x32, w32, b32)
+            routes["pack fp32"] = lambda: packed(x32, w32, b32)
             if torch.bfloat16 in machine.detect().packed_dtypes:
                 packed(x16, w16, b16)  # packs once, untimed
                 routes["pack bf16 (oneDNN)"] = lambda: packed(x16, w16, b16)

@@ -67,12 +67,10 @@ class KVCache:
     encoder memory are computed once and kept in `cross`.
 
     The cache may hold a wider dtype than the model: attention then runs in the cache's dtype
-    (queries are cast up, the output back down). `for_model` does so for half-precision models
-    on a CPU without native bf16, where the fused attention kernel for one query against a long
-    cache was measured up to 6× slower than float32. Where bf16 is native the cache keeps the
-    model's bf16 (the keys and values are bf16 products anyway): one query against 144 cached
-    positions, 6 heads of 64, batch 8 takes 57 µs in bf16 against 140 µs through a float32 cache
-    on the Xeon (AMX) of BENCHMARKS.md.
+    (queries are cast up, the output back down). `for_model` does so for half-precision models on
+    a CPU whose fused attention kernel is slower in bf16 than in float32 for one query against a
+    long cache (up to 7×, without AMX: `machine.bf16_attention`). With AMX the cache keeps the
+    model's bf16 (the keys and values are bf16 products anyway), 2× faster than float32 there.
     """
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, d_head: int,
@@ -95,10 +93,10 @@ class KVCache:
     def for_model(cls, cfg: TransformerConfig, batch_size: int, max_len: int | None = None,
                   dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
         """A cache for a model whose activations are `dtype` (float32 entries for half precision on a
-        CPU, unless it is bf16 on a CPU with native bf16)."""
+        CPU, unless it is bf16 where bf16 attention is the faster)."""
         n = cfg.decoder_layers if cfg.arch == "encoder-decoder" else cfg.n_layers
         if torch.device(device).type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-            if not (dtype == torch.bfloat16 and machine.detect().native_bf16):
+            if not (dtype == torch.bfloat16 and machine.detect().bf16_attention):
                 dtype = torch.float32
         return cls(n, batch_size, cfg.kv_heads, max_len or cfg.max_seq_len, cfg.d_head, dtype, device)
 

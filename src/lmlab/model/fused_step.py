@@ -99,13 +99,13 @@ class FusedStep:
     not change while it lives; `pack` holds the weights in the layout of the chosen products
     (shared with the model's own path, which packs the same weights for the prefill).
 
-    The products take one of three routes (`route`), chosen by dtype and device:
-      "onednn"  bf16 where oneDNN multiplies it natively: packed weights, activation and residual
-                fused into the product (a oneDNN call costs ~15 µs before any arithmetic, so
-                fusing saves calls);
-      "blas"    float32 on CPU: addmm(b, x, Wᵀ) with Wᵀ [I, O] contiguous, the fastest few-row
-                product torch offers there (MKL: 8 µs for a 384×384 weight against 22 µs for
-                oneDNN's packed one, most of it the call; benchmarks/bench_generate.py);
+    The products take one of three routes (`route`), chosen by dtype, device and machine:
+      "blas"    float32 on an Intel CPU (`machine.blas_float32`): addmm(b, x, Wᵀ) with Wᵀ [I, O]
+                contiguous, the fastest few-row product torch offers there (MKL: 8 µs for a
+                384×384 weight against 22 µs for oneDNN's packed one, most of it the call);
+      "onednn"  the machine's `packed_dtypes` (bf16 where native; float32 on other CPUs):
+                packed weights, activation and residual fused into the product (a oneDNN call
+                costs ~15 µs before any arithmetic, so fusing saves calls);
       "plain"   anything else (CUDA, bf16 emulated): F.linear, then the activation and the add.
     """
 
@@ -119,7 +119,7 @@ class FusedStep:
         cpu = p.device.type == "cpu"
         if route is None:
             route = "plain"
-            if cpu and p.dtype == torch.float32:
+            if cpu and p.dtype == torch.float32 and machine.detect().blas_float32:
                 route = "blas"
             elif cpu and _LP is not None and p.dtype in machine.detect().packed_dtypes:
                 route = "onednn"

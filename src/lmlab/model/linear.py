@@ -20,11 +20,12 @@ bf16 `F.linear` on CPU works from W's plain layout at every call: 2.25 ms for th
 of that decode step. A `PackedWeights` reorders each bf16 weight once into oneDNN's blocked
 layout (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing pass does) and
 multiplies with the packed copy: 1.05 ms, bit-identical to `F.linear`. A float32 weight it
-transposes once: BLAS reads Wᵀ [I, O] fastest in a few-row product (addmm(b, x, Wᵀ)), faster
-than oneDNN's packed float32 weights, whose every call costs ~15 µs before any arithmetic, and
-than the thread split at batch 8 (equal to `F.linear` up to summation order; tested, and
-measured in benchmarks/bench_generate.py). The decode loop holds one for each generation (the
-weights cannot change during it) and activates it around its forward passes:
+transposes once on Intel CPUs: MKL reads Wᵀ [I, O] fastest in a few-row product (addmm(b, x, Wᵀ)),
+faster than oneDNN's packed float32 weights, whose every call costs ~15 µs before any arithmetic,
+and than the thread split at batch 8; elsewhere float32 is packed as bf16 is (`machine.blas_float32`;
+equal to `F.linear` up to summation order, tested; benchmarks/bench_linear.py). The decode loop
+holds one for each generation (the weights cannot change during it) and activates it around its
+forward passes:
 
     with pack:              # a context variable: `linear` looks the weights up in it
         logits = model(ids, cache=cache)
@@ -51,8 +52,8 @@ _LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 class PackedWeights:
     """Weights in the layout of their fastest few-row product, made at first use; active inside
-    ``with pack:``. bf16 (where native, the machine's `packed_dtypes`): oneDNN's blocked layout;
-    float32 on CPU: Wᵀ, contiguous, for BLAS.
+    ``with pack:``. float32 on an Intel CPU (`machine.blas_float32`): Wᵀ, contiguous, for MKL;
+    the machine's `packed_dtypes` (bf16 where native, float32 elsewhere): oneDNN's blocked layout.
 
     Holds a reference to every weight it converted (so an id cannot be reused) and its copy:
     the memory of the weights once more, for the lifetime of the object.
@@ -78,7 +79,7 @@ class PackedWeights:
             return None
         if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
-        if x.dtype == torch.float32 and x.device.type == "cpu" and weight.dim() == 2:
+        if x.dtype == torch.float32 and x.device.type == "cpu" and machine.detect().blas_float32:
             wt = self.transposed(weight)  # [I, O]
             x2 = x.reshape(-1, wt.size(0))
             y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)

@@ -109,9 +109,16 @@ def test_bf16_steps_round_once_where_the_model_rounds_twice(variant, figure):
     assert torch.equal(got.argmax(-1)[clear], ref.argmax(-1)[clear])
 
 
-def test_routes_by_dtype():
+def test_routes_by_dtype_and_machine(monkeypatch):
+    import dataclasses
+
     model = model_of("gpt2")
-    assert FusedStep(model, PackedWeights()).route == "blas"  # float32 on CPU
+    real = machine.detect()
+    for vendor, route in (("GenuineIntel", "blas" if real.mkl else "onednn"), ("AuthenticAMD", "onednn")):
+        m = dataclasses.replace(real, vendor=vendor, mkldnn=True)
+        monkeypatch.setattr(machine, "detect", lambda: m)
+        assert FusedStep(model, PackedWeights()).route == route  # float32 on CPU
+    monkeypatch.undo()
     with machine.force("avx2"):  # bf16 emulated: F.linear, as the model's path
         assert FusedStep(model.to(torch.bfloat16), PackedWeights()).route == "plain"
     with pytest.raises(ValueError, match="route 'mkl'"):

@@ -1,5 +1,7 @@
 """The few-row fast path of `linear` against `F.linear` (the oracle)."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,18 +74,30 @@ def test_packed_bf16_is_bit_identical_to_f_linear(shape, bias):
     assert torch.equal(got, want) and torch.equal(again, want)
 
 
+@pytest.fixture(params=["GenuineIntel", "AuthenticAMD"])
+def vendor(request, monkeypatch):
+    """The machine as an Intel (float32 through MKL on Wᵀ) or an AMD CPU (oneDNN's packed float32)."""
+    m = dataclasses.replace(machine.detect(), vendor=request.param)
+    monkeypatch.setattr(machine, "detect", lambda: m)
+    return m
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 36), (3, 1, 36), (7, 36)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_float32_goes_through_blas_on_the_transposed_weight(shape, bias, figure):
+def test_float32_goes_through_blas_on_intel_and_onednn_elsewhere(shape, bias, vendor, figure):
     g = torch.Generator().manual_seed(0)
     w, x = torch.randn(99, 36, generator=g), torch.randn(*shape, generator=g)
     b = torch.randn(99, generator=g) if bias else None
     pack = PackedWeights()
     with torch.no_grad(), pack:
         got = linear(x, w, b)
-        again = linear(x, w, b)  # the second call reuses the transposed copy
-    assert not pack._packed and len(pack._transposed) == 1
-    assert torch.equal(pack.transposed(w), w.t()) and pack.transposed(w).is_contiguous()
+        again = linear(x, w, b)  # the second call reuses the transposed or packed copy
+    if vendor.blas_float32:
+        assert not pack._packed and len(pack._transposed) == 1
+        assert torch.equal(pack.transposed(w), w.t()) and pack.transposed(w).is_contiguous()
+    else:
+        assert not pack._transposed and len(pack._packed) == 1
+        assert (pack._packed[id(w)][1] is not None) is vendor.mkldnn
     diff = (got - F.linear(x, w, b)).abs().max().item()
     figure(max_diff=diff)
     assert got.shape == (*shape[:-1], 99) and diff <= 1e-5 and torch.equal(got, again)
@@ -136,4 +150,5 @@ def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
         with machine.force(kind), torch.no_grad(), pack:
             assert torch.equal(linear(x16, w16), F.linear(x16, w16))
             linear(x32, w32)
-        assert pack._packed[id(w16)][1] is None and id(w32) in pack._transposed
+        assert pack._packed[id(w16)][1] is None
+        assert (id(w32) in pack._transposed) is machine.detect().blas_float32
