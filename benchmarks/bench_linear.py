@@ -5,8 +5,8 @@ The 25 weights of a 6-layer, d_model-384 GPT-2 decode step (fused QKV, output, t
 weights that implies; "read" is one pass over all the weights (a sum), the memory-bandwidth
 bound of any product. lmlab's pack multiplies float32 by MKL on Wᵀ on Intel CPUs (oneDNN's packed
 weights elsewhere: `machine.blas_float32`) and bf16 by oneDNN's packed weights; oneDNN's packed
-float32 is shown for comparison. Also the fixed cost of one packed call
-on a 64×64 weight, where the arithmetic is negligible.
+float32 is shown for comparison. Also the fixed cost of one packed call on a 64×64 weight, where
+the arithmetic is negligible.
 
     python benchmarks/bench_linear.py [--threads N]
 """
