@@ -146,7 +146,13 @@ def test_the_decode_loop_steps_through_it():
     from lmlab.generate.decode import Stepper
 
     model = model_of("llama-gqa")
-    assert Stepper(model, PROMPTS, 4, pad_id=0).fused is not None
+    stepper = Stepper(model, PROMPTS, 4, pad_id=0)
+    assert stepper.fusable and stepper.fused is None
+    with torch.inference_mode():
+        stepper.forward(stepper.first_ids)  # the prefill: the model's path, nothing packed
+        assert stepper.fused is None and not stepper.pack._packed and not stepper.pack._transposed
+        stepper.forward(torch.tensor([[4]] * len(PROMPTS)))
+    assert stepper.fused is not None
     torch.manual_seed(0)
     seq2seq = Transformer(preset("transformer-tiny", **SHAPE)).eval()
-    assert Stepper(seq2seq, PROMPTS, 4, pad_id=0, decoder_start_id=0).fused is None
+    assert not Stepper(seq2seq, PROMPTS, 4, pad_id=0, decoder_start_id=0).fusable
