@@ -10,8 +10,9 @@ figures are medians over rounds, and the greedy tokens of both sides are compare
 On a shared machine wall time mostly measures the neighbours, so each run also records the
 process's CPU time (``time.process_time``, all threads): tokens per CPU-second is the steadier
 figure there, and with ``--threads 1`` it is the single-core throughput. ``gemm_floor`` is the
-time per step of the weight GEMMs alone (what any implementation reading these weights pays);
-transformers' step time divided by it bounds the ratio any implementation can reach.
+time per step of the weight products alone, through the kernels of lmlab's decode step, and
+``read_floor`` the time to read those weights once from memory (what any implementation pays
+at batch 1): transformers' step time divided by it bounds the ratio any implementation can reach.
 
     python benchmarks/bench_generate.py                        # fp32 both sides, batch 1 and 8
     python benchmarks/bench_generate.py --dtype bfloat16       # both sides in bf16 weights
@@ -52,24 +53,33 @@ def build(a, work: Path):
 
 
 def gemm_floor(model, batch: int, steps: int = 16) -> float:
-    """Seconds per decode step spent in the weight GEMMs alone (QKV, output, FFN, vocabulary):
-    what any implementation that reads these weights once per step must pay."""
-    from lmlab.model.linear import PackedWeights, linear
+    """Seconds per decode step spent in the weight products alone (QKV, output, FFN, vocabulary),
+    through the kernels lmlab's decode step uses (`FusedStep`'s route for this dtype)."""
+    from lmlab.model.fused_step import FusedStep
+    from lmlab.model.linear import PackedWeights
 
-    dtype = next(model.parameters()).dtype
-    mats = []
-    for layer in model.decoder.layers:
-        a, f = layer.self_attn, layer.ffn
-        mats += [a._fused_qkv(), (a.o.weight, a.o.bias), (f.w_1.weight, f.w_1.bias), (f.w_2.weight, f.w_2.bias)]
-    mats.append((model.embed.tokens.weight, None))
-    xs = {m[0].shape[1]: torch.randn(batch, 1, m[0].shape[1], dtype=dtype) for m in mats}
-    with torch.inference_mode(), PackedWeights():  # the decode loop's own route
-        for w, b in mats:
-            linear(xs[w.shape[1]], w, b)  # bf16: packs the weights, untimed
+    with torch.inference_mode():
+        step = FusedStep(model, PackedWeights())
+        dtype = next(model.parameters()).dtype
+        xs = {i: torch.randn(batch, i, dtype=dtype) for _, _, i in step.products}
+        for w, b, i in step.products:
+            step._linear(xs[i], w, b)  # untimed: the first call of each shape
         t = time.perf_counter()
         for _ in range(steps):
-            for w, b in mats:
-                linear(xs[w.shape[1]], w, b)  # threads split for fp32, packed weights for bf16
+            for w, b, i in step.products:
+                step._linear(xs[i], w, b)
+    return (time.perf_counter() - t) / steps
+
+
+def read_floor(model, steps: int = 16) -> float:
+    """Seconds to read every weight of a decode step once (a sum over one contiguous copy, all
+    threads): the memory-bandwidth bound of any implementation at batch 1."""
+    vocab = model.head.proj.matrix(model.embed.tokens.weight)  # [V, C]
+    flat = torch.cat([p.detach().flatten() for p in model.decoder.parameters() if p.dim() == 2] + [vocab.flatten()])
+    flat.sum()
+    t = time.perf_counter()
+    for _ in range(steps):
+        flat.sum()
     return (time.perf_counter() - t) / steps
 
 
@@ -118,7 +128,7 @@ def main(argv=None) -> dict:
         run_ours(ours, prompts, 8), run_hf(hf, prompts, 8)  # warm-up both
         times = {"lmlab": [], "transformers": []}
         cpu = {"lmlab": [], "transformers": []}
-        floor = []
+        floor, reads = [], []
         tokens = {}
         for _ in range(a.rounds):
             for name, fn, model in (("lmlab", run_ours, ours), ("transformers", run_hf, hf)):
@@ -128,6 +138,7 @@ def main(argv=None) -> dict:
                 cpu[name].append(time.process_time() - c)
             with torch.no_grad():
                 floor.append(gemm_floor(ours, b))
+                reads.append(read_floor(ours))
         tps = {k: b * a.new_tokens / statistics.median(v) for k, v in times.items()}
         per_cpu = {k: b * a.new_tokens / statistics.median(v) for k, v in cpu.items()}
         same = (tokens["lmlab"] == tokens["transformers"]).float().mean().item()
@@ -141,6 +152,7 @@ def main(argv=None) -> dict:
                                  "ms_per_step": {k: round(1e3 * statistics.median(v) / a.new_tokens, 2)
                                                  for k, v in times.items()},
                                  "gemm_floor_ms_per_step": round(1e3 * statistics.median(floor), 2),
+                                 "read_floor_ms_per_step": round(1e3 * statistics.median(reads), 2),
                                  "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
         print(json.dumps({f"batch_{b}": results[f"batch_{b}"]}), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))

@@ -2,8 +2,11 @@
 
 The 25 weights of a 6-layer, d_model-384 GPT-2 decode step (fused QKV, output, two FFN, and an
 8,000-token head), multiplied by 1 and 8 rows: median milliseconds for all 25, and the GB/s of
-weights that implies. Also the fixed cost of one packed call on a 64×64 weight, where the
-arithmetic is negligible.
+weights that implies; "read" is one pass over all the weights (a sum), the memory-bandwidth
+bound of any product. lmlab's pack multiplies float32 by MKL on Wᵀ on Intel CPUs (oneDNN's packed
+weights elsewhere: `machine.blas_float32`) and bf16 by oneDNN's packed weights; oneDNN's packed
+float32 is shown for comparison. Also the fixed cost of one packed call on a 64×64 weight, where
+the arithmetic is negligible.
 
     python benchmarks/bench_linear.py [--threads N]
 """
@@ -51,20 +54,29 @@ def main() -> None:
         for m in (1, 8):
             x32 = [torch.randn(m, i) for _, i in SHAPES]
             x16 = [x.bfloat16() for x in x32]
+            onednn = torch.ops.mkldnn._linear_pointwise
+            w32_onednn = [torch.ops.mkldnn._reorder_linear_weight(w) for w in w32]
+            flat32 = torch.cat([w.flatten() for w in w32])
+            flat16 = flat32.bfloat16()
             routes = {
                 "F.linear bf16": lambda: [F.linear(x, w, b) for x, w, b in zip(x16, w16, b16)],
                 "F.linear fp32": lambda: [F.linear(x, w, b) for x, w, b in zip(x32, w32, b32)],
                 "split fp32": lambda: [linear(x, w, b) for x, w, b in zip(x32, w32, b32)],
+                "oneDNN packed fp32": lambda: [onednn(x, w, b, "none", [], "")
+                                               for x, w, b in zip(x32, w32_onednn, b32)],
+                "read fp32": lambda: flat32.sum(),  # every weight read once: the memory-bandwidth bound
+                "read bf16": lambda: flat16.sum(),
             }
             pack = PackedWeights()
-            if machine.detect().packed_dtypes:
-                def packed(xs, ws, bs):
-                    with pack:
-                        return [linear(x, w, b) for x, w, b in zip(xs, ws, bs)]
-                packed(x32, w32, b32), packed(x16, w16, b16)  # pack once, untimed
-                routes["packed fp32"] = lambda: packed(x32, w32, b32)
-                if torch.bfloat16 in machine.detect().packed_dtypes:
-                    routes["packed bf16"] = lambda: packed(x16, w16, b16)
+
+            def packed(xs, ws, bs):
+                with pack:
+                    return [linear(x, w, b) for x, w, b in zip(xs, ws, bs)]
+            packed(x32, w32, b32)  # transposes once, untimed
+            routes["pack fp32"] = lambda: packed(x32, w32, b32)
+            if torch.bfloat16 in machine.detect().packed_dtypes:
+                packed(x16, w16, b16)  # packs once, untimed
+                routes["pack bf16 (oneDNN)"] = lambda: packed(x16, w16, b16)
             for name, fn in routes.items():
                 ms = median_ms(fn)
                 gb = mb_bf16 * (2 if "fp32" in name else 1) / ms

@@ -1,13 +1,14 @@
 """The machine lmlab runs on: what it has, and what lmlab chooses because of it.
 
 The one place that looks at the hardware. Everything that depends on it (training's automatic
-precision, the Newton–Schulz dtype of Muon, packed bf16 weights for decoding, the default dtype
-of `lmlab generate` and `lmlab serve`, the device) asks `detect()` rather than the CPU.
+precision, the Newton–Schulz dtype of Muon, the kernels and KV cache dtype of decoding, the
+default dtype of `lmlab generate` and `lmlab serve`, the device) asks `detect()` rather than the CPU.
 
-Found: the CPU model, its vector ISA flags (x86: AVX2, FMA, AVX-512F, AVX512-BF16, AMX-BF16, from
-/proc/cpuinfo on Linux or sysctl on macOS; ARM: ASIMD, SVE, BF16), torch's own dispatch level
-(`torch.backends.cpu.get_cpu_capability()`: DEFAULT, AVX2, AVX512, …), whether oneDNN offers bf16
-kernels, the CUDA devices and their compute capability, and the usable cores. Where a source is
+Found: the CPU model and vendor, its vector ISA flags (x86: AVX2, FMA, AVX-512F, AVX512-BF16,
+AMX-BF16, from /proc/cpuinfo on Linux or sysctl on macOS; ARM: ASIMD, SVE, BF16), torch's own
+dispatch level (`torch.backends.cpu.get_cpu_capability()`: DEFAULT, AVX2, AVX512, …), whether
+torch has MKL and oneDNN and whether oneDNN offers bf16 kernels, the CUDA devices and their
+compute capability, and the usable cores. Where a source is
 missing (no /proc, no sysctl) the flags are empty and the choices fall back to float32.
 
 Chosen: bf16 where the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86, the BF16
@@ -23,11 +24,13 @@ gloo on the CPU. Attention lets torch's dispatcher pick a scaled-dot-product ker
 hands it what the fast ones take (`is_causal` rather than a dense causal mask, boolean padding
 masks only when there is padding), and `attention_kernels` names those it may pick here: flash
 and memory-efficient from compute capability 8.0 (flash) or 5.0 (memory-efficient), the formula
-("math") always.
+("math") always. Decoding on CPU: float32 products through MKL on Intel CPUs, through oneDNN's
+packed weights elsewhere (`blas_float32`); a bf16 KV cache only with AMX (`bf16_attention`).
 
 `LMLAB_MACHINE=KIND` (or `force(KIND)` in tests) makes the CPU pretend to be one of `KINDS`, so
 that each kind's choices can be exercised on any machine; the kernels torch runs do not change
-(torch's own ``ATEN_CPU_CAPABILITY`` and oneDNN's ``ONEDNN_MAX_CPU_ISA`` lower those).
+(torch's own ``ATEN_CPU_CAPABILITY``, oneDNN's ``ONEDNN_MAX_CPU_ISA`` and MKL's
+``MKL_ENABLE_INSTRUCTIONS`` lower those).
 `force(KIND, cuda="8.0")` also pretends a CUDA device of that compute capability (tests of the
 CUDA choices on a machine without one: nothing can run on it).
 """
@@ -77,6 +80,8 @@ class Machine:
     cuda_capability: tuple[int, int] | None  # (major, minor) of device 0
     cuda_bf16: bool
     torch_version: str
+    vendor: str = ""  # /proc/cpuinfo's vendor_id: GenuineIntel, AuthenticAMD, … ("" if unknown)
+    mkl: bool = False  # torch was built with MKL (its BLAS for float32 products)
     forced: str = ""  # the kind the CPU fields were forced to (LMLAB_MACHINE / force), "" if detected
 
     # chosen
@@ -86,12 +91,29 @@ class Machine:
         return bool(self.isa & NATIVE_BF16_FLAGS)
 
     @property
+    def blas_float32(self) -> bool:
+        """Decoding's few-row float32 products go to MKL on a transposed copy of each weight
+        (`lmlab.model.linear`): on Intel CPUs, where MKL reads the weights of a 6-layer d_model-384
+        step in 1.08 ms against 1.67 ms for oneDNN's packed ones (2-core Xeon, 2 threads). Elsewhere
+        oneDNN's packed float32 stays: on the 2-core EPYC MKL's one-row product took 5.16 ms against
+        2.49 ms (docs/experiments.md)."""
+        return self.mkl and self.vendor == "GenuineIntel"
+
+    @property
     def packed_dtypes(self) -> frozenset[torch.dtype]:
-        """The dtypes whose weights decoding packs into oneDNN's layout (`lmlab.model.linear`)."""
+        """The dtypes whose weights decoding packs into oneDNN's layout (`lmlab.model.linear`): bf16
+        where it is native, float32 where MKL does not take it (`blas_float32`)."""
         if not self.mkldnn:
             return frozenset()
         native = self.native_bf16 and self.mkldnn_bf16
-        return frozenset({torch.float32, torch.bfloat16} if native else {torch.float32})
+        return frozenset(({torch.bfloat16} if native else set()) | (set() if self.blas_float32 else {torch.float32}))
+
+    @property
+    def bf16_attention(self) -> bool:
+        """torch's CPU attention over a KV cache is faster in bf16 than in float32: with AMX (one query
+        against 272 cached positions, batch 8: 83 against 167 µs on the Xeon); without it 3–7×
+        slower (EPYC-2, AVX512-BF16: 742 against 102 µs), so a bf16 model keeps a float32 cache there."""
+        return "amx_bf16" in self.isa
 
     @property
     def device(self) -> str:
@@ -158,7 +180,8 @@ class Machine:
                   "attention_kernels": list(self.attention_kernels(self.device)),
                   "newton_schulz_dtype": str(self.newton_schulz_dtype(self.device)).removeprefix("torch."),
                   "generation_dtype": self.generation_dtype(self.device),
-                  "packed_dtypes": sorted(str(d).removeprefix("torch.") for d in self.packed_dtypes)}
+                  "packed_dtypes": sorted(str(d).removeprefix("torch.") for d in self.packed_dtypes),
+                  "blas_float32": self.blas_float32, "bf16_attention": self.bf16_attention}
         return {"found": found, "chosen": chosen}
 
 
@@ -197,7 +220,7 @@ def _detect(kind: str, cuda_capability: tuple[int, int] | None = None) -> Machin
         kind = f"{kind or 'detected'}, cuda {cuda_capability[0]}.{cuda_capability[1]}"
     return Machine(cpu_model=cpu_model, arch=platform.machine() or "unknown", isa=flags,
                    torch_capability=capability, mkldnn=mkldnn, mkldnn_bf16=mkldnn_bf16, cpus=_cpus(),
-                   **cuda, torch_version=torch.__version__, forced=kind)
+                   **cuda, torch_version=torch.__version__, vendor=_vendor(), mkl=_mkl(), forced=kind)
 
 
 def detect() -> Machine:
@@ -279,6 +302,25 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     if not model and "cpu part" in fields:  # ARM: no name, only the implementer's part number
         model = f"ARM implementer {fields.get('cpu implementer', '?')} part {fields['cpu part']}"
     return model or platform.processor() or "unknown", frozenset(words & {*X86_FLAGS, *ARM_FLAGS})
+
+
+def _vendor() -> str:
+    """The CPU's vendor id (GenuineIntel, AuthenticAMD, …) from /proc/cpuinfo or sysctl; "" if unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == "vendor_id":
+                return value.strip()
+    except OSError:
+        pass
+    return _sysctl("machdep.cpu.vendor") if platform.system() == "Darwin" else ""
+
+
+def _mkl() -> bool:
+    try:
+        return bool(torch.backends.mkl.is_available())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _sysctl(name: str) -> str:

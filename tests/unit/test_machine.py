@@ -262,3 +262,25 @@ def test_no_other_module_looks_at_the_hardware():
     offenders = [f"{p.relative_to(src)}:{i}" for p in sorted(src.rglob("*.py")) if p.name != "machine.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if HARDWARE_PROBES.search(line)]
     assert not offenders, f"ask lmlab.machine instead: {offenders}"
+
+
+@pytest.mark.parametrize("vendor, mkl, blas", [("GenuineIntel", True, True), ("GenuineIntel", False, False),
+                                               ("AuthenticAMD", True, False), ("", True, False)])
+def test_float32_decoding_kernels_follow_the_vendor(vendor, mkl, blas):
+    """MKL on a transposed weight for float32 on Intel CPUs; oneDNN's packed float32 elsewhere."""
+    m = dataclasses.replace(machine.detect(), vendor=vendor, mkl=mkl, mkldnn=True)
+    assert m.blas_float32 is blas
+    assert (torch.float32 in m.packed_dtypes) is not blas
+    assert m.describe()["chosen"]["blas_float32"] is blas
+
+
+def test_bf16_attention_only_with_amx():
+    for kind in machine.KINDS:
+        with machine.force(kind) as m:
+            assert m.bf16_attention is (kind == "amx_bf16")
+
+
+def test_vendor_is_read_where_there_is_one():
+    m = machine.detect()
+    if Path("/proc/cpuinfo").exists() and "vendor_id" in Path("/proc/cpuinfo").read_text(errors="replace"):
+        assert m.vendor and m.vendor in Path("/proc/cpuinfo").read_text(errors="replace")

@@ -23,6 +23,7 @@ no step runs that nobody asked for.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -32,6 +33,7 @@ from lmlab.errors import ConfigError
 from lmlab.generate.config import GenerationConfig
 from lmlab.generate.sampling import Sampler
 from lmlab.model import KVCache, Transformer
+from lmlab.model.fused_step import FusedStep, unsupported
 from lmlab.model.linear import PackedWeights
 
 
@@ -164,6 +166,8 @@ class Stepper:
         cfg = model.config
         self.model, self.steps = model, 0
         self.pack = pack or PackedWeights()  # weights packed once, reused every step
+        # one-token steps of a decoder: fused kernels (model.fused_step), built at the first such step
+        self.fusable, self.fused = False, None
         b, longest = len(prompts), max(len(p) for p in prompts)
         if cfg.arch == "encoder-decoder":
             src = torch.full((b, max(longest, 1)), pad_id, dtype=torch.long, device=device)
@@ -187,8 +191,10 @@ class Stepper:
             self.mask[i, :longest - len(p)] = 0
         self.first_ids, self.first_mask = ids, self.mask[:, :longest]
         self.cache = KVCache.for_model(cfg, b, total, dtype=dtype, device=device)
+        self.fusable = unsupported(model) is None
         if any(len(p) < longest for p in prompts):
             self.positions = (self.first_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], then [B, 1]
+            self.attn_mask = self.mask.bool()[:, None, None, :]  # [B, 1, 1, S_max], sliced per step
             self.forward = self._forward_padded
         else:
             self.forward = self._forward_dense
@@ -199,22 +205,39 @@ class Stepper:
             return self.model(self.src, attention_mask=self.src_mask, decoder_input_ids=ids, memory=self.memory,
                               cache=self.cache).logits[:, -1]
 
+    def _fused(self) -> FusedStep:
+        if self.fused is None:
+            self.fused = FusedStep(self.model, self.pack)
+        return self.fused
+
+    # The prefill multiplies each weight once: it runs unpacked (a packed or transposed copy pays
+    # for itself only over repeated products), so a one-token generation makes no copy at all;
+    # but under a server's pack, which buckets the row counts of its products (lmlab.model.linear).
+    def _prefill_pack(self):
+        return self.pack if self.pack.bucket_rows else contextlib.nullcontext()
+
     def _forward_dense(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
+        if ids.size(1) > 1:
+            with self._prefill_pack():
+                return self.model(ids, cache=self.cache).logits[:, -1]
+        if self.fusable:
+            return self._fused().step(ids, self.cache)
         with self.pack:
             return self.model(ids, cache=self.cache).logits[:, -1]
 
     def _forward_padded(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
         end = self.cache.length + ids.size(1)
-        with self.pack:
-            out = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache, position_ids=self.positions)
+        if ids.size(1) == 1 and self.fusable:
+            logits = self._fused().step(ids, self.cache, self.positions, self.attn_mask.narrow(3, 0, end))
+        else:
+            with self.pack if ids.size(1) == 1 else self._prefill_pack():
+                logits = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache,
+                                    position_ids=self.positions).logits[:, -1]
         self.positions = self.positions[:, -1:] + 1
-        return out.logits[:, -1]
+        return logits
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Rows of the self-attention cache ← rows `index` [B] (cross-attention keys are equal
-        within a beam group, so they need no permutation)."""
-        c = self.cache
-        c.k = [k.index_select(0, index) for k in c.k]
-        c.v = [v.index_select(0, index) for v in c.v]
+        """Rows of the self-attention cache ← rows `index` [B]."""
+        self.cache.reorder(index)

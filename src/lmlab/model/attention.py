@@ -63,34 +63,44 @@ def causal_mask(t: int, s: int, device: torch.device | None = None) -> torch.Ten
 class KVCache:
     """Preallocated keys and values for incremental decoding.
 
-    Self-attention entries are [B, K, S_max, D] per layer, filled up to `length`; every layer
-    writes at the same offset and the model calls `advance(T)` after a forward pass.
-    Cross-attention keys and values of the encoder memory are computed once and kept in `cross`,
-    and each layer's concatenated [Wq; Wk; Wv] in `qkv` (built at the first step).
+    Self-attention entries are one tensor per layer, ``kv[layer]`` [2, B, K, S_max, D] (keys,
+    then values, so that a decode step writes both with one copy; ``k[layer]`` and ``v[layer]``
+    are its two halves), filled up to `length`; every layer writes at the same offset and the
+    model calls `advance(T)` after a forward pass. Cross-attention keys and values of the
+    encoder memory are computed once and kept in `cross`.
 
     The cache may hold a wider dtype than the model: attention then runs in the cache's dtype
-    (queries are cast up, the output back down). `for_model` does so for bf16/fp16 models on
-    CPU, whose fused attention kernel is up to 6× slower than float32 for one query against a
-    long cache (measured, benchmarks/bench_generate.py); the weights stay in half precision.
+    (queries are cast up, the output back down). `for_model` does so for half-precision models on
+    a CPU whose fused attention kernel is slower in bf16 than in float32 for one query against a
+    long cache (up to 7×, without AMX: `machine.bf16_attention`). With AMX the cache keeps the
+    model's bf16 (the keys and values are bf16 products anyway), 2× faster than float32 there.
     """
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, d_head: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        shape = (batch_size, n_kv_heads, max_len, d_head)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        shape = (2, batch_size, n_kv_heads, max_len, d_head)
+        self.kv = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
-        self.qkv: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * n_layers  # fused weights
         self.length = 0
         self.max_len = max_len
+
+    @property
+    def k(self) -> list[torch.Tensor]:
+        return [kv[0] for kv in self.kv]  # [B, K, S_max, D] per layer
+
+    @property
+    def v(self) -> list[torch.Tensor]:
+        return [kv[1] for kv in self.kv]
 
     @classmethod
     def for_model(cls, cfg: TransformerConfig, batch_size: int, max_len: int | None = None,
                   dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> KVCache:
-        """A cache for a model whose activations are `dtype` (float32 entries for half precision on CPU)."""
+        """A cache for a model whose activations are `dtype` (float32 entries for half precision on a
+        CPU, unless it is bf16 where bf16 attention is the faster)."""
         n = cfg.decoder_layers if cfg.arch == "encoder-decoder" else cfg.n_layers
         if torch.device(device).type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-            dtype = torch.float32
+            if not (dtype == torch.bfloat16 and machine.detect().bf16_attention):
+                dtype = torch.float32
         return cls(n, batch_size, cfg.kv_heads, max_len or cfg.max_seq_len, cfg.d_head, dtype, device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,15 +108,19 @@ class KVCache:
         end = self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
-        keys, values = self.k[layer], self.v[layer]
-        # narrow + copy_ rather than slice assignment: the same copy, without Python's indexing
-        # machinery (a decode step writes 2 entries per layer)
+        keys, values = self.kv[layer]
+        # narrow + copy_ rather than slice assignment: the same copy, without Python's indexing machinery
         keys.narrow(2, self.length, k.size(2)).copy_(k)
         values.narrow(2, self.length, v.size(2)).copy_(v)
         return keys.narrow(2, 0, end), values.narrow(2, 0, end)  # [B, K, S, D]
 
     def advance(self, t: int) -> None:
         self.length += t
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Rows of the self-attention entries ← rows `index` [B] (beam search; cross-attention
+        keys are equal within a beam group, so they need no permutation)."""
+        self.kv = [kv.index_select(1, index) for kv in self.kv]
 
 
 class MultiHeadAttention(nn.Module):
@@ -140,21 +154,16 @@ class MultiHeadAttention(nn.Module):
         b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
         return w, b
 
-    def _project_qkv(self, x: torch.Tensor, cache: KVCache | None, layer: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
         # than three calls; the parameters stay separate, named as in the paper. A decode keeps
-        # the concatenation in its packed weights (a server's serve every request: one
-        # concatenation, one packed copy), or else in its KV cache: the weights cannot change
-        # during one generation, and the cache's lifetime is that generation (a version-counter
-        # key would not do: torch's fused AdamW updates parameters without bumping their version).
+        # the concatenation in its packed weights, whose lifetime is that of weights that cannot
+        # change (one generation, or a server's model); a version-counter key would not do:
+        # torch's fused AdamW updates parameters without bumping their version.
         pack = active_pack()
-        if cache is not None and not torch.is_grad_enabled() and pack is not None:
-            w, b = pack.derived(self, self._fused_qkv)
-        elif cache is not None and not torch.is_grad_enabled():
-            if cache.qkv[layer] is None:
-                cache.qkv[layer] = self._fused_qkv()
-            w, b = cache.qkv[layer]
+        if pack is not None and not torch.is_grad_enabled():
+            w = pack.stacked((self.q.weight, self.k.weight, self.v.weight))
+            b = None if self.q.bias is None else pack.stacked((self.q.bias, self.k.bias, self.v.bias))
         else:
             w, b = self._fused_qkv()
         qkv = linear(x, w, b)  # [B, T, (H + 2K)·D]
@@ -173,7 +182,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if memory is None:
-            q, k, v = self._project_qkv(x, cache, layer)
+            q, k, v = self._project_qkv(x)
             q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
             if self.q_norm is not None:  # over D, per head and position
                 q, k = self.q_norm(q), self.k_norm(k)

@@ -15,22 +15,25 @@ summation order (tested ≤ 1e-5). On the 2-core AVX-512 CPU of BENCHMARKS.md th
 GEMMs of a 6-layer d_model 384 decode step at batch 1 (benchmarks/bench_generate.py). Training,
 autograd and larger M go to `F.linear`.
 
-Decoding goes faster still through packed weights. torch's few-row bf16 `F.linear` on CPU
-works from W's plain layout at every call: 2.25 ms for the 25 products of that decode step.
-A `PackedWeights` reorders each weight once into oneDNN's blocked layout
-(``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing pass does) and
-multiplies with the packed copy: 1.05 ms. bf16 products are bit-identical to `F.linear`; float32
-ones equal it up to summation order, and beat the thread split at batch 8 (both tested and
-measured in benchmarks/bench_generate.py). The decode loop holds one for each generation (the
-weights cannot change during it) and activates it around its forward passes:
+Decoding goes faster still through weights laid out once for the product. torch's few-row
+bf16 `F.linear` on CPU works from W's plain layout at every call: 2.25 ms for the 25 products
+of that decode step. A `PackedWeights` reorders each bf16 weight once into oneDNN's blocked
+layout (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing pass does) and
+multiplies with the packed copy: 1.05 ms, bit-identical to `F.linear`. A float32 weight it
+transposes once on Intel CPUs: MKL reads Wᵀ [I, O] fastest in a few-row product (addmm(b, x, Wᵀ)),
+faster than oneDNN's packed float32 weights, whose every call costs ~15 µs before any arithmetic,
+and than the thread split at batch 8; elsewhere float32 is packed as bf16 is (`machine.blas_float32`;
+equal to `F.linear` up to summation order, tested; benchmarks/bench_linear.py). The decode loop
+holds one for each generation (the weights cannot change during it) and activates it around its
+forward passes:
 
     with pack:              # a context variable: `linear` looks the weights up in it
         logits = model(ids, cache=cache)
 
 A server holds one per model for all its requests (`lmlab.serve.registry`), so a pack must not
 grow with the requests it serves: it refers to the weights it packed weakly (a tensor made for
-one request takes its packed copy with it when it dies), and a weight derived from several
-parameters (attention's [Wq; Wk; Wv]) is built once per pack by `derived`, not once per request.
+one request takes its packed copy with it when it dies), and a weight stacked from several
+parameters (attention's [Wq; Wk; Wv]) is built once per pack by `stacked`, not once per request.
 
 Nor must the kernels grow. A bf16 (or fp16) product of many rows goes to oneDNN, which builds a
 kernel for each new row count and keeps it in a cache of 1,024: about 0.6 MB and milliseconds
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import contextvars
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,19 +76,21 @@ def bucket_length(n: int, limit: int | None = None) -> int:
 
 
 class PackedWeights:
-    """Weights in oneDNN's layout, packed at first use; active inside ``with pack:``.
+    """Weights in the layout of their fastest few-row product, made at first use; active inside
+    ``with pack:``. float32 on an Intel CPU (`machine.blas_float32`): Wᵀ, contiguous, for MKL;
+    the machine's `packed_dtypes` (bf16 where native, float32 elsewhere): oneDNN's blocked layout.
 
-    Holds its packed copies (the memory of the weights once more) and weak references to the
-    weights they were made from: an entry whose weight has died is dropped at the next packing,
-    and an id reused by a new tensor is packed afresh. The dtypes packed are the machine's
-    `packed_dtypes`: float32 wherever torch has oneDNN, bf16 where it is native. `bucket_rows`:
-    half-precision products of many rows are padded to `bucket_length` rows (module docstring).
+    Holds its copies (the memory of the weights once more) and weak references to the weights
+    they were made from: an entry whose weight has died is dropped at the next conversion, and an
+    id reused by a new tensor is converted afresh. `bucket_rows`: half-precision products of many
+    rows are padded to `bucket_length` rows (module docstring).
     """
 
     def __init__(self, bucket_rows: bool = False):
         self.bucket_rows = bucket_rows
         self._packed: dict[int, tuple[weakref.ref, torch.Tensor | None]] = {}
-        self._derived: dict[int, tuple[weakref.ref, Any]] = {}
+        self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        self._transposed: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
         self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> "PackedWeights":
@@ -95,30 +100,53 @@ class PackedWeights:
     def __exit__(self, *exc) -> None:
         _ACTIVE_PACK.reset(self._tokens.pop())
 
-    def derived(self, owner: Any, build: Callable[[], Any]) -> Any:
-        """``build()``, called once per `owner` (a module) for the life of this pack: a weight made from
-        the owner's parameters, which cannot change while the pack is used."""
-        entry = self._derived.get(id(owner))
-        if entry is None or entry[0]() is not owner:
-            _drop_dead(self._derived)
-            entry = self._derived[id(owner)] = (weakref.ref(owner), build())
-        return entry[1]
-
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-        """x·Wᵀ + b through the packed copy of W, or None where packing does not apply."""
-        # Called 25 times per decode step of a 6-layer model: what depends on W alone is
-        # checked once, when W is packed.
+        """x·Wᵀ + b through the packed copy of W (bf16) or BLAS on Wᵀ (float32 on CPU), or None
+        where neither applies."""
         if torch.is_grad_enabled() or x.numel() == 0:
             return None
         if x.numel() > FEW_ROWS * x.size(-1):
             return self._bucketed(x, weight, bias) if self.bucket_rows else None
+        if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+            return None
+        if x.dtype == torch.float32 and x.device.type == "cpu" and machine.detect().blas_float32:
+            wt = self.transposed(weight)  # [I, O]
+            x2 = x.reshape(-1, wt.size(0))
+            y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)
+            return y.view(*x.shape[:-1], wt.size(1))
+        packed = self.packed(weight)
+        if packed is None:
+            return None
+        return _LINEAR_POINTWISE.default(x, packed, bias, "none", [], "")
+
+    def packed(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The packed copy of `weight` (made at the first call), or None where packing does not apply."""
         entry = self._packed.get(id(weight))
         if entry is None or entry[0]() is not weight:
             _drop_dead(self._packed)
             entry = self._packed[id(weight)] = (weakref.ref(weight), self._pack(weight))
-        if entry[1] is None or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
-            return None
-        return _LINEAR_POINTWISE.default(x, entry[1], bias, "none", [], "")
+        return entry[1]
+
+    def transposed(self, weight: torch.Tensor) -> torch.Tensor:
+        """Wᵀ [I, O] contiguous (made at the first call): the layout BLAS reads fastest in a
+        few-row float32 product, x·Wᵀ = addmm(b, x, Wᵀ) (lmlab.model.fused_step)."""
+        entry = self._transposed.get(id(weight))
+        if entry is None or entry[0]() is not weight:
+            _drop_dead(self._transposed)
+            with torch.no_grad():
+                entry = self._transposed[id(weight)] = (weakref.ref(weight), _transpose(weight))
+        return entry[1]
+
+    def stacked(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """torch.cat(tensors) along dim 0, made once: [Wq; Wk; Wv] of a fused QKV product. Held here
+        so that its packed copy is made once too (a concatenation per call would be a new weight,
+        packed and kept again every generation)."""
+        key = tuple(id(t) for t in tensors)
+        entry = self._stacked.get(key)
+        if entry is None or any(a is not b for a, b in zip(entry[0], tensors)):
+            with torch.no_grad():
+                entry = self._stacked[key] = (tensors, torch.cat(tensors))
+        return entry[1]
 
     @staticmethod
     def _bucketed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
@@ -140,19 +168,28 @@ class PackedWeights:
 
 
 def _drop_dead(entries: dict[int, tuple[weakref.ref, Any]]) -> None:
-    """Forget the entries whose tensor or module has died (their ids may be reused)."""
+    """Forget the entries whose tensor has died (their ids may be reused)."""
     for key in [k for k, (ref, _) in entries.items() if ref() is None]:
         del entries[key]
 
 
+def _transpose(w: torch.Tensor, strip: int = 256) -> torch.Tensor:
+    """W [O, I] → Wᵀ [I, O] contiguous, by strips of W's rows: 3× faster than ``w.t().contiguous()``,
+    whose strided reads miss the cache at every element (the weights of a decode step: 55 MB)."""
+    out = torch.empty(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
+    for r in range(0, w.shape[0], strip):
+        out[:, r:r + strip].copy_(w[r:r + strip].t())
+    return out
+
+
 def active_pack() -> PackedWeights | None:
-    """The pack of the enclosing ``with pack:`` block, if any."""
+    """The `PackedWeights` of the innermost ``with pack:`` block, or None."""
     return _ACTIVE_PACK.get()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., I], weight [O, I], bias [O] → [..., O]."""
-    pack = active_pack()
+    pack = _ACTIVE_PACK.get()
     if pack is not None:
         y = pack.linear(x, weight, bias)
         if y is not None:

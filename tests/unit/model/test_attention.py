@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmlab import machine
 from lmlab.model.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from lmlab.model.config import TransformerConfig
 
@@ -120,23 +121,30 @@ def test_kv_cache_overflow_is_an_error():
         cache.update(0, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
 
 
-def test_fused_qkv_lives_in_the_decode_cache_and_training_sees_every_update():
-    """A decode keeps [Wq; Wk; Wv] in its KV cache (one concatenation per generation); without a
-    cache every call rebuilds it, so updates that do not bump version counters (fused AdamW)
-    are seen by evaluation between training steps."""
+def test_fused_qkv_lives_in_the_packed_weights_and_training_sees_every_update():
+    """A decode keeps [Wq; Wk; Wv] in its packed weights (one concatenation for their lifetime,
+    however many generations a server runs); without them every call rebuilds it, so updates
+    that do not bump version counters (fused AdamW) are seen by evaluation between training steps."""
     from lmlab.model import TransformerConfig
     from lmlab.model.attention import MultiHeadAttention
+    from lmlab.model.linear import PackedWeights
 
     torch.manual_seed(0)
     mha = MultiHeadAttention(TransformerConfig(d_model=36, n_heads=3, n_kv_heads=1)).eval()
     x = torch.randn(2, 5, 36)
-    cache = KVCache(1, 2, 1, 8, 12)
-    with torch.inference_mode():
-        mha(x[:, :3], cache=cache)
-        cache.advance(3)
-        w = cache.qkv[0][0]
-        mha(x[:, 3:4], cache=cache)
-        assert cache.qkv[0][0] is w  # built once per decode
+    pack = PackedWeights()
+    for _ in range(3):  # three generations with one pack
+        cache = KVCache(1, 2, 1, 8, 12)
+        with torch.inference_mode(), pack:
+            mha(x[:, :3], cache=cache)
+            cache.advance(3)
+            mha(x[:, 3:4], cache=cache)
+    assert len(pack._stacked) == 2  # [Wq; Wk; Wv], [bq; bk; bv]
+    made = pack._transposed if machine.detect().blas_float32 else pack._packed
+    assert len(made) == 2  # float32: the transposed (or packed) copies of [Wq; Wk; Wv] and Wᴼ, made once
+    w, b = (t for _, t in pack._stacked.values())
+    assert torch.equal(w, torch.cat((mha.q.weight, mha.k.weight, mha.v.weight)))
+    assert torch.equal(b, torch.cat((mha.q.bias, mha.k.bias, mha.v.bias)))
     with torch.no_grad():
         first = mha(x)[0]
         opt = torch.optim.AdamW(mha.parameters(), lr=0.1, fused=True)

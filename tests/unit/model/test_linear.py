@@ -1,5 +1,7 @@
 """The few-row fast path of `linear` against `F.linear` (the oracle)."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,7 +54,6 @@ def test_module_keeps_nn_linear_state_dict():
 
 needs_bf16_kernel = pytest.mark.skipif(torch.bfloat16 not in machine.detect().packed_dtypes,
                                        reason="no native bf16 oneDNN on this CPU")
-needs_packing = pytest.mark.skipif(not machine.detect().packed_dtypes, reason="this torch has no oneDNN packed linear")
 
 
 @needs_bf16_kernel
@@ -73,18 +74,39 @@ def test_packed_bf16_is_bit_identical_to_f_linear(shape, bias):
     assert torch.equal(got, want) and torch.equal(again, want)
 
 
-@needs_packing
+@pytest.fixture(params=["GenuineIntel", "AuthenticAMD"])
+def vendor(request, monkeypatch):
+    """The machine as an Intel (float32 through MKL on Wᵀ) or an AMD CPU (oneDNN's packed float32)."""
+    m = dataclasses.replace(machine.detect(), vendor=request.param)
+    monkeypatch.setattr(machine, "detect", lambda: m)
+    return m
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 36), (3, 1, 36), (7, 36)])
-def test_packed_float32_equals_f_linear(shape, figure):
+@pytest.mark.parametrize("bias", [True, False])
+def test_float32_goes_through_blas_on_intel_and_onednn_elsewhere(shape, bias, vendor, figure):
     g = torch.Generator().manual_seed(0)
-    w, b, x = torch.randn(99, 36, generator=g), torch.randn(99, generator=g), torch.randn(*shape, generator=g)
+    w, x = torch.randn(99, 36, generator=g), torch.randn(*shape, generator=g)
+    b = torch.randn(99, generator=g) if bias else None
     pack = PackedWeights()
     with torch.no_grad(), pack:
         got = linear(x, w, b)
-    assert len(pack._packed) == 1
+        again = linear(x, w, b)  # the second call reuses the transposed or packed copy
+    if vendor.blas_float32:
+        assert not pack._packed and len(pack._transposed) == 1
+        assert torch.equal(pack.transposed(w), w.t()) and pack.transposed(w).is_contiguous()
+    else:
+        assert not pack._transposed and len(pack._packed) == 1
+        assert (pack._packed[id(w)][1] is not None) is vendor.mkldnn
     diff = (got - F.linear(x, w, b)).abs().max().item()
     figure(max_diff=diff)
-    assert got.shape == (*shape[:-1], 99) and diff <= 1e-5
+    assert got.shape == (*shape[:-1], 99) and diff <= 1e-5 and torch.equal(got, again)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (300, 7), (257, 513), (8000, 384)])
+def test_transposed_copy_of_every_shape(shape):
+    w = torch.randn(*shape)
+    assert torch.equal(PackedWeights().transposed(w), w.t())
 
 
 @needs_bf16_kernel
@@ -103,25 +125,24 @@ def test_pack_is_active_only_inside_its_block_and_not_for_training():
         assert not pack._packed and x.grad is not None
 
 
-@needs_packing
+@needs_bf16_kernel
 def test_a_weight_onednn_refuses_keeps_f_linear(monkeypatch):
     def refuse(weight, *args):
         raise RuntimeError("oneDNN: unsupported")
 
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse)
-    w, x = torch.randn(99, 36), torch.randn(3, 36)
+    w, x = torch.randn(99, 36).bfloat16(), torch.randn(3, 36).bfloat16()
     pack = PackedWeights()
     with torch.no_grad(), pack:
         got = linear(x, w)
         again = linear(x, w)  # remembered as unpackable: not retried
-    assert torch.allclose(got, F.linear(x, w), atol=1e-5) and torch.equal(got, again)
+    assert torch.equal(got, F.linear(x, w)) and torch.equal(got, again)
     assert pack._packed[id(w)][1] is None
 
 
-@needs_packing
 def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
     """On an AVX2 (or AVX-512 without bf16) CPU oneDNN would emulate bf16: those weights keep
-    F.linear, float32 ones are still packed."""
+    F.linear; float32 ones still go through BLAS on Wᵀ."""
     w16, x16 = torch.randn(99, 36).bfloat16(), torch.randn(3, 36).bfloat16()
     w32, x32 = torch.randn(99, 36), torch.randn(3, 36)
     for kind in ("avx2", "avx512"):
@@ -129,7 +150,8 @@ def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
         with machine.force(kind), torch.no_grad(), pack:
             assert torch.equal(linear(x16, w16), F.linear(x16, w16))
             linear(x32, w32)
-        assert pack._packed[id(w16)][1] is None and pack._packed[id(w32)][1] is not None
+        assert pack._packed[id(w16)][1] is None
+        assert (id(w32) in pack._transposed) is machine.detect().blas_float32
 
 
 def test_bucket_lengths_are_few_and_cover_every_length():

@@ -4,6 +4,8 @@ padding invariance, parameter counts in closed form, config validation."""
 import pytest
 import torch
 
+from lmlab import machine
+
 from lmlab.errors import ConfigError
 from lmlab.model import KVCache, Transformer, TransformerConfig, preset
 from lmlab.model.summary import count_parameters, flops_per_token
@@ -71,15 +73,18 @@ def test_kv_cache_equals_full_recomputation(family, figure):
     assert torch.equal(inc.argmax(-1), full.argmax(-1))
 
 
+@pytest.mark.parametrize("kind", ["avx2", "avx512_bf16", "amx_bf16"])
 @pytest.mark.parametrize("family", ["gpt2", "transformer"])
-def test_bf16_model_keeps_a_float32_cache_on_cpu(family, figure):
-    """Half-precision weights, float32 attention over the cache: the cached logits stay as
-    close to the bf16 full recomputation as bf16 rounding allows, and the cache is float32."""
+def test_bf16_model_cache_dtype_follows_the_cpu(family, kind, figure):
+    """Half-precision weights; a float32 cache (attention in float32) unless the CPU's bf16
+    attention is the faster (AMX): the cached logits stay as close to the bf16 full
+    recomputation as bf16 rounding allows."""
     model = tiny(family).to(torch.bfloat16)
     src = torch.randint(0, V, (3, 5))
     ids = torch.randint(0, V, (3, 12))
-    cache = KVCache.for_model(model.config, batch_size=3, max_len=16, dtype=torch.bfloat16)
-    assert cache.k[0].dtype == torch.float32
+    with machine.force(kind):
+        cache = KVCache.for_model(model.config, batch_size=3, max_len=16, dtype=torch.bfloat16)
+    assert cache.k[0].dtype == (torch.bfloat16 if kind == "amx_bf16" else torch.float32)
     with torch.no_grad():
         full = (run(model, src, ids) if family == "transformer" else run(model, ids)).logits.float()
         steps, memory = [], None
