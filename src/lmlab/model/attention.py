@@ -29,6 +29,7 @@ from torch import nn
 from lmlab.model.config import TransformerConfig
 from lmlab.model.linear import Linear, linear
 from lmlab.model.norm import make_norm
+from lmlab.model.unpad import Unpadding
 
 
 def scaled_dot_product_attention(
@@ -136,7 +137,7 @@ class MultiHeadAttention(nn.Module):
         b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
         return w, b
 
-    def _project_qkv(self, x: torch.Tensor, cache: KVCache | None, layer: int
+    def _project_qkv(self, x: torch.Tensor, cache: KVCache | None, layer: int, unpadded: Unpadding | None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
         # than three calls; the parameters stay separate, named as in the paper. A decode keeps
@@ -150,6 +151,8 @@ class MultiHeadAttention(nn.Module):
         else:
             w, b = self._fused_qkv()
         qkv = linear(x, w, b)  # [B, T, (H + 2K)·D]
+        if unpadded is not None:  # [N, (H + 2K)·D] → [B, T, (H + 2K)·D]: each sequence's rows side by side
+            qkv = unpadded.pad(qkv)
         kv = self.n_kv_heads * self.d_head
         return qkv.split((self.n_heads * self.d_head, kv, kv), dim=-1)
 
@@ -163,9 +166,10 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         need_weights: bool = False,
+        unpadded: Unpadding | None = None,  # x holds only the real tokens, [N, C] (unpad.py)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if memory is None:
-            q, k, v = self._project_qkv(x, cache, layer)
+            q, k, v = self._project_qkv(x, cache, layer, unpadded)
             q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
             if self.q_norm is not None:  # over D, per head and position
                 q, k = self.q_norm(q), self.k_norm(k)
@@ -205,4 +209,6 @@ class MultiHeadAttention(nn.Module):
             )  # [B, H, T, D]
         b, _, t, _ = out.shape
         out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]
+        if unpadded is not None:
+            out = unpadded.unpad(out)  # [N, H·D]
         return self.o(out), weights

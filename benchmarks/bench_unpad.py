@@ -1,0 +1,123 @@
+"""Padding-free encoder compute (`lmlab.model.unpad`) against the padded path, and against
+transformers' `BertForSequenceClassification`, on a real checkpoint: all-MiniLM-L6-v2 with a
+classification head, one fine-tuning step of each side in turn on the same SST-2 batches, in one
+process (a shared machine slows every side alike): the median step time.
+
+    python benchmarks/bench_unpad.py                 # 12 batches of 32, each padded to its longest row
+    python benchmarks/bench_unpad.py --rounds 20 --eval
+
+A step is forward + loss + backward + clipping + fused AdamW, bf16 autocast where the CPU has it
+natively (`lmlab.machine`), on batches drawn at random from ``sst2:train`` as the fine-tuning
+benchmark draws them (benchmarks/bench_real_checkpoint.py): truncated to 64 tokens, padded to the
+longest row (about 3 tokens in 4 are padding). ``--eval`` times inference batches of the dev set too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=12, help="steps of each side (the first two are warm-up)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-hf", action="store_true", help="leave out the transformers side")
+    ap.add_argument("--eval", action="store_true", help="also time inference (no grad) on dev batches of 64")
+    a = ap.parse_args()
+
+    import torch
+    import transformers
+
+    from lmlab.datasets import sst2
+    from lmlab.hf.convert import import_hf
+    from lmlab.machine import detect, header
+    from lmlab.model.pretrained import model_from_init
+    from real_checkpoint import minilm_dir
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    transformers.logging.set_verbosity_error()
+    print(header())
+    ckpt = minilm_dir()
+    work = Path(tempfile.mkdtemp(prefix="lmlab-bench-unpad-"))
+    import_hf(ckpt, work / "minilm")
+    tok = transformers.AutoTokenizer.from_pretrained(ckpt)
+    train = sst2("train")
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randperm(len(train), generator=g)[:a.rounds * a.batch_size].tolist()
+    enc = tok([train[i].text for i in rows], truncation=True, max_length=a.max_length)
+    batches = []
+    for r in range(a.rounds):
+        part = slice(r * a.batch_size, (r + 1) * a.batch_size)
+        b = tok.pad({"input_ids": enc["input_ids"][part], "attention_mask": enc["attention_mask"][part]},
+                    return_tensors="pt")
+        batches.append((b["input_ids"], b["attention_mask"],
+                        torch.tensor([train[i].label for i in rows[part]])))
+    real = sum(int(m.sum()) for _, m, _ in batches)
+    padded = sum(m.numel() for _, m, _ in batches)
+    print(f"batches of {a.batch_size}: {padded / len(batches) / a.batch_size:.1f} positions a row, "
+          f"{real / padded:.0%} of them tokens")
+    bf16 = detect().native_bf16
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+
+    def lmlab_side(unpad: bool):
+        model, _ = model_from_init(work / "minilm", {"head": "classification", "n_labels": 2, "attn_dropout": 0.0,
+                                                     "unpad": unpad})
+        return model, lambda ids, mask, y: model(ids, attention_mask=mask, labels=y).loss
+
+    def hf_side():
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=2)
+        return model, lambda ids, mask, y: model(input_ids=ids, attention_mask=mask, labels=y).loss
+
+    sides = {"lmlab padded": lmlab_side(False), "lmlab unpadded": lmlab_side(True)}
+    if not a.no_hf:
+        sides["transformers"] = hf_side()
+    opts = {name: torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True) for name, (model, _) in sides.items()}
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for ids, mask, y in batches:
+        for name, (model, step) in sides.items():
+            model.train()
+            t = time.perf_counter()
+            with autocast():
+                loss = step(ids, mask, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=True)
+            times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["lmlab padded"][2:])
+    print(f"{'training step':18} {'median s':>9} {'ratio':>6}")
+    for name in sides:
+        step = statistics.median(times[name][2:])
+        print(f"{name:18} {step:9.3f} {step / base:6.2f}")
+    if a.eval:
+        dev = sst2("dev")
+        dev_enc = tok([r.text for r in dev], truncation=True, max_length=a.max_length)
+        evals: dict[str, float] = {}
+        for name, (model, _) in sides.items():
+            model.eval()
+            t = time.perf_counter()
+            with torch.no_grad(), autocast():
+                for i in range(0, len(dev), 64):
+                    b = tok.pad({"input_ids": dev_enc["input_ids"][i:i + 64],
+                                 "attention_mask": dev_enc["attention_mask"][i:i + 64]}, return_tensors="pt")
+                    model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            evals[name] = time.perf_counter() - t
+        print(f"{'dev set (872)':18} {'s':>9} {'ratio':>6}")
+        for name, s in evals.items():
+            print(f"{name:18} {s:9.3f} {s / evals['lmlab padded']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
