@@ -5,11 +5,18 @@ process (a shared machine slows every side alike): the median step time.
 
     python benchmarks/bench_unpad.py                 # 12 batches of 32, each padded to its longest row
     python benchmarks/bench_unpad.py --rounds 20 --eval
+    python benchmarks/bench_unpad.py --attention     # attention alone: torch's fused kernel vs the formula
 
 A step is forward + loss + backward + clipping + fused AdamW, bf16 autocast where the CPU has it
 natively (`lmlab.machine`), on batches drawn at random from ``sst2:train`` as the fine-tuning
 benchmark draws them (benchmarks/bench_real_checkpoint.py): truncated to 64 tokens, padded to the
-longest row (about 3 tokens in 4 are padding). ``--eval`` times inference batches of the dev set too.
+longest row (2 positions in 3 are padding). ``--eval`` times inference batches of the dev set too.
+
+``--attention`` times attention's forward + backward alone, 12 heads of 32 (MiniLM's) and 64, at
+1,344 positions a batch (32 × 42) cut into sequences of 16 to 512 keys, each row padded at random
+to between a quarter of them and all: `torch.nn.functional.scaled_dot_product_attention` against
+`lmlab.model.attention.scaled_dot_product_attention` (the formula), in bf16 and float32. It is
+the measurement behind `lmlab.model.attention.FORMULA_GRAD_MAX_KEYS`.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-hf", action="store_true", help="leave out the transformers side")
     ap.add_argument("--eval", action="store_true", help="also time inference (no grad) on dev batches of 64")
+    ap.add_argument("--attention", action="store_true", help="time attention alone (fused kernel vs formula)")
     a = ap.parse_args()
+    if a.attention:
+        return attention_table(a)
 
     import torch
     import transformers
@@ -117,6 +127,40 @@ def main() -> None:
         print(f"{'dev set (872)':18} {'s':>9} {'ratio':>6}")
         for name, s in evals.items():
             print(f"{name:18} {s:9.3f} {s / evals['lmlab padded']:6.2f}")
+
+
+def attention_table(a) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from lmlab.machine import header
+    from lmlab.model.attention import scaled_dot_product_attention
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    print(header())
+    print(f"{'dtype':9} {'D':>3} {'keys':>5} {'batch':>5} {'fused ms':>9} {'formula ms':>11} {'ratio':>6}")
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float32):
+        for d in (32, 64):
+            for t in (16, 42, 128, 256, 512):
+                b = max(1, 1344 // t)
+                lengths = torch.randint(t // 4, t + 1, (b,), generator=g)
+                lengths[0] = t
+                mask = (torch.arange(t)[None, :] < lengths[:, None])[:, None, None, :]  # [B, 1, 1, S]
+                q, k, v = (torch.randn(b, 12, t, d, generator=g).to(dtype).requires_grad_() for _ in range(3))
+                grad = torch.randn(b, 12, t, d, generator=g).to(dtype)
+                sides = {"fused": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                         "formula": lambda: scaled_dot_product_attention(q, k, v, mask)[0]}
+                times: dict[str, list[float]] = {k: [] for k in sides}
+                for _ in range(a.rounds):
+                    for name, fn in sides.items():
+                        start = time.perf_counter()
+                        fn().backward(grad)
+                        times[name].append(time.perf_counter() - start)
+                fused, formula = (statistics.median(times[n][2:]) * 1e3 for n in sides)
+                print(f"{str(dtype)[6:]:9} {d:3} {t:5} {b:5} {fused:9.2f} {formula:11.2f} {formula / fused:6.2f}",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ each head's q and k over its D channels before the rotation, q â† Norm(q), k â†
 (`qk_norm`), which keeps attention logits from growing in training (Dehghani et al. 2023).
 
 `scaled_dot_product_attention` writes the formula out and returns the weights (for
-visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`.
-The two are tested equal in forward and gradients. Masks are boolean, True where a query may
-attend to a key, broadcastable to [B, H, T, S]. A query row that may attend to nothing (a
-fully padded sequence) gets zero output, not NaN, on both paths.
+visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`, except
+where torch's kernel is the slower one (training in half precision on CPU with short keys:
+`fused_grad_is_slow`). The two are tested equal in forward and gradients. Masks are boolean,
+True where a query may attend to a key, broadcastable to [B, H, T, S]. A query row that may
+attend to nothing (a fully padded sequence) gets zero output, not NaN, on both paths.
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ def scaled_dot_product_attention(
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # [B, H, T, D], [B, H, T, S]
+
+
+# Keys up to this many: torch's fused CPU kernel differentiates half-precision attention several
+# times slower than the formula written out (bf16, 12 heads of 32, 1,344 tokens a batch, forward +
+# backward: 75 vs 11 ms at 16 keys, 63 vs 15 at 42, 44 vs 25 at 128, 33 vs 46 at 256;
+# benchmarks/bench_unpad.py --attention). Its forward alone is the faster one, and so is float32.
+FORMULA_GRAD_MAX_KEYS = 128
+
+
+def fused_grad_is_slow(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Training in bf16/fp16 on CPU with short keys: the formula computes the same attention faster."""
+    return (q.requires_grad and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+            and k.size(-2) <= FORMULA_GRAD_MAX_KEYS)
 
 
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> torch.Tensor:
@@ -195,7 +209,7 @@ class MultiHeadAttention(nn.Module):
 
         dropout_p = self.dropout_p if self.training else 0.0
         weights = None
-        if self.impl == "formula" or need_weights:
+        if self.impl == "formula" or need_weights or fused_grad_is_slow(q, k):
             if self.n_kv_heads != self.n_heads:  # each key/value head serves H/K query heads
                 k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
                 v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
