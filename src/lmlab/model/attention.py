@@ -46,7 +46,9 @@ def scaled_dot_product_attention(
         scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1)  # [B, H, T, S]
     if attn_mask is not None:
-        weights = weights.masked_fill(~attn_mask.any(dim=-1, keepdim=True), 0.0)  # empty rows
+        empty = ~attn_mask.any(dim=-1, keepdim=True)  # query rows that may attend to nothing
+        if empty.any():
+            weights = weights.masked_fill(empty, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # [B, H, T, D], [B, H, T, S]
@@ -61,8 +63,10 @@ FORMULA_GRAD_MAX_KEYS = 128
 
 def fused_grad_is_slow(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Training in bf16/fp16 on CPU with short keys: the formula computes the same attention faster."""
-    return (q.requires_grad and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-            and k.size(-2) <= FORMULA_GRAD_MAX_KEYS)
+    if not q.requires_grad or q.device.type != "cpu" or k.size(-2) > FORMULA_GRAD_MAX_KEYS:
+        return False
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    return dtype in (torch.bfloat16, torch.float16)
 
 
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> torch.Tensor:
@@ -190,11 +194,13 @@ class MultiHeadAttention(nn.Module):
             if rotary is not None:
                 rope, positions = rotary
                 q, k = rope.rotate(q, positions), rope.rotate(k, positions)
+            dtype = v.dtype  # the projections' (bf16 under autocast, whatever the residual stream's)
             if cache is not None:
                 k, v = cache.update(layer, k, v)  # [B, K, S, D], S = cached + T
                 q = q.to(k.dtype)  # a no-op unless the cache is wider than the model
         else:
             q = self._split(self.q(x), self.n_heads)  # [B, H, T, D]
+            dtype = q.dtype
             if self.q_norm is not None:
                 q = self.q_norm(q)
             if cache is not None and cache.cross[layer] is not None:
@@ -222,7 +228,7 @@ class MultiHeadAttention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # [B, H, T, D]
         b, _, t, _ = out.shape
-        out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]
+        out = out.to(dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]
         if unpadded is not None:
             out = unpadded.unpad(out)  # [N, H·D]
         return self.o(out), weights
