@@ -1,16 +1,22 @@
 """Padding-free encoder compute (`lmlab.model.unpad`) against the padded path, and against
 transformers' `BertForSequenceClassification`, on a real checkpoint: all-MiniLM-L6-v2 with a
 classification head, one fine-tuning step of each side in turn on the same SST-2 batches, in one
-process (a shared machine slows every side alike): the median step time.
+process (a shared machine slows every side alike): the median step time, wall and CPU (all threads).
 
     python benchmarks/bench_unpad.py                 # 12 batches of 32, each padded to its longest row
     python benchmarks/bench_unpad.py --rounds 20 --eval
+    python benchmarks/bench_unpad.py --heap default  # without `lmlab.train.allocator` (compare both)
     python benchmarks/bench_unpad.py --attention     # attention alone: torch's fused kernel vs the formula
 
-A step is forward + loss + backward + clipping + fused AdamW, bf16 autocast where the CPU has it
-natively (`lmlab.machine`), on batches drawn at random from ``sst2:train`` as the fine-tuning
-benchmark draws them (benchmarks/bench_real_checkpoint.py): truncated to 64 tokens, padded to the
-longest row (2 positions in 3 are padding). ``--eval`` times inference batches of the dev set too.
+Sides: lmlab as before this path (padded, torch's fused attention kernel throughout), lmlab padded
+(the formula's attention where it is faster: `lmlab.model.attention.fused_grad_is_slow`), lmlab
+unpadded (the default), and transformers with its own attention dropout, as the fine-tuning
+benchmark runs it (benchmarks/bench_real_checkpoint.py). A step is forward + loss + backward +
+clipping + fused AdamW (for every side), bf16 autocast where the CPU has it natively
+(`lmlab.machine`), on batches drawn at random from ``sst2:train``: truncated to 64 tokens, padded
+to the longest row (2 positions in 3 are padding). The heap settings of `lmlab.train.allocator`
+(which the training loop makes) apply to every side unless ``--heap default``. ``--eval`` times
+inference batches of the dev set too.
 
 ``--attention`` times attention's forward + backward alone, 12 heads of 32 (MiniLM's) and 64, at
 1,344 positions a batch (32 × 42) cut into sequences of 16 to 512 keys, each row padded at random
@@ -42,6 +48,8 @@ def main() -> None:
     ap.add_argument("--no-hf", action="store_true", help="leave out the transformers side")
     ap.add_argument("--eval", action="store_true", help="also time inference (no grad) on dev batches of 64")
     ap.add_argument("--attention", action="store_true", help="time attention alone (fused kernel vs formula)")
+    ap.add_argument("--heap", choices=["keep", "default"], default="keep",
+                    help="keep: large freed buffers stay in the heap (lmlab.train.allocator), as in training")
     a = ap.parse_args()
     if a.attention:
         return attention_table(a)
@@ -52,13 +60,16 @@ def main() -> None:
     from lmlab.datasets import sst2
     from lmlab.hf.convert import import_hf
     from lmlab.machine import detect, header
+    from lmlab.model import attention
     from lmlab.model.pretrained import model_from_init
+    from lmlab.train.allocator import keep_large_buffers
     from real_checkpoint import minilm_dir
 
     if a.threads:
         torch.set_num_threads(a.threads)
     transformers.logging.set_verbosity_error()
-    print(header())
+    heap = a.heap == "keep" and keep_large_buffers()
+    print(f"{header()} | heap: {'large buffers kept' if heap else 'glibc defaults'}")
     ckpt = minilm_dir()
     work = Path(tempfile.mkdtemp(prefix="lmlab-bench-unpad-"))
     import_hf(ckpt, work / "minilm")
@@ -81,36 +92,50 @@ def main() -> None:
     bf16 = detect().native_bf16
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
 
-    def lmlab_side(unpad: bool):
+    def lmlab_side(unpad: bool, fused_throughout: bool = False):
         model, _ = model_from_init(work / "minilm", {"head": "classification", "n_labels": 2, "attn_dropout": 0.0,
                                                      "unpad": unpad})
-        return model, lambda ids, mask, y: model(ids, attention_mask=mask, labels=y).loss
+
+        def step(ids, mask, y):
+            rule = attention.fused_grad_is_slow
+            if fused_throughout:  # torch's kernel whatever the dtype, as before the rule existed
+                attention.fused_grad_is_slow = lambda q, k: False
+            try:
+                return model(ids, attention_mask=mask, labels=y).loss
+            finally:
+                attention.fused_grad_is_slow = rule
+        return model, step
 
     def hf_side():
         model = transformers.AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=2)
         return model, lambda ids, mask, y: model(input_ids=ids, attention_mask=mask, labels=y).loss
 
-    sides = {"lmlab padded": lmlab_side(False), "lmlab unpadded": lmlab_side(True)}
+    sides = {"lmlab before": lmlab_side(False, fused_throughout=True), "lmlab padded": lmlab_side(False),
+             "lmlab unpadded": lmlab_side(True)}
     if not a.no_hf:
         sides["transformers"] = hf_side()
     opts = {name: torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True) for name, (model, _) in sides.items()}
-    times: dict[str, list[float]] = {k: [] for k in sides}
+    wall: dict[str, list[float]] = {k: [] for k in sides}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
     for ids, mask, y in batches:
         for name, (model, step) in sides.items():
             model.train()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             with autocast():
                 loss = step(ids, mask, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opts[name].step()
             opts[name].zero_grad(set_to_none=True)
-            times[name].append(time.perf_counter() - t)
-    base = statistics.median(times["lmlab padded"][2:])
-    print(f"{'training step':18} {'median s':>9} {'ratio':>6}")
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    base = {k: statistics.median(v[2:]) for k, v in wall.items()}
+    base_cpu = {k: statistics.median(v[2:]) for k, v in cpu.items()}
+    ref = "transformers" if "transformers" in sides else "lmlab before"
+    print(f"{'training step':18} {'wall s':>8} {'CPU s':>8} {'/ ' + ref:>16} (CPU)")
     for name in sides:
-        step = statistics.median(times[name][2:])
-        print(f"{name:18} {step:9.3f} {step / base:6.2f}")
+        print(f"{name:18} {base[name]:8.3f} {base_cpu[name]:8.3f} {base[name] / base[ref]:10.2f} "
+              f"({base_cpu[name] / base_cpu[ref]:.2f})")
     if a.eval:
         dev = sst2("dev")
         dev_enc = tok([r.text for r in dev], truncation=True, max_length=a.max_length)
@@ -124,9 +149,9 @@ def main() -> None:
                                  "attention_mask": dev_enc["attention_mask"][i:i + 64]}, return_tensors="pt")
                     model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
             evals[name] = time.perf_counter() - t
-        print(f"{'dev set (872)':18} {'s':>9} {'ratio':>6}")
+        print(f"{'dev set (872)':18} {'wall s':>8} {'/ ' + ref:>16}")
         for name, s in evals.items():
-            print(f"{name:18} {s:9.3f} {s / evals['lmlab padded']:6.2f}")
+            print(f"{name:18} {s:8.3f} {s / evals[ref]:10.2f}")
 
 
 def attention_table(a) -> None:

@@ -40,6 +40,7 @@ from lmlab.config import check
 from lmlab.errors import ArtifactCorrupt, CheckpointMismatch, ConfigError, LmlabError
 from lmlab.train import distributed as D
 from lmlab.train.adversarial import adversarial, embedding_module
+from lmlab.train.allocator import keep_large_buffers
 from lmlab.train.checkpoint import (RunLock, apply_retention, damage, full_model_state, full_state,
                                     identity_changes, latest_checkpoint, list_checkpoints, load_checkpoint,
                                     read_identity, recover_interrupted, save_checkpoint)
@@ -129,6 +130,7 @@ class Trainer:
         self.ctx = D.setup(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        keep_large_buffers()  # the embedding gradient and its like: reused each step, not mapped afresh
         self.model = model.to(self.ctx.device)
         self.objective, self.source, self.eval_batches = objective, source, eval_batches
         self.run_config, self.bytes_per_token, self.flops_per_token = run_config, bytes_per_token, flops_per_token
