@@ -30,7 +30,7 @@ from lmlab.model.unpad import Unpadding
 @dataclass
 class ModelOutput:
     hidden_states: torch.Tensor  # [B, T, C] last layer (decoder side for encoder-decoder); rows at
-    # padding are unspecified (an encoder's are zeros on the padding-free path, unpad.py)
+    # padding are unspecified
     logits: torch.Tensor | None = None  # per head: [B, T, V] | [N, V] | [B, n_labels] | [B, T, 2]
     pooled: torch.Tensor | None = None  # [B, C] BERT pooler output
     memory: torch.Tensor | None = None  # [B, S, C] encoder output of an encoder-decoder
@@ -164,7 +164,7 @@ class Transformer(nn.Module):
         u = Unpadding.from_mask(attention_mask)
         x = self.embed(u.unpad(input_ids), u.positions, None if token_type_ids is None else u.unpad(token_type_ids))
         h, attentions = self.encoder(x, need_weights=need_weights, self_mask=self_mask, rotary=rotary, unpadded=u)
-        return u.pad(h), attentions  # [B, S, C], zeros at padding
+        return u.pad(h), attentions  # [B, S, C]
 
     def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
