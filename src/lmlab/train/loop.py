@@ -213,9 +213,12 @@ class Trainer:
             loss_sum += loss.detach().float() * p.n_targets
         train_loss = (D.all_reduce_sum(loss_sum, ctx) / n_total).item()
         self.scaler.unscale_(self.optimizer)
-        clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
+        with_grad = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+        grad_norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
+        clip = self.optim_cfg.grad_clip
+        if clip > 0 and grad_norm + 1e-6 > clip:  # below that, clip_grad_norm_ multiplies every gradient by 1
+            torch.nn.utils.clip_grads_with_norm_(with_grad, clip, norm)
         if self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint):
             self.scaler.step(self.optimizer)
             if self.ema is not None:
