@@ -12,13 +12,14 @@ each head's q and k over its D channels before the rotation, q ← Norm(q), k �
 (`qk_norm`), which keeps attention logits from growing in training (Dehghani et al. 2023).
 
 `scaled_dot_product_attention` writes the formula out and returns the weights (for
-visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`.
-The two are tested equal in forward and gradients. The fused call is given what torch's fast
-kernels take, so that none falls back to the formula kernel on CUDA: `is_causal` instead of a
-causal mask, no mask at all without padding, and on CUDA H key/value heads where the flash kernel
-(the one that takes K < H) cannot run (`lmlab.machine.attention_takes_gqa`). Masks are boolean,
-True where a query may attend to a key, broadcastable to [B, H, T, S]. A query row that may attend to nothing (a
-fully padded sequence) gets zero output, not NaN, on both paths.
+visualisation); the fused path calls `torch.nn.functional.scaled_dot_product_attention`, except
+where torch's kernel is the slower one (training in half precision on CPU with short keys:
+`fused_grad_is_slow`). The two are tested equal in forward and gradients. The fused call is given
+what torch's fast kernels take, so that none falls back to the formula kernel on CUDA: `is_causal`
+instead of a causal mask, no mask at all without padding, and on CUDA H key/value heads where the
+flash kernel (the one that takes K < H) cannot run (`lmlab.machine.attention_takes_gqa`). Masks are
+boolean, True where a query may attend to a key, broadcastable to [B, H, T, S]. A query row that
+may attend to nothing (a fully padded sequence) gets zero output, not NaN, on both paths.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lmlab import machine
 from lmlab.model.config import TransformerConfig
 from lmlab.model.linear import Linear, active_pack, linear
 from lmlab.model.norm import make_norm
+from lmlab.model.unpad import Unpadding
 
 
 def scaled_dot_product_attention(
@@ -48,10 +50,27 @@ def scaled_dot_product_attention(
         scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1)  # [B, H, T, S]
     if attn_mask is not None:
-        weights = weights.masked_fill(~attn_mask.any(dim=-1, keepdim=True), 0.0)  # empty rows
+        empty = ~attn_mask.any(dim=-1, keepdim=True)  # query rows that may attend to nothing
+        if empty.any():
+            weights = weights.masked_fill(empty, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # [B, H, T, D], [B, H, T, S]
+
+
+# Keys up to this many: torch's fused CPU kernel differentiates half-precision attention several
+# times slower than the formula written out (bf16, 12 heads of 32, 1,344 tokens a batch, forward +
+# backward: 75 vs 11 ms at 16 keys, 63 vs 15 at 42, 44 vs 25 at 128, 33 vs 46 at 256;
+# benchmarks/bench_unpad.py --attention). Its forward alone is the faster one, and so is float32.
+FORMULA_GRAD_MAX_KEYS = 128
+
+
+def fused_grad_is_slow(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Training in bf16/fp16 on CPU with short keys: the formula computes the same attention faster."""
+    if not q.requires_grad or q.device.type != "cpu" or k.size(-2) > FORMULA_GRAD_MAX_KEYS:
+        return False
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    return dtype in (torch.bfloat16, torch.float16)
 
 
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> torch.Tensor:
@@ -154,7 +173,8 @@ class MultiHeadAttention(nn.Module):
         b = None if self.q.bias is None else torch.cat((self.q.bias, self.k.bias, self.v.bias))
         return w, b
 
-    def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project_qkv(self, x: torch.Tensor, unpadded: Unpadding | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # One GEMM for Q, K and V (as GPT-2's c_attn) computes the same three products faster
         # than three calls; the parameters stay separate, named as in the paper. A decode keeps
         # the concatenation in its packed weights, whose lifetime is that of weights that cannot
@@ -167,6 +187,8 @@ class MultiHeadAttention(nn.Module):
         else:
             w, b = self._fused_qkv()
         qkv = linear(x, w, b)  # [B, T, (H + 2K)·D]
+        if unpadded is not None:  # [N, (H + 2K)·D] → [B, T, (H + 2K)·D]: each sequence's rows side by side
+            qkv = unpadded.pad(qkv)
         kv = self.n_kv_heads * self.d_head
         return qkv.split((self.n_heads * self.d_head, kv, kv), dim=-1)
 
@@ -180,20 +202,23 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         need_weights: bool = False,
+        unpadded: Unpadding | None = None,  # x holds only the real tokens, [N, C] (unpad.py)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if memory is None:
-            q, k, v = self._project_qkv(x)
+            q, k, v = self._project_qkv(x, unpadded)
             q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
             if self.q_norm is not None:  # over D, per head and position
                 q, k = self.q_norm(q), self.k_norm(k)
             if rotary is not None:
                 rope, positions = rotary
                 q, k = rope.rotate(q, positions), rope.rotate(k, positions)
+            dtype = v.dtype  # the projections' (bf16 under autocast, whatever the residual stream's)
             if cache is not None:
                 k, v = cache.update(layer, k, v)  # [B, K, S, D], S = cached + T
                 q = q.to(k.dtype)  # a no-op unless the cache is wider than the model
         else:
             q = self._split(self.q(x), self.n_heads)  # [B, H, T, D]
+            dtype = q.dtype
             if self.q_norm is not None:
                 q = self.q_norm(q)
             if cache is not None and cache.cross[layer] is not None:
@@ -208,7 +233,7 @@ class MultiHeadAttention(nn.Module):
 
         dropout_p = self.dropout_p if self.training else 0.0
         weights = None
-        if self.impl == "formula" or need_weights:
+        if self.impl == "formula" or need_weights or fused_grad_is_slow(q, k):
             if self.n_kv_heads != self.n_heads:  # each key/value head serves H/K query heads
                 k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
                 v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
@@ -228,5 +253,7 @@ class MultiHeadAttention(nn.Module):
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=gqa,
             )  # [B, H, T, D]
         b, _, t, _ = out.shape
-        out = out.to(x.dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]
+        out = out.to(dtype).transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # [B, T, H·D]
+        if unpadded is not None:
+            out = unpadded.unpad(out)  # [N, H·D]
         return self.o(out), weights

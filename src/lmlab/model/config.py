@@ -77,6 +77,7 @@ class TransformerConfig:
     attention_impl: Literal["formula", "fused"] = "fused"
     # formula: softmax(QKᵀ/√d_k + M)V written out (returns the weights, for visualisation);
     # fused: torch.nn.functional.scaled_dot_product_attention. Tested equal.
+    unpad: bool = True  # encoders skip a padded batch's padding outside attention (model/unpad.py; same results)
     init_std: float = 0.02
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from lmlab.model.attention import KVCache, MultiHeadAttention
 from lmlab.model.config import TransformerConfig
 from lmlab.model.linear import Linear
 from lmlab.model.norm import RMSNorm, make_norm
+from lmlab.model.unpad import Unpadding
 
 __all__ = ["ACTIVATIONS", "FeedForward", "RMSNorm", "TransformerLayer", "make_norm"]
 
@@ -79,11 +80,12 @@ class TransformerLayer(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         need_weights: bool = False,
+        unpadded: Unpadding | None = None,  # x is [N, C], the real tokens of a padded batch (unpad.py)
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         weights = {}
         x, weights["self"] = self._sublayer(x, self.attn_norm, lambda h: self.self_attn(
             h, attn_mask=self_mask, is_causal=is_causal, rotary=rotary, cache=cache, layer=layer,
-            need_weights=need_weights))
+            need_weights=need_weights, unpadded=unpadded))
         if self.cross_attn is not None:
             x, weights["cross"] = self._sublayer(x, self.cross_norm, lambda h: self.cross_attn(
                 h, memory=memory, attn_mask=memory_mask, cache=cache, layer=layer,

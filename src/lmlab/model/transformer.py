@@ -24,11 +24,13 @@ from lmlab.model.layers import TransformerLayer
 from lmlab.model.norm import make_norm
 from lmlab.model.loss import IGNORE_INDEX, cross_entropy, linear_cross_entropy
 from lmlab.model.position import LearnedPositions, RotaryEmbedding, SinusoidalPositions
+from lmlab.model.unpad import Unpadding
 
 
 @dataclass
 class ModelOutput:
-    hidden_states: torch.Tensor  # [B, T, C] last layer (decoder side for encoder-decoder)
+    hidden_states: torch.Tensor  # [B, T, C] last layer (decoder side for encoder-decoder); rows at
+    # padding are unspecified
     logits: torch.Tensor | None = None  # per head: [B, T, V] | [N, V] | [B, n_labels] | [B, T, 2]
     pooled: torch.Tensor | None = None  # [B, C] BERT pooler output
     memory: torch.Tensor | None = None  # [B, S, C] encoder output of an encoder-decoder
@@ -153,10 +155,16 @@ class Transformer(nn.Module):
         """input_ids: [B, S] → (memory [B, S, C], attentions)."""
         self._check_ids(input_ids, "input_ids")
         positions = self._positions(input_ids.size(1), 0, None, input_ids.device)
-        x = self.embed(input_ids, positions, token_type_ids)
         rotary = (self.rope, positions) if self.rope is not None else None
-        return self.encoder(x, need_weights=need_weights, self_mask=_padding_mask(attention_mask),
-                            rotary=rotary)
+        self_mask = _padding_mask(attention_mask)
+        if self_mask is None or not self.config.unpad:
+            x = self.embed(input_ids, positions, token_type_ids)
+            return self.encoder(x, need_weights=need_weights, self_mask=self_mask, rotary=rotary)
+        # the same on the real tokens only (unpad.py): x and the layers' outputs are [N, C]
+        u = Unpadding.from_mask(attention_mask)
+        x = self.embed(u.unpad(input_ids), u.positions, None if token_type_ids is None else u.unpad(token_type_ids))
+        h, attentions = self.encoder(x, need_weights=need_weights, self_mask=self_mask, rotary=rotary, unpadded=u)
+        return u.pad(h), attentions  # [B, S, C]
 
     def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
@@ -250,8 +258,12 @@ class Transformer(nn.Module):
             return head(h, self.embed.tokens.weight), None
         if cfg.head == "span":
             logits = head(h)  # [B, T, 2]
-            loss = None if labels is None else (cross_entropy(logits[..., 0], labels[:, 0]) +
-                                                cross_entropy(logits[..., 1], labels[:, 1])) / 2
+            if labels is None:
+                return logits, None
+            scored = logits
+            if attention_mask is not None:  # padding is never an answer: out of the softmax over positions
+                scored = logits.masked_fill(~attention_mask.bool()[..., None], torch.finfo(logits.dtype).min)
+            loss = (cross_entropy(scored[..., 0], labels[:, 0]) + cross_entropy(scored[..., 1], labels[:, 1])) / 2
             return logits, loss
         # classification: BERT pools [CLS]; a decoder reads its last real token.
         if cfg.arch == "encoder":

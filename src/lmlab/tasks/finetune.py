@@ -84,7 +84,7 @@ def _scalars(metrics: dict, prefix: str) -> dict[str, float]:
 
 # With --init, these model options may change: none alters a trained tensor (a copy head on a
 # pretrained encoder-decoder starts fresh).
-INIT_MODEL_OPTIONS = ("dropout", "attn_dropout", "copy")
+INIT_MODEL_OPTIONS = ("dropout", "attn_dropout", "copy", "unpad")
 _SHAPE = ("arch", "d_model", "n_heads", "n_kv_heads", "n_layers", "decoder_layers", "d_ff", "position", "norm",
           "norm_position", "activation")  # what a --model.preset must agree on with an --init model
 

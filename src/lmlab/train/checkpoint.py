@@ -150,7 +150,7 @@ def apply_retention(root: Path, keep_last: int) -> None:
 def check_same_architecture(saved: dict[str, Any], current: TransformerConfig, where: Path) -> None:
     now = to_dict(current)
     changed = [k for k in sorted(set(saved) | set(now))
-               if k not in ("dropout", "attn_dropout", "attention_impl", "classifier_dropout")
+               if k not in ("dropout", "attn_dropout", "attention_impl", "unpad", "classifier_dropout")
                and saved.get(k) != now.get(k)]
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in changed)

@@ -238,9 +238,12 @@ class Trainer:
             loss_sum += loss.detach().float() * p.n_targets
         train_loss = (D.all_reduce_sum(loss_sum, ctx) / n_total).item()
         self.scaler.unscale_(self.optimizer)
-        clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        grad_norm = (grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item()
+        with_grad = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+        grad_norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
+        clip = self.optim_cfg.grad_clip
+        if clip > 0 and grad_norm + 1e-6 > clip:  # below that, clip_grad_norm_ multiplies every gradient by 1
+            torch.nn.utils.clip_grads_with_norm_(with_grad, clip, norm)
         # the loss is all-reduced and DDP's gradients are shared, but the decision is taken together
         # anyway: a rank whose step alone went wrong must not step while the others skip or stop
         everywhere = D.all_true(math.isfinite(train_loss) and math.isfinite(grad_norm), ctx)

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from lmlab import machine
-from lmlab.model.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from lmlab.model.attention import (FORMULA_GRAD_MAX_KEYS, KVCache, MultiHeadAttention, causal_mask,
+                                   fused_grad_is_slow, scaled_dot_product_attention)
 from lmlab.model.config import TransformerConfig
 
 B, H, T, S, D = 3, 2, 7, 5, 6
@@ -161,3 +162,33 @@ def test_fused_qkv_lives_in_the_packed_weights_and_training_sees_every_update():
     out = mha(x)[0]  # autograd on: gradients reach q, k and v
     out.sum().backward()
     assert all(p.grad is not None for p in (mha.q.weight, mha.k.weight, mha.v.weight))
+
+
+def test_half_precision_training_on_cpu_takes_the_formula_where_it_is_faster():
+    short, long = torch.zeros(1, 1, FORMULA_GRAD_MAX_KEYS, 4), torch.zeros(1, 1, FORMULA_GRAD_MAX_KEYS + 1, 4)
+    bf16 = torch.zeros(1, 1, 3, 4, dtype=torch.bfloat16)
+    assert fused_grad_is_slow(bf16.requires_grad_(), short)
+    assert not fused_grad_is_slow(bf16, long)
+    assert not fused_grad_is_slow(bf16.detach(), short)  # inference keeps the fused forward
+    fp32 = torch.zeros(1, 1, 3, 4, requires_grad=True)
+    assert not fused_grad_is_slow(fp32, short)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 inputs that autocast will multiply in bf16
+        assert fused_grad_is_slow(fp32, short)
+
+
+def test_fused_module_under_bf16_autocast_matches_float32_training(figure):
+    """The module's training path in bf16 (the formula, `fused_grad_is_slow`) and float32 (torch's
+    kernel) agree to bf16 precision in output and input gradient."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(TransformerConfig(d_model=32, n_heads=4, d_ff=8))
+    x = torch.randn(3, 7, 32, requires_grad=True)
+    pad = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    pad[1, ..., 2:] = False
+    ref, _ = mha(x, attn_mask=pad)
+    (gref,) = torch.autograd.grad(ref.pow(2).sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = mha(x, attn_mask=pad)
+    (g,) = torch.autograd.grad(out.float().pow(2).sum(), x)
+    figure(max_out_diff=(out.float() - ref).abs().max().item(), max_grad_diff=(g - gref).abs().max().item())
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(g, gref, atol=5e-2 * gref.abs().max().item(), rtol=5e-2)

@@ -104,14 +104,14 @@ def main(argv: list[str]) -> int:
         if inf_grad == at:
             import torch
 
-            clip = torch.nn.utils.clip_grad_norm_
+            total_norm = torch.nn.utils.get_total_norm  # what the loop measures the gradients with
 
-            def clip_after_poison(params, *a, **k):
-                params = list(params)
-                params[0].grad.view(-1)[0] = float("inf")  # after DDP's all-reduce: this rank alone
-                torch.nn.utils.clip_grad_norm_ = clip
-                return clip(params, *a, **k)
-            torch.nn.utils.clip_grad_norm_ = clip_after_poison
+            def norm_after_poison(grads, *a, **k):
+                grads = list(grads)
+                grads[0].view(-1)[0] = float("inf")  # after DDP's all-reduce: this rank alone
+                torch.nn.utils.get_total_norm = total_norm
+                return total_norm(grads, *a, **k)
+            torch.nn.utils.get_total_norm = norm_after_poison
         return original_step(self)
 
     def save(self):

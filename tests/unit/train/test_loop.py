@@ -324,3 +324,24 @@ def test_loss_scale_overflow_skips_the_step_without_stopping(tmp_path):
         tr.step += 1
     assert math.isfinite(rows[-1]["grad_norm"]) and rows[-1]["loss_scale"] < 2.0 ** 126
     assert any(not torch.equal(v, start[k]) for k, v in tr.model.state_dict().items())  # it learns again
+
+
+@pytest.mark.parametrize("clip", [0.05, 100.0, 0.0], ids=["clipped", "under-the-limit", "off"])
+def test_a_step_clips_as_torch_clip_grad_norm_does(tmp_path, clip):
+    """One step equals the reference: backward, `clip_grad_norm_`, `torch.optim.AdamW` (the loop
+    skips the multiplication by 1 that clip_grad_norm_ makes below the limit)."""
+    from lmlab.train.optim import param_groups
+
+    trainer = make_trainer(tmp_path, model=tiny_model(dropout=0.0), optim={"grad_clip": clip, "warmup_steps": 0})
+    reference = tiny_model(dropout=0.0)
+    opt = torch.optim.AdamW(param_groups(reference, trainer.optim_cfg.weight_decay), lr=trainer.optim_cfg.lr,
+                            betas=(trainer.optim_cfg.beta1, trainer.optim_cfg.beta2), eps=trainer.optim_cfg.eps)
+    row = trainer.train_step()
+    x, y = RandomTokens().batch_at(0)
+    reference(x, labels=y).loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), clip if clip > 0 else float("inf"))
+    opt.step()
+    assert row["grad_norm"] == pytest.approx(norm.item(), rel=1e-6)
+    assert clip == 0 or (norm.item() > clip) == (clip == 0.05)  # the cases are what their names say
+    for (name, p), q in zip(trainer.model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
