@@ -11,7 +11,8 @@ Sides: lmlab as before this path (padded, torch's fused attention kernel through
 (the formula's attention where it is faster: `lmlab.model.attention.fused_grad_is_slow`), lmlab
 unpadded (the default), and transformers with its own attention dropout, as the fine-tuning
 benchmark runs it (benchmarks/bench_real_checkpoint.py). A step is forward + loss + backward +
-clipping + fused AdamW (for every side), bf16 autocast where the CPU has it natively
+clipping + AdamW (torch's fused one for lmlab, its default for transformers, as in that benchmark's
+loop), bf16 autocast where the CPU has it natively
 (`lmlab.machine`), on batches drawn at random from ``sst2:train``: truncated to 64 tokens, padded
 to the longest row (2 positions in 3 are padding). ``--eval`` times inference batches of the dev
 set too.
@@ -108,7 +109,9 @@ def main() -> None:
              "lmlab unpadded": lmlab_side(True)}
     if not a.no_hf:
         sides["transformers"] = hf_side()
-    opts = {name: torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True) for name, (model, _) in sides.items()}
+    # lmlab's optimizer is torch's fused AdamW (`lmlab.train.optim`); the transformers loop's is its default
+    opts = {name: torch.optim.AdamW(model.parameters(), lr=5e-5, fused=name != "transformers" or None)
+            for name, (model, _) in sides.items()}
     wall: dict[str, list[float]] = {k: [] for k in sides}
     cpu: dict[str, list[float]] = {k: [] for k in sides}
     for ids, mask, y in batches:

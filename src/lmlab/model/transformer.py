@@ -156,14 +156,14 @@ class Transformer(nn.Module):
         self._check_ids(input_ids, "input_ids")
         positions = self._positions(input_ids.size(1), 0, None, input_ids.device)
         rotary = (self.rope, positions) if self.rope is not None else None
+        x = self.embed(input_ids, positions, token_type_ids)
         self_mask = _padding_mask(attention_mask)
         if self_mask is None or not self.config.unpad:
-            x = self.embed(input_ids, positions, token_type_ids)
             return self.encoder(x, need_weights=need_weights, self_mask=self_mask, rotary=rotary)
-        # the same on the real tokens only (unpad.py): x and the layers' outputs are [N, C]
+        # the same on the real tokens only (unpad.py): the layers take and give [N, C]
         u = Unpadding.from_mask(attention_mask)
-        x = self.embed(u.unpad(input_ids), u.positions, None if token_type_ids is None else u.unpad(token_type_ids))
-        h, attentions = self.encoder(x, need_weights=need_weights, self_mask=self_mask, rotary=rotary, unpadded=u)
+        h, attentions = self.encoder(u.unpad(x), need_weights=need_weights, self_mask=self_mask, rotary=rotary,
+                                     unpadded=u)
         return u.pad(h), attentions  # [B, S, C]
 
     def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

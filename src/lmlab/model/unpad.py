@@ -2,23 +2,25 @@
 
 A batch padded to its longest row holds B·T rows, of which N are tokens (SST-2 in random batches
 of 32: N ≈ B·T/3). Everything in an encoder layer except attention treats each position on its
-own — the embeddings, the Q/K/V and output projections, the feed-forward network, the norms,
-residuals and dropout — so it computes the same rows whether it is given [B, T, C] or only the
-[N, C] real ones. `Transformer.encode` therefore gathers the real tokens once, before the
-embeddings, and the layers work on [N, C]; attention, the one part that mixes positions,
-scatters its Q, K, V back to [B, T, ·] (zeros where a row was not computed; padding is masked
-as on the padded path) and gathers its output again:
+own — the Q/K/V and output projections, the feed-forward network, the norms, residuals and
+dropout — so it computes the same rows whether it is given [B, T, C] or only the [N, C] real
+ones. `Transformer.encode` therefore gathers the real rows of the embeddings once, and the layers
+work on [N, C]; attention, the one part that mixes positions, scatters its Q, K, V back to
+[B, T, ·] (zeros where a row was not computed; padding is masked as on the padded path) and
+gathers its output again:
 
-    ids [B, T] → [N] → Embed → [N, C] → N × ([N, C] → qkv [N, 3C] → pad [B, H, T, D] → Attention
-                                                → [B, T, C] → unpad [N, C] → o, FFN, norms) → pad → [B, T, C]
+    ids [B, T] → Embed → [B, T, C] → unpad → [N, C] → N × ([N, C] → qkv [N, 3C] → pad → [B, H, T, D]
+                 → Attention → [B, T, C] → unpad → [N, C] → o, FFN, norms, residuals) → pad → [B, T, C]
 
 This is the "unpadding" of MosaicBERT (Portes et al. 2023) and ModernBERT (Warner et al. 2024),
 and of Hugging Face's ``DataCollatorWithFlattening``; here attention keeps the padded layout of
 torch's kernels, so the two paths do the same arithmetic on every real row. They are tested equal
-in outputs and gradients (tests/unit/model/test_unpad.py). N is rounded up with a few padding
-positions (`ROWS_MULTIPLE`); the encoder's hidden states at padding positions are unspecified on
-both paths (zeros, or whatever the layers made of the padding token), and nothing reads them:
-every mask excludes them.
+in outputs and gradients (tests/unit/model/test_unpad.py). The embeddings stay padded: run on [N]
+they saved nothing measurable, and the embedding module keeps one output shape for whatever reads
+it (adversarial training perturbs it per example). N is rounded up with a few padding positions
+(`ROWS_MULTIPLE`); the encoder's hidden states at padding positions are unspecified on both paths
+(zeros, or whatever the layers made of the padding token), and nothing reads them: every mask
+excludes them.
 
 The padded formulas (attention.py, layers.py) stay the reference: ``model.unpad=false`` runs them
 as written. `Transformer.encode` takes this path when the model is set to (the default) and the
@@ -81,11 +83,6 @@ class Unpadding:
         if extra:
             indices = torch.cat([indices, torch.nonzero(~real).squeeze(1)[:extra]]).sort().values
         return cls(indices, b, t)
-
-    @property
-    def positions(self) -> torch.Tensor:
-        """[N] column t of each token: its position on the padded path too (right or left padding)."""
-        return self.indices % self.length
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, *] → [N, *]: the real rows."""
