@@ -168,6 +168,40 @@ def test_imported_marian_translates_as_transformers_greedy(imported, hf_marian, 
         assert r.json()["result"]["translation"] == reference.decode(want[2], skip_special_tokens=True)
 
 
+
+def test_the_pad_token_is_never_generated_as_the_checkpoint_bans_it(hf_marian, reference, tmp_path):
+    """opus-mt's generation_config bans <pad> (bad_words_ids); a checkpoint whose output bias favours
+    it gives the same greedy and beam translations in transformers and lmlab, with no <pad> in them."""
+    from safetensors.torch import load_file, save_file
+
+    from lmlab.generate import DecodeLoop, GenerationConfig, load_for_generation
+    from lmlab.generate.beam import beam_search
+
+    bare = copy_of(hf_marian, tmp_path)
+    weights = load_file(bare / "model.safetensors")
+    pad = reference.pad_token_id
+    weights["final_logits_bias"][0, pad] += 30.0  # without the ban every step would choose <pad>
+    save_file(weights, bare / "model.safetensors", metadata={"format": "pt"})
+    texts = fixture_lines("tasks/mt_dev.en")[:3]
+    hf = transformers.MarianMTModel.from_pretrained(bare).eval()
+    want = hf_greedy(hf, reference, texts, 8)
+    assert all(pad not in r for r in want)
+    import_hf(bare, tmp_path / "mt")
+    model, tok = load_for_generation(tmp_path / "mt")
+    ids = tok.encode_batch(texts, add_special_tokens=True)
+    loop = DecodeLoop(model, ids, GenerationConfig(temperature=0, max_new_tokens=8), [[tok.eos_id]] * len(texts),
+                      pad_id=tok.pad_id, vocab_limit=tok.vocab_size)
+    list(loop)
+    assert loop.generated == want
+    inputs = reference(texts[:1], return_tensors="pt")
+    with torch.no_grad():
+        beams = hf.generate(**inputs, num_beams=3, do_sample=False, max_new_tokens=8, forced_eos_token_id=None,
+                            length_penalty=1.0, early_stopping=False)[0, 1:].tolist()
+    best = beam_search(model, ids[:1], GenerationConfig(num_beams=3, max_new_tokens=8), [tok.eos_id],
+                       pad_id=tok.pad_id, vocab_limit=tok.vocab_size)[0].token_ids
+    assert pad not in best and best == [t for t in beams if t != pad]
+
+
 def test_finetune_translation_from_imported_marian(hf_marian, reference, tmp_path, capsys):
     """The teacher-forced batch is transformers' (sources + </s>, labels from target.spm + </s>, the
     decoder started from <pad>) with an equal loss; a few steps of `lmlab finetune translation

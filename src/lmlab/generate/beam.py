@@ -60,7 +60,8 @@ def _search(model, plan: DecodeLoop, n: int, max_new: int, config: GenerationCon
     rows = [p for p in plan.prompts for _ in range(n)]  # prompt i → rows i·n … i·n + n − 1
     stepper = Stepper(model, rows, max_new, plan.pad_id, plan.decoder_start_id)
     device = stepper.first_ids.device
-    sampler = Sampler([config.replace(temperature=0)] * (b * n), v, device, plan.vocab_limit)  # penalty, limit
+    greedy = [config.replace(temperature=0)] * (b * n)
+    sampler = Sampler(greedy, v, device, plan.vocab_limit, plan.banned)  # the penalty and the bans
     sampler.observe(stepper.first_ids, stepper.first_mask)
     lp, early = config.length_penalty, config.early_stopping
     k = max(2, 1 + len(eos)) * n

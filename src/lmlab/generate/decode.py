@@ -11,7 +11,8 @@ exactly the tokens they would give alone:
 
 Encoder–decoder (Vaswani, Marian): the source is right-padded and encoded once; the decoder
 starts from ``decoder_start_id`` in every row (no decoder padding) and attends to the memory
-through the source mask; cross-attention keys and values are cached after the first step.
+through the source mask; cross-attention keys and values are cached after the first step. It
+never chooses its pad token (Marian's checkpoints ban it through ``bad_words_ids``).
 
 Each step runs the model on one new token per row under ``torch.inference_mode`` with the
 cache from ``KVCache.for_model``; the last logits go through the `Sampler`. Rows finish on a
@@ -87,6 +88,9 @@ class DecodeLoop:
                 raise ConfigError("decoder_start_id: the model config has no pad_token_id to start decoding from; "
                                   "pass decoder_start_id")
             self.decoder_start_id = start
+        # an encoder–decoder never writes its pad token (Marian checkpoints ban it with bad_words_ids);
+        # unless pad is also a stop token, as eos may be
+        self.banned = [self.pad_id] if self.seq2seq and not any(self.pad_id in s for s in self.stop_ids) else []
         ctx = cfg.max_seq_len
         longest = max(len(p) for p in self.prompts)
         if self.seq2seq:
@@ -124,7 +128,7 @@ class DecodeLoop:
         b = len(self.prompts)
         with torch.inference_mode():
             sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device,
-                              self.vocab_limit)
+                              self.vocab_limit, self.banned)
             self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
                                              self.decoder_start_id, self.pack)
             sampler.observe(stepper.first_ids, stepper.first_mask)

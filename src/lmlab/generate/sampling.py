@@ -18,6 +18,8 @@ own seeded ``torch.Generator``, so a request's tokens do not depend on what it w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from lmlab.generate.config import GenerationConfig
@@ -92,12 +94,14 @@ class Sampler:
     """Next-token choice for a batch whose rows carry their own `GenerationConfig`."""
 
     def __init__(self, configs: list[GenerationConfig], vocab_size: int, device: torch.device | str = "cpu",
-                 vocab_limit: int | None = None):
-        """vocab_limit: ids ≥ it are never chosen (a model vocabulary padded beyond its tokenizer's)."""
+                 vocab_limit: int | None = None, banned: Sequence[int] = ()):
+        """vocab_limit: ids ≥ it are never chosen (a model vocabulary padded beyond its tokenizer's);
+        banned: ids never chosen either (an encoder–decoder's pad token)."""
         self.configs = configs
-        self.beyond = None
-        if vocab_limit is not None and vocab_limit < vocab_size:
-            self.beyond = torch.arange(vocab_size, device=device) >= vocab_limit  # [V]
+        self.banned = None  # [V] True where a token may never be chosen
+        if (vocab_limit is not None and vocab_limit < vocab_size) or banned:
+            self.banned = torch.arange(vocab_size, device=device) >= (vocab_limit or vocab_size)
+            self.banned[list(banned)] = True
         b = len(configs)
         col = lambda values, dtype: torch.tensor(values, dtype=dtype, device=device).view(b, 1)  # noqa: E731
         self.greedy = [c.greedy for c in configs]
@@ -131,8 +135,8 @@ class Sampler:
 
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """logits [B, V] (float32) → the processed logits whose softmax is sampled from."""
-        if self.beyond is not None:
-            logits = logits.masked_fill(self.beyond, float("-inf"))
+        if self.banned is not None:
+            logits = logits.masked_fill(self.banned, float("-inf"))
         if self.use_penalty:
             logits = apply_repetition_penalty(logits, self.seen, self.penalty)
         if self.ngrams is not None:

@@ -82,15 +82,16 @@ def test_an_encoder_decoder_gets_a_step_for_each_of_its_two_embedding_calls():
 
 def test_a_padded_encoder_batch_is_perturbed_alike_on_the_padding_free_path(monkeypatch):
     """The embeddings keep their [B, T, C] output (model/unpad.py), so r is per example on both paths."""
-    from lmlab.model import Transformer, preset, unpad
+    from lmlab.model import Transformer, preset
+    from lmlab.model import unpad as unpad_module
 
-    monkeypatch.setattr(unpad, "ROWS_MULTIPLE", 1)  # the 12 tokens alone, not rounded up to all 21 positions
+    monkeypatch.setattr(unpad_module, "ROWS_MULTIPLE", 1)  # the 12 tokens alone, not rounded up to all 21 positions
 
     losses = []
-    for unpad in (True, False):
+    for padding_free in (True, False):
         torch.manual_seed(0)
         model = Transformer(preset("bert", head="classification", vocab_size=99, d_model=24, n_heads=3, n_layers=2,
-                                   d_ff=40, max_seq_len=16, dropout=0.0, attn_dropout=0.0, unpad=unpad))
+                                   d_ff=40, max_seq_len=16, dropout=0.0, attn_dropout=0.0, unpad=padding_free))
         ids = torch.randint(1, 99, (3, 7))
         mask = (torch.arange(7)[None, :] < torch.tensor([[7], [1], [4]])).long()
         with adversarial(model, 0.3) as perturb:
