@@ -214,7 +214,7 @@ class Stepper:
             self.fused = FusedStep(self.model, self.pack)
         return self.fused
 
-    # The prefill multiplies each weight once: it runs unpacked (a packed or transposed copy pays
+    # The prefill multiplies each weight once: it runs unpacked (a packed copy pays
     # for itself only over repeated products), so a one-token generation makes no copy at all;
     # but under a server's pack, which buckets the row counts of its products (lmlab.model.linear).
     def _prefill_pack(self):

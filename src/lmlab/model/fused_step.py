@@ -77,7 +77,8 @@ def unsupported(model: nn.Module) -> str | None:
 
 
 class _Norm:
-    """LayerNorm as one `F.layer_norm` call; any other norm (RMSNorm) through its module."""
+    """LayerNorm as one `torch.layer_norm` call (F.layer_norm's Python checks cost a tenth of a
+    one-row decode step's norms); any other norm (RMSNorm) through its module."""
 
     def __init__(self, module: nn.Module):
         self.module = module
@@ -88,7 +89,7 @@ class _Norm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer_norm:
-            return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
+            return torch.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
         return self.module(x)
 
 
@@ -100,9 +101,11 @@ class FusedStep:
     (shared with the model's own path, which packs the same weights for the prefill).
 
     The products take one of three routes (`route`), chosen by dtype, device and machine:
-      "blas"    float32 on an Intel CPU (`machine.blas_float32`): addmm(b, x, Wᵀ) with Wᵀ [I, O]
-                contiguous, the fastest few-row product torch offers there (MKL: 8 µs for a
-                384×384 weight against 22 µs for oneDNN's packed one, most of it the call);
+      "blas"    float32 on an Intel CPU (`machine.blas_float32`): addmm(b, x, Wᵀ) on W's
+                transposed view, the fastest few-row product torch offers there (MKL: 8 µs for a
+                384×384 weight against 22 µs for oneDNN's packed one, most of it the call; a
+                contiguous Wᵀ reads no faster and costs a copy of every weight per generation),
+                the residual added in place (addmm_: no copy of it into a new tensor);
       "onednn"  the machine's `packed_dtypes` (bf16 where native; float32 on other CPUs):
                 packed weights, activation and residual fused into the product (a oneDNN call
                 costs ~15 µs before any arithmetic, so fusing saves calls);
@@ -158,7 +161,7 @@ class FusedStep:
         """W in the route's layout, and b."""
         prepared = w  # [O, I]; _linear_pointwise multiplies plain weights too
         if self.route == "blas":
-            prepared = self.pack.transposed(w)  # [I, O]
+            prepared = w.t()  # [I, O], a view
         elif self.route == "onednn":
             packed = self.pack.packed(w)
             prepared = w if packed is None else packed
@@ -180,7 +183,7 @@ class FusedStep:
 
     def _linear_add(self, x, w, b, r):
         if self.route == "blas":
-            y = torch.addmm(r, x, w)  # r + x·Wᵀ
+            y = r.addmm_(x, w)  # r + x·Wᵀ in place: r is the residual stream, used by nothing else
             return y if b is None else y.add_(b)
         if self.route == "onednn":
             return _LP.binary(x, r, w, b, "add")

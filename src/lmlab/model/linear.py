@@ -19,10 +19,11 @@ Decoding goes faster still through weights laid out once for the product. torch'
 bf16 `F.linear` on CPU works from W's plain layout at every call: 2.25 ms for the 25 products
 of that decode step. A `PackedWeights` reorders each bf16 weight once into oneDNN's blocked
 layout (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing pass does) and
-multiplies with the packed copy: 1.05 ms, bit-identical to `F.linear`. A float32 weight it
-transposes once on Intel CPUs: MKL reads Wᵀ [I, O] fastest in a few-row product (addmm(b, x, Wᵀ)),
-faster than oneDNN's packed float32 weights, whose every call costs ~15 µs before any arithmetic,
-and than the thread split at batch 8; elsewhere float32 is packed as bf16 is (`machine.blas_float32`;
+multiplies with the packed copy: 1.05 ms, bit-identical to `F.linear`. A float32 weight on an
+Intel CPU it leaves as it is: MKL's few-row product on W itself (``addmm(b, x, Wᵀ)`` on the
+transposed view, which is `F.linear`) is faster there than oneDNN's packed float32 weights, whose
+every call costs ~15 µs before any arithmetic, and than a transposed copy of W (no faster to read,
+and 55 MB to write per generation); elsewhere float32 is packed as bf16 is (`machine.blas_float32`;
 equal to `F.linear` up to summation order, tested; benchmarks/bench_linear.py). The decode loop
 holds one for each generation (the weights cannot change during it) and activates it around its
 forward passes:
@@ -77,8 +78,8 @@ def bucket_length(n: int, limit: int | None = None) -> int:
 
 class PackedWeights:
     """Weights in the layout of their fastest few-row product, made at first use; active inside
-    ``with pack:``. float32 on an Intel CPU (`machine.blas_float32`): Wᵀ, contiguous, for MKL;
-    the machine's `packed_dtypes` (bf16 where native, float32 elsewhere): oneDNN's blocked layout.
+    ``with pack:``. The machine's `packed_dtypes` (bf16 where native, float32 where MKL does not
+    take it): oneDNN's blocked layout; float32 on an Intel CPU (`machine.blas_float32`): W itself.
 
     Holds its copies (the memory of the weights once more) and weak references to the weights
     they were made from: an entry whose weight has died is dropped at the next conversion, and an
@@ -90,7 +91,6 @@ class PackedWeights:
         self.bucket_rows = bucket_rows
         self._packed: dict[int, tuple[weakref.ref, torch.Tensor | None]] = {}
         self._stacked: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
-        self._transposed: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
         self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> "PackedWeights":
@@ -101,8 +101,8 @@ class PackedWeights:
         _ACTIVE_PACK.reset(self._tokens.pop())
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-        """x·Wᵀ + b through the packed copy of W (bf16) or BLAS on Wᵀ (float32 on CPU), or None
-        where neither applies."""
+        """x·Wᵀ + b through the packed copy of W (bf16) or MKL on W (float32 on an Intel CPU), or
+        None where neither applies."""
         if torch.is_grad_enabled() or x.numel() == 0:
             return None
         if x.numel() > FEW_ROWS * x.size(-1):
@@ -110,10 +110,7 @@ class PackedWeights:
         if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
         if x.dtype == torch.float32 and x.device.type == "cpu" and machine.detect().blas_float32:
-            wt = self.transposed(weight)  # [I, O]
-            x2 = x.reshape(-1, wt.size(0))
-            y = torch.mm(x2, wt) if bias is None else torch.addmm(bias, x2, wt)
-            return y.view(*x.shape[:-1], wt.size(1))
+            return F.linear(x, weight, bias)  # MKL, on every thread (not `linear`'s split)
         packed = self.packed(weight)
         if packed is None:
             return None
@@ -125,16 +122,6 @@ class PackedWeights:
         if entry is None or entry[0]() is not weight:
             _drop_dead(self._packed)
             entry = self._packed[id(weight)] = (weakref.ref(weight), self._pack(weight))
-        return entry[1]
-
-    def transposed(self, weight: torch.Tensor) -> torch.Tensor:
-        """Wᵀ [I, O] contiguous (made at the first call): the layout BLAS reads fastest in a
-        few-row float32 product, x·Wᵀ = addmm(b, x, Wᵀ) (lmlab.model.fused_step)."""
-        entry = self._transposed.get(id(weight))
-        if entry is None or entry[0]() is not weight:
-            _drop_dead(self._transposed)
-            with torch.no_grad():
-                entry = self._transposed[id(weight)] = (weakref.ref(weight), _transpose(weight))
         return entry[1]
 
     def stacked(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -171,15 +158,6 @@ def _drop_dead(entries: dict[int, tuple[weakref.ref, Any]]) -> None:
     """Forget the entries whose tensor has died (their ids may be reused)."""
     for key in [k for k, (ref, _) in entries.items() if ref() is None]:
         del entries[key]
-
-
-def _transpose(w: torch.Tensor, strip: int = 256) -> torch.Tensor:
-    """W [O, I] → Wᵀ [I, O] contiguous, by strips of W's rows: 3× faster than ``w.t().contiguous()``,
-    whose strided reads miss the cache at every element (the weights of a decode step: 55 MB)."""
-    out = torch.empty(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
-    for r in range(0, w.shape[0], strip):
-        out[:, r:r + strip].copy_(w[r:r + strip].t())
-    return out
 
 
 def active_pack() -> PackedWeights | None:

@@ -242,4 +242,4 @@ def test_a_pack_shared_by_many_generations_stays_the_same_size(dtype):
     assert sizes == [sizes[0]] * len(batches)
     fused = [w for _, w in pack._stacked.values()]  # [Wq; Wk; Wv] (and their biases) per layer, built once
     assert len(fused) >= model.config.n_layers
-    assert set(pack._packed) | set(pack._transposed) <= {id(p) for p in model.parameters()} | {id(w) for w in fused}
+    assert set(pack._packed) <= {id(p) for p in model.parameters()} | {id(w) for w in fused}

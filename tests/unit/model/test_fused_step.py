@@ -150,7 +150,7 @@ def test_the_decode_loop_steps_through_it():
     assert stepper.fusable and stepper.fused is None
     with torch.inference_mode():
         stepper.forward(stepper.first_ids)  # the prefill: the model's path, nothing packed
-        assert stepper.fused is None and not stepper.pack._packed and not stepper.pack._transposed
+        assert stepper.fused is None and not stepper.pack._packed
         stepper.forward(torch.tensor([[4]] * len(PROMPTS)))
     assert stepper.fused is not None
     torch.manual_seed(0)

@@ -76,7 +76,7 @@ def test_packed_bf16_is_bit_identical_to_f_linear(shape, bias):
 
 @pytest.fixture(params=["GenuineIntel", "AuthenticAMD"])
 def vendor(request, monkeypatch):
-    """The machine as an Intel (float32 through MKL on Wᵀ) or an AMD CPU (oneDNN's packed float32)."""
+    """The machine as an Intel (float32 through MKL on W) or an AMD CPU (oneDNN's packed float32)."""
     m = dataclasses.replace(machine.detect(), vendor=request.param)
     monkeypatch.setattr(machine, "detect", lambda: m)
     return m
@@ -91,22 +91,14 @@ def test_float32_goes_through_blas_on_intel_and_onednn_elsewhere(shape, bias, ve
     pack = PackedWeights()
     with torch.no_grad(), pack:
         got = linear(x, w, b)
-        again = linear(x, w, b)  # the second call reuses the transposed or packed copy
+        again = linear(x, w, b)  # the second call reuses the packed copy, if any
     if vendor.blas_float32:
-        assert not pack._packed and len(pack._transposed) == 1
-        assert torch.equal(pack.transposed(w), w.t()) and pack.transposed(w).is_contiguous()
+        assert not pack._packed  # MKL multiplies W itself: nothing to keep
     else:
-        assert not pack._transposed and len(pack._packed) == 1
-        assert (pack._packed[id(w)][1] is not None) is vendor.mkldnn
+        assert len(pack._packed) == 1 and (pack._packed[id(w)][1] is not None) is vendor.mkldnn
     diff = (got - F.linear(x, w, b)).abs().max().item()
     figure(max_diff=diff)
     assert got.shape == (*shape[:-1], 99) and diff <= 1e-5 and torch.equal(got, again)
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (300, 7), (257, 513), (8000, 384)])
-def test_transposed_copy_of_every_shape(shape):
-    w = torch.randn(*shape)
-    assert torch.equal(PackedWeights().transposed(w), w.t())
 
 
 @needs_bf16_kernel
@@ -142,7 +134,7 @@ def test_a_weight_onednn_refuses_keeps_f_linear(monkeypatch):
 
 def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
     """On an AVX2 (or AVX-512 without bf16) CPU oneDNN would emulate bf16: those weights keep
-    F.linear; float32 ones still go through BLAS on Wᵀ."""
+    F.linear; float32 ones are packed only where MKL does not take them."""
     w16, x16 = torch.randn(99, 36).bfloat16(), torch.randn(3, 36).bfloat16()
     w32, x32 = torch.randn(99, 36), torch.randn(3, 36)
     for kind in ("avx2", "avx512"):
@@ -151,7 +143,7 @@ def test_bf16_weights_are_not_packed_where_bf16_is_emulated():
             assert torch.equal(linear(x16, w16), F.linear(x16, w16))
             linear(x32, w32)
         assert pack._packed[id(w16)][1] is None
-        assert (id(w32) in pack._transposed) is machine.detect().blas_float32
+        assert (id(w32) in pack._packed) is not machine.detect().blas_float32
 
 
 def test_bucket_lengths_are_few_and_cover_every_length():
