@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -209,3 +210,13 @@ def start_server(work: Path, model: Path, log: Path, *extra: str) -> tuple[subpr
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"lmlab serve did not start: {log.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops it; killed if it has not exited 20 s later."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

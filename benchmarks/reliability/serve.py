@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -14,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from .common import KEY, REPORTS, row, rss_kib, start_server, tiny_served_model
+from .common import KEY, REPORTS, row, rss_kib, start_server, stop_server, tiny_served_model
 
 
 MARKER = "zqxv-secret-prompt"
@@ -118,12 +117,7 @@ def campaign_serve(work: Path, quick: bool) -> list[dict]:
                         f"(of {text.count(chr(10))} lines logged at the default level)",
                         "campaign F6 (the server's own log after the fuzz run)"))
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
     return rows
 
 
@@ -399,12 +393,7 @@ def campaign_soak(work: Path, quick: bool, minutes: float | None = None) -> list
         alive = proc.poll() is None
         rss1 = rss_kib(proc.pid) if alive else 0
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
     peak = max([kib for _, kib in samples] + [rss0, rss1])
     drift, peak_drift = (rss1 - rss0) / max(rss0, 1), (peak - rss0) / max(rss0, 1)
     (REPORTS / "reliability-f12-soak.json").write_text(json.dumps(
