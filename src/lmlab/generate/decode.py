@@ -172,7 +172,9 @@ class Stepper:
         self.pack = pack or PackedWeights()  # weights packed once, reused every step
         # one-token steps of a decoder: fused kernels (model.fused_step), built at the first such step
         self.fusable, self.fused = False, None
-        b, longest = len(prompts), max(len(p) for p in prompts)
+        b, ctx = len(prompts), cfg.max_seq_len
+        # a server's pack pads to few lengths (its kernels are built per shape: lmlab.model.linear)
+        longest = self.pack.padded_length(max(len(p) for p in prompts), dtype, device, ctx)
         if cfg.arch == "encoder-decoder":
             src = torch.full((b, max(longest, 1)), pad_id, dtype=torch.long, device=device)
             self.src_mask = torch.zeros_like(src)

@@ -42,7 +42,9 @@ each (d_model 36 on an AMX CPU), so a server's prefills of every batch size × p
 fill that cache (600 MiB) and then evict and rebuild kernels for good. A server's pack
 (``bucket_rows=True``) pads such a product to `bucket_length` rows (2^k or 1.5·2^k) and drops the
 padding rows of the result: two row counts per octave, at most half again the rows. float32
-products go to BLAS, which keeps nothing per shape, and are left as they are.
+products go to BLAS, which keeps nothing per shape, and are left as they are. Attention builds
+kernels per shape too (bf16 flash attention's AMX kernels, per batch × length), so the decode
+loop under such a pack left-pads its prompts to a bucketed length as well (`padded_length`).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class PackedWeights:
         if torch.is_grad_enabled() or x.numel() == 0:
             return None
         if x.numel() > FEW_ROWS * x.size(-1):
-            return self._bucketed(x, weight, bias) if self.bucket_rows else None
+            return self._bucketed(x, weight, bias)
         if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
             return None
         if x.dtype == torch.float32 and x.device.type == "cpu" and machine.detect().blas_float32:
@@ -135,12 +137,18 @@ class PackedWeights:
                 entry = self._stacked[key] = (tensors, torch.cat(tensors))
         return entry[1]
 
-    @staticmethod
-    def _bucketed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    def padded_length(self, n: int, dtype: torch.dtype, device: torch.device, limit: int | None = None) -> int:
+        """The length a computation of n rows (or positions) in `dtype` runs at under this pack:
+        `bucket_length(n, limit)` for half precision on a CPU under a server's pack, else n."""
+        if self.bucket_rows and dtype in HALF and device.type == "cpu":
+            return bucket_length(n, limit)
+        return n
+
+    def _bucketed(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
         """F.linear over x padded with zero rows to `bucket_length` rows, the padding rows dropped."""
         rows = x.numel() // x.size(-1)
-        padded = bucket_length(rows)
-        if padded == rows or x.dtype not in HALF or x.device.type != "cpu":
+        padded = self.padded_length(rows, x.dtype, x.device)
+        if padded == rows:
             return None
         y = F.linear(F.pad(x.reshape(rows, x.size(-1)), (0, 0, 0, padded - rows)), weight, bias)  # [padded, O]
         return y[:rows].view(*x.shape[:-1], y.size(-1))

@@ -212,6 +212,34 @@ def test_bf16_packed_weights_give_the_same_steps(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_servers_pack_pads_prompts_to_a_bucket_length(family):
+    """Under a server's pack a bf16 batch of prompts 5 and 2 tokens long runs at 6 positions (the
+    bucket of 5: attention kernels are built per shape), padding masked: the same tokens and, within
+    bf16 rounding, the same logits as without the padding; float32 is left at its length."""
+    model = tiny(family).to(torch.bfloat16)
+    prompts = [[5, 17, 3, 44, 8], [9, 2]]
+
+    def run(model, pack):
+        stepper = Stepper(model, prompts, 6, pad_id=0, decoder_start_id=model.config.pad_token_id, pack=pack)
+        with torch.inference_mode():
+            out = [stepper.forward(stepper.first_ids)]
+            for t in (4, 50, 7):
+                out.append(stepper.forward(torch.full((2, 1), t)))
+        width = (stepper.src if model.config.arch == "encoder-decoder" else stepper.first_ids).size(1)
+        return torch.stack(out).float(), width
+
+    bucketed, width = run(model, PackedWeights(bucket_rows=True))
+    plain, plain_width = run(model, PackedWeights())
+    assert (width, plain_width) == (6, 5)
+    assert (bucketed - plain).abs().max() <= 0.05 * plain.abs().max()
+    served = DecodeLoop(model, prompts, GREEDY, pack=PackedWeights(bucket_rows=True))
+    alone = DecodeLoop(model, prompts, GREEDY)
+    list(served), list(alone)
+    assert served.generated == alone.generated
+    assert run(tiny(family), PackedWeights(bucket_rows=True))[1] == 5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_reused_pack_does_not_grow_with_generations(family):
     """A server decodes every request with its model's one `PackedWeights`: the packed copies
     (the fused [Wq; Wk; Wv] included) are made by the first generation and reused by the next."""

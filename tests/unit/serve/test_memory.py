@@ -36,13 +36,15 @@ def complete(url, prompt, stream=False):
 def test_prompts_of_every_length_and_batch_size_make_few_shapes(bf16_registry, monkeypatch):
     """Completions of 1 to 60 words in batches of 1 to 5 prompts (streamed or not) and attention
     maps of 1 to 60 words: the row counts of the model's products of many rows, and the widths
-    of the attention maps' forward passes, come from a few bucket lengths."""
+    of the prefills' and attention maps' forward passes, come from a few bucket lengths."""
     entry = next(iter(bf16_registry.entries.values()))
-    forward, linear, widths, rows = entry.model.forward, F.linear, [], []
+    forward, linear, widths, prefills, rows = entry.model.forward, F.linear, [], [], []
 
     def recording_forward(input_ids, *a, cache=None, **kw):
         if cache is None:  # an attention map
             widths.append(input_ids.size(1))
+        elif input_ids.size(1) > 1:  # a completion's prefill
+            prefills.append(input_ids.size(1))
         return forward(input_ids, *a, cache=cache, **kw)
 
     def recording_linear(x, *a):
@@ -52,18 +54,20 @@ def test_prompts_of_every_length_and_batch_size_make_few_shapes(bf16_registry, m
 
     monkeypatch.setattr(entry.model, "forward", recording_forward)
     monkeypatch.setattr(F, "linear", recording_linear)
-    lengths, batch_rows = set(), set()
+    lengths, longest, batch_rows = set(), set(), set()
     with live_server(bf16_registry) as (url, _):
         for n in range(1, 61):
             prompts = [words(n + i, i) for i in range(1 + n % 5)]
             ids = [entry.tokenizer.encode(p) for p in prompts]
             lengths.add(len(ids[0]))
+            longest.add(max(len(i) for i in ids))
             batch_rows.add(len(ids) * max(len(i) for i in ids))
             complete(url, prompts if len(prompts) > 1 else prompts[0], stream=n % 3 == 0)
             r = httpx.post(f"{url}/v1/attention", json={"model": "tiny", "text": prompts[0]}, timeout=60)
             assert r.status_code == 200 and len(r.json()["tokens"]) == min(len(ids[0]), 128)
     assert len(lengths) >= 50 and len(widths) == 60 and len(batch_rows) >= 50
     assert set(widths) <= {bucket_length(n, 128) for n in lengths}
+    assert len(prefills) >= 50 and set(prefills) <= {bucket_length(n, entry.model.config.max_seq_len) for n in longest}
     assert len(set(widths)) <= 2 * max(lengths).bit_length()
     assert set(rows) <= {bucket_length(n) for n in range(FEW_ROWS + 1, max(batch_rows) + 1)}
     assert len(set(rows)) <= 2 * max(batch_rows).bit_length()
