@@ -242,6 +242,9 @@ def test_finetune_translation_from_imported_marian(hf_marian, reference, tmp_pat
     again = transformers.MarianTokenizer.from_pretrained(tmp_path / "hf-out")
     assert again(src, text_target=tgt)["labels"] == batch["labels"]
     back = transformers.MarianMTModel.from_pretrained(tmp_path / "hf-out").eval()
+    pad, eos = tok.special_ids["pad"], tok.special_ids["eos"]
+    gen = back.generation_config  # transformers' generate decodes as lmlab does
+    assert (gen.decoder_start_token_id, gen.eos_token_id, gen.bad_words_ids) == (pad, eos, [[pad]])
     with torch.no_grad():
         ref = back(input_ids=prepared["input_ids"], attention_mask=prepared["attention_mask"],
                    decoder_input_ids=prepared["decoder_input_ids"]).logits

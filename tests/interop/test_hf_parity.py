@@ -124,8 +124,7 @@ def test_export_then_greedy_continuations_equal(family, tmp_path):
         start = torch.zeros(B, 1, dtype=torch.long)  # decoder_start_token_id = pad = 0
         ours = greedy(model, start, 20, src=prompt)
         theirs = hf.generate(prompt, decoder_input_ids=start, max_new_tokens=20, do_sample=False,
-                             num_beams=1, eos_token_id=None, forced_eos_token_id=None, min_length=0,
-                             bad_words_ids=[[0]])  # an encoder–decoder never writes its pad, as opus-mt bans it
+                             num_beams=1, min_length=0)  # the export's generation_config bans <pad>, as lmlab does
     else:
         ours = greedy(model, prompt, 20)
         theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20,

@@ -162,6 +162,21 @@ def import_tokenizer(hf_dir: Path, out: Path) -> dict | None:
     return summary
 
 
+def marian_generation_config(cfg, tok_dir: Path) -> dict:
+    """generation_config.json of an exported encoder–decoder: transformers' `generate` then decodes
+    as lmlab does: from <pad>, stopping at the tokenizer's eos, never choosing <pad> (opus-mt's
+    checkpoints ban it the same way) unless it is also the eos."""
+    from lmlab.tokenizer.tokenizer import Tokenizer
+
+    pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+    eos = Tokenizer.load(tok_dir, verify_hashes=False).special_ids.get("eos") if tok_dir.is_dir() else None
+    out = {"decoder_start_token_id": pad, "pad_token_id": pad, "eos_token_id": eos, "forced_eos_token_id": eos,
+           "max_length": cfg.max_seq_len}
+    if pad != eos:
+        out["bad_words_ids"] = [[pad]]
+    return out
+
+
 def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
     """lmlab model directory → directory that `transformers` loads with from_pretrained."""
     model_dir = resolve_model_dir(model_dir)
@@ -176,6 +191,8 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, overwrite: bool = Fals
         write_json(w.path / "config.json", config_to_hf(cfg, family, arch))
         save_tensors(state, w.path / "model.safetensors", metadata={"format": "pt"})
         tok = model_dir / "tokenizer"
+        if family == "marian":
+            write_json(w.path / "generation_config.json", marian_generation_config(cfg, tok))
         if tok.is_dir():
             for f in tok.iterdir():
                 if f.is_file() and inside(tok, f.name) is None:
