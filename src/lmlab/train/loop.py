@@ -250,8 +250,9 @@ class Trainer:
         # fp16: gradients that overflow at a finite loss mean the loss scale is too large, not that
         # training diverged; the scaler skips the step and halves the scale (the guards are not told)
         overflow = self.scaler.is_enabled() and math.isfinite(train_loss) and not everywhere
-        if (not overflow and self.guard.check(self.step, train_loss, grad_norm, self.last_checkpoint, everywhere)
-                and self.spike.check(self.step + 1, train_loss, self.last_checkpoint)):  # numbered as logged
+        if (not overflow  # both checks number the step as metrics.jsonl does (from 1)
+                and self.guard.check(self.step + 1, train_loss, grad_norm, self.last_checkpoint, everywhere)
+                and self.spike.check(self.step + 1, train_loss, self.last_checkpoint)):
             self.scaler.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update()

@@ -63,7 +63,7 @@ def test_a_non_finite_step_on_one_rank_is_one_decision_for_all(tmp_path, figure,
         assert r0["step"] == r1["step"] == 2  # stopped before the optimizer step of step 3
         for r in range(2):
             err = (tmp_path / "rep" / f"stderr-{r}.txt").read_text()
-            assert "error: step 2: non-finite" in err and "Traceback" not in err and "step-00000002" in err
+            assert "error: step 3: non-finite" in err and "Traceback" not in err and "step-00000002" in err
     else:
         assert codes == [0, 0], [(tmp_path / "rep" / f"stderr-{r}.txt").read_text()[-2000:] for r in range(2)]
         assert r0["step"] == r1["step"] == 6 and r0["skipped_steps"] == r1["skipped_steps"] == 1
