@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from lmlab.config import dump_config
-from lmlab.errors import ArtifactCorrupt, ArtifactError, DiskFull
+from lmlab.errors import ArtifactCorrupt, ArtifactError, ConfigError, DiskFull
 
 if TYPE_CHECKING:  # torch is imported by the functions that read or write tensors: a stage that has none
     import torch   # (`lmlab corpus clean`) runs without torch's 200 MiB in its memory
@@ -234,6 +234,29 @@ def recover(out_dir: str | Path) -> bool:
                 continue
         shutil.rmtree(path, ignore_errors=True)
     return restored
+
+
+def claim(directory: str | Path, options: dict[str, Any], record: str, what: str = "data") -> None:
+    """Refuse a `directory` of derived artifacts (a run's data, its tokenizer) built with other
+    `options` than these, naming each field; record them in `record` before a first build.
+    Refused rather than rebuilt: the directory belongs to the run whose checkpoints sit beside
+    it, and a rebuild would change that run's inputs under it."""
+    directory = Path(directory)
+    path = directory / record
+    if path.exists():
+        have = read_json(path)
+        changed = [f"{k}: {have.get(k)!r} when it was built, {options.get(k)!r} now"
+                   for k in sorted(set(have) | set(options)) if have.get(k) != options.get(k)]
+        if changed:
+            raise ConfigError(f"{directory}: holds {what} built with other options ({'; '.join(changed)}). "
+                              f"Restore the options, delete {directory} to rebuild it (the checkpoints beside it, "
+                              "if any, then no longer resume), or give another --out")
+        return
+    if directory.is_dir() and any(not p.name.startswith(".") for p in directory.iterdir()):
+        raise ConfigError(f"{directory}: holds {what} without a record of the options it was built with; delete "
+                          f"{directory} to rebuild it, or give another --out")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(path, options)
 
 
 def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:

@@ -20,8 +20,9 @@ stops early, and the final model is the best one. A run resumes from OUT/checkpo
 Under torchrun, rank 0 alone builds the tokenizer (the others wait, then read it) and writes
 every file.
 
-Written: OUT/model (the task model directory: weights, tokenizer/, task.json),
-OUT/checkpoints, OUT/best, OUT/metrics.jsonl, OUT/loss.png, OUT/eval.json (+ predictions and,
+Written: OUT/model (the task model directory: weights, tokenizer/, task.json), OUT/work (the
+tokenizer trained there or the ``hf:`` model imported there, and work_config.json, the options it
+was built with: a later run with other options is refused by field rather than given it), OUT/checkpoints, OUT/best, OUT/metrics.jsonl, OUT/loss.png, OUT/eval.json (+ predictions and,
 for classification, confusion_matrix.png), OUT/summary.json.
 """
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmlab.artifacts import load_tensors, write_json
+from lmlab.artifacts import claim, load_tensors, write_json
 from lmlab.config import from_dict, merge, parse_overrides, read_yaml, run_record, to_dict
 from lmlab.errors import ArtifactError, ConfigError, DataError
 from lmlab.model.ngram import PRESET as NGRAM_PRESET
@@ -115,8 +116,28 @@ def _init_model_options(options: dict[str, Any], init_dir: Path, init: str) -> d
     return {k: v for k, v in options.items() if k in INIT_MODEL_OPTIONS}
 
 
+WORK_RECORD = "work_config.json"
+
+
+def work_options(task, cfg: FinetuneConfig, init: str | None, train_examples) -> dict[str, Any]:
+    """The options that decide what OUT/work holds, by their override names: the Hugging Face
+    directory imported there, or the training texts and options of the tokenizer trained there."""
+    if init:
+        return {"init": f"hf:{Path(init[3:]).resolve()}"} if init.startswith("hf:") else {}
+    preset_name = cfg.model.get("preset", task.default_preset)
+    options = {"task": task.name, "model.preset": preset_name, "train": _fingerprint(task.texts(train_examples))}
+    if preset_name != NGRAM_PRESET:  # (the n-gram vocabulary checks its own options)
+        t = cfg.task
+        options.update({"task.vocab_size": t.vocab_size, "task.lowercase": t.lowercase,
+                        "task.seq2seq.split_cjk": t.seq2seq.split_cjk, "task.max_length": t.max_length})
+    return options
+
+
 def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, meta, work: Path):
-    """(model, tokenizer, tokenizer directory, notes) for --init or from scratch."""
+    """(model, tokenizer, tokenizer directory, notes) for --init or from scratch. OUT/work (an
+    imported model, a trained tokenizer) is reused only when built with the same options."""
+    if want := work_options(task, cfg, init, train_examples):
+        claim(work, want, WORK_RECORD, what="an imported model or a trained tokenizer")
     from lmlab.model import Transformer
     from lmlab.model.config import preset
     from lmlab.hf.init_source import resolve_init

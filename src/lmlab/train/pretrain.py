@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmlab.artifacts import ArtifactWriter, read_json, read_manifest, write_json
+from lmlab.artifacts import ArtifactWriter, claim, read_manifest, write_json
 from lmlab.config import check, load_config, run_record, to_dict
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.train.loop import TrainConfig, Trainer
@@ -129,28 +129,9 @@ def data_options(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def claim_data(cfg: PretrainConfig, out: Path) -> None:
-    """Refuse OUT/data built with other options (naming each field); record them before a first
-    build. Refused rather than rebuilt: OUT/data belongs to the run whose checkpoints are in OUT,
-    and a rebuild would change that run's tokens under it."""
-    want = data_options(cfg)
-    work = out / "data"
-    if not want:
-        return
-    record = work / DATA_RECORD
-    if record.exists():
-        have = read_json(record)
-        changed = [f"{k}: {have.get(k)!r} when it was built, {want.get(k)!r} now"
-                   for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
-        if changed:
-            raise ConfigError(f"{work}: holds data built with other options ({'; '.join(changed)}). Restore "
-                              f"the options, delete {work} to rebuild it (the checkpoints in {out}, if any, "
-                              "then no longer resume), or give another --out")
-        return
-    if work.is_dir() and any(not p.name.startswith(".") for p in work.iterdir()):
-        raise ConfigError(f"{work}: holds data without a record of the options it was built with; delete "
-                          f"{work} to rebuild it, or give another --out")
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(record, want)
+    """Refuse OUT/data built with other options (naming each field); record them before a first build."""
+    if want := data_options(cfg):
+        claim(out / "data", want, DATA_RECORD)
 
 
 def prepare_data(cfg: PretrainConfig, out: Path, tokenizer: Path | None = None) -> tuple[Path, Path]:

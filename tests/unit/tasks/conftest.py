@@ -41,7 +41,7 @@ def assert_resumes_to_the_same_weights(run, tmp_path, monkeypatch, stop_at: int)
     from lmlab.train.loop import Trainer
 
     steps = run(tmp_path / "ref")["steps"]
-    shutil.copytree(tmp_path / "ref" / "work" / "tokenizer", tmp_path / "r" / "work" / "tokenizer")
+    shutil.copytree(tmp_path / "ref" / "work", tmp_path / "r" / "work")  # its tokenizer and the record of it
     with monkeypatch.context() as m:
         m.setattr(Trainer, "train_step", preempted_at(stop_at))
         s = run(tmp_path / "r")

@@ -82,7 +82,7 @@ def test_lora_run_resumes_exactly(tmp_path, monkeypatch):
     # Both runs use one tokenizer: training a WordPiece vocabulary twice on the same text is not
     # deterministic in `tokenizers` (hash-map order breaks frequency ties: huggingface/tokenizers
     # #1794), and what is tested here is the resume, given the run's own tokenizer.
-    shutil.copytree(tmp_path / "ref" / "work" / "tokenizer", tmp_path / "run" / "work" / "tokenizer")
+    shutil.copytree(tmp_path / "ref" / "work", tmp_path / "run" / "work")  # its tokenizer and the record of it
     with monkeypatch.context() as m:
         m.setattr(Trainer, "train_step", preempted_at(4))
         s = run(tmp_path / "run")
