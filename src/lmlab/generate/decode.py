@@ -241,7 +241,8 @@ class Stepper:
             with self.pack if ids.size(1) == 1 else self._prefill_pack():
                 logits = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache,
                                     position_ids=self.positions).logits[:, -1]
-        self.positions = self.positions[:, -1:] + 1
+        # a row that ended at the context's end steps on (unread) while others finish: its position stays in range
+        self.positions = (self.positions[:, -1:] + 1).clamp_(max=self.model.config.max_seq_len - 1)
         return logits
 
     def reorder(self, index: torch.Tensor) -> None:

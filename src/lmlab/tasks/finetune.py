@@ -22,8 +22,9 @@ every file.
 
 Written: OUT/model (the task model directory: weights, tokenizer/, task.json), OUT/work (the
 tokenizer trained there or the ``hf:`` model imported there, and work_config.json, the options it
-was built with: a later run with other options is refused by field rather than given it), OUT/checkpoints, OUT/best, OUT/metrics.jsonl, OUT/loss.png, OUT/eval.json (+ predictions and,
-for classification, confusion_matrix.png), OUT/summary.json.
+was built with: a later run with other options is refused by field rather than given it),
+OUT/checkpoints, OUT/best, OUT/metrics.jsonl, OUT/loss.png, OUT/eval.json (+ predictions and, for
+classification, confusion_matrix.png), OUT/summary.json.
 """
 
 from __future__ import annotations

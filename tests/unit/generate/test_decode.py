@@ -129,6 +129,23 @@ def test_max_new_tokens_and_context_end():
         DecodeLoop(model, [list(range(1, 49))], GREEDY)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_row_at_the_context_end_beside_a_longer_budget(family):
+    """A prompt 3 tokens short of max_seq_len (48) batched with a short one that may write 20: the
+    first row ends at the context ("length") while the batch steps on for the second, and both
+    give the tokens they give alone."""
+    model = tiny(family)
+    prompts = [[(7 * i) % 90 + 1 for i in range(45)], [9, 2]]
+    batch = DecodeLoop(model, prompts, GenerationConfig(temperature=0, max_new_tokens=20))
+    list(batch)
+    # (an encoder–decoder's decoder starts at position 0: its source does not take its room)
+    assert [len(g) for g in batch.generated] == [20 if family == "transformer" else 3, 20]
+    for p, got in zip(prompts, batch.generated):
+        alone = DecodeLoop(model, [p], GenerationConfig(temperature=0, max_new_tokens=20))
+        list(alone)
+        assert got == alone.generated[0]
+
+
 def test_stop_token_ends_a_row():
     model = tiny("gpt2")
     free = DecodeLoop(model, [[5, 17, 3]], GREEDY)
