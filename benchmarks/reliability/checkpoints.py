@@ -12,7 +12,8 @@ import signal
 import traceback
 from pathlib import Path
 
-from .common import ckpt_state, cli, data_args, forked, losses, max_param_diff, row, tiny_args
+from .common import row
+from .runs import ckpt_state, cli, data_args, forked, losses, max_param_diff, tiny_args
 
 
 # -- A1 A4 A5: faults injected into checkpoint writes --------------------------------------------------

@@ -7,7 +7,8 @@ import shutil
 import signal
 from pathlib import Path
 
-from .common import data_args, losses, max_param_diff, row, subprocess_run, tiny_args, wait_for_step
+from .common import row
+from .runs import data_args, losses, max_param_diff, subprocess_run, tiny_args, wait_for_step
 
 
 def campaign_kill_and_term(work: Path, quick: bool) -> list[dict]:

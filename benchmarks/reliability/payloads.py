@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .common import data_args, forked, row
+from .common import row
+from .runs import data_args, forked
 
 
 # -- C1: malicious pickles at every load entry point ------------------------------------------------

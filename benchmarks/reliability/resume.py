@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .common import cli, data_args, forked, losses, max_param_diff, row, tiny_args
+from .common import row
+from .runs import cli, data_args, forked, losses, max_param_diff, tiny_args
 
 
 def same_checkpoint_tensors(a: Path, b: Path) -> bool:

@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from .common import KEY, REPORTS, row, rss_kib, start_server, stop_server, tiny_served_model
+from .common import REPORTS, row
+from .served import KEY, rss_kib, start_server, stop_server, tiny_served_model
 
 
 MARKER = "zqxv-secret-prompt"
