@@ -59,7 +59,7 @@ def gemm_floor(model, batch: int, steps: int = 16) -> float:
     from lmlab.model.linear import PackedWeights
 
     with torch.inference_mode():
-        step = FusedStep(model, PackedWeights())
+        step = FusedStep(model, PackedWeights(), rows=batch)  # as a generation of ≥ 32 new tokens builds it
         dtype = next(model.parameters()).dtype
         xs = {i: torch.randn(batch, i, dtype=dtype) for _, _, i in step.products}
         for w, b, i in step.products:

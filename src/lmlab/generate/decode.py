@@ -154,6 +154,9 @@ class DecodeLoop:
                 chosen = tokens.tolist()
 
 
+PACK_ROWS_AFTER = 32  # new tokens from which a batch's products repay packing the weights for its size
+
+
 class Stepper:
     """One batch of rows on the model: prefill once, then one token per row per `forward`.
 
@@ -169,6 +172,7 @@ class Stepper:
         device, dtype = p.device, p.dtype
         cfg = model.config
         self.model, self.steps = model, 0
+        self.batch, self.budget = len(prompts), max_new_tokens
         self.pack = pack or PackedWeights()  # weights packed once, reused every step
         # one-token steps of a decoder: fused kernels (model.fused_step), built at the first such step
         self.fusable, self.fused = False, None
@@ -213,7 +217,10 @@ class Stepper:
 
     def _fused(self) -> FusedStep:
         if self.fused is None:
-            self.fused = FusedStep(self.model, self.pack)
+            # packed products for this batch size: where the generation is long enough to repay the
+            # packing, and not under a server's pack (its batches are many and mostly short)
+            rows = self.batch if self.budget >= PACK_ROWS_AFTER and not self.pack.bucket_rows else None
+            self.fused = FusedStep(self.model, self.pack, rows=rows)
         return self.fused
 
     # The prefill multiplies each weight once: it runs unpacked (a packed copy pays

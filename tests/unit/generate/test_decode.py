@@ -146,6 +146,27 @@ def test_a_row_at_the_context_end_beside_a_longer_budget(family):
         assert got == alone.generated[0]
 
 
+def test_a_long_batch_packs_its_products_for_its_size_and_gives_the_rows_alone():
+    """40 new tokens for 2 rows repay weights packed for 2 rows (float32 on an Intel CPU with MKL);
+    a server's pack (many short batches) does not pack them; the tokens are the rows' alone."""
+    from lmlab.model import fused_step
+
+    model = tiny("gpt2")
+    prompts = [[5, 17, 3, 44, 8], [9, 2]]
+    config = GenerationConfig(temperature=0, max_new_tokens=40)
+    batch = DecodeLoop(model, prompts, config)
+    list(batch)
+    packs = fused_step._MKL_LINEAR is not None and batch.stepper.fused.route == "blas"
+    assert batch.stepper.fused.rows == (2 if packs else None)
+    for p, got in zip(prompts, batch.generated):
+        alone = DecodeLoop(model, [p], config)
+        list(alone)
+        assert alone.stepper.fused.rows is None and got == alone.generated[0]
+    served = DecodeLoop(model, prompts, config, pack=PackedWeights(bucket_rows=True))
+    list(served)
+    assert served.stepper.fused.rows is None and served.generated == batch.generated
+
+
 def test_stop_token_ends_a_row():
     model = tiny("gpt2")
     free = DecodeLoop(model, [[5, 17, 3]], GREEDY)

@@ -42,7 +42,7 @@ def model_of(variant: str) -> Transformer:
     return model
 
 
-def both_paths(model, prompts, steps: int, route: str | None = None):
+def both_paths(model, prompts, steps: int, route: str | None = None, rows: int | None = None):
     """Logits [steps, B, V] of the model's cached path and of FusedStep, fed the model path's greedy tokens."""
     b, width = len(prompts), max(map(len, prompts))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
@@ -52,7 +52,7 @@ def both_paths(model, prompts, steps: int, route: str | None = None):
     dtype = next(model.parameters()).dtype
     caches = [KVCache.for_model(model.config, b, width + steps, dtype=dtype) for _ in range(2)]
     pack = PackedWeights()
-    step = FusedStep(model, pack, route)
+    step = FusedStep(model, pack, route, rows=rows)
     out = {"model": [], "fused": []}
     with torch.inference_mode():
         positions = (mask.cumsum(-1) - 1).clamp(min=0) if padded else None
@@ -85,6 +85,19 @@ def test_float32_steps_equal_the_model(variant, prompts, route, figure):
     model = model_of(variant)
     ref, got, step = both_paths(model, prompts, 6, route)
     assert step.route == route
+    diff = (got - ref).abs().max().item()
+    figure(max_abs_logit_diff=diff)
+    assert diff <= 1e-5 * max(1.0, ref.abs().max().item())
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.skipif(fused_step._MKL_LINEAR is None, reason="this torch has no MKL")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_float32_products_through_weights_packed_for_the_batch_size_equal_the_model(variant, figure):
+    """The "blas" route with ``rows``: every product of a batch of 3 through MKL's weights packed
+    for 3 rows (dense and left-padded rows alike)."""
+    ref, got, step = both_paths(model_of(variant), PROMPTS, 6, "blas", rows=3)
+    assert step.rows == 3 and len(step.mkl) == len(step.products)
     diff = (got - ref).abs().max().item()
     figure(max_abs_logit_diff=diff)
     assert diff <= 1e-5 * max(1.0, ref.abs().max().item())
