@@ -46,7 +46,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reliability.campaigns import ALIASES, CAMPAIGNS  # noqa: E402
-from reliability.common import REPORTS, row, warm_imports  # noqa: E402
+from reliability.environment import REPORTS, warm_imports  # noqa: E402
+from reliability.table import row  # noqa: E402
 from reliability.table import write_reports  # noqa: E402
 
 

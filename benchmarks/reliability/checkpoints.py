@@ -12,7 +12,7 @@ import signal
 import traceback
 from pathlib import Path
 
-from .common import row
+from .table import row
 from .runs import ckpt_state, cli, data_args, forked, losses, max_param_diff, tiny_args
 
 

@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from .common import CORPUS, ROOT, row
+from .environment import CORPUS, ROOT
+from .table import row
 from .runs import data_args, losses, max_param_diff, tiny_args
 
 WORKER = ROOT / "tests" / "unit" / "train" / "rank_worker.py"

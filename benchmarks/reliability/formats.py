@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .common import ROOT, row
+from .environment import ROOT
+from .table import row
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 TOLERANCE = 1e-6

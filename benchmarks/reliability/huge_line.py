@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import ROOT, row
+from .environment import ROOT
+from .table import row
 
 BOUND_MIB = 256
 # The command in a fresh interpreter (a fork of this one would count its torch as resident); VmHWM is its peak.

@@ -7,7 +7,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from .common import row
+from .table import row
 from .runs import data_args, losses, max_param_diff, subprocess_run, tiny_args, wait_for_step
 
 

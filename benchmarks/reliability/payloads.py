@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .common import row
+from .table import row
 from .runs import data_args, forked
 
 

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from .common import REPORTS, ROOT, row
+from .environment import REPORTS, ROOT
+from .table import row
 
 
 # pytest node ids (relative to tests/) that measure an item fully or partly.

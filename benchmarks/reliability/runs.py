@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .common import CORPUS, ROOT
+from .environment import CORPUS, ROOT
 
 
 def forked(fn, *args, log: Path | None = None) -> int:

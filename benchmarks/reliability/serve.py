@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from .common import REPORTS, row
+from .environment import REPORTS
+from .table import row
 from .served import KEY, rss_kib, start_server, stop_server, tiny_served_model
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .common import MIXED, ROOT
+from .environment import MIXED, ROOT
 
 KEY = "sk-bench-0123456789abcdef"
 

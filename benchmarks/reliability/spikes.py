@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from .common import row
+from .table import row
 from .runs import cli, data_args, forked, tiny_args
 
 FACTOR, WINDOW, WARMUP = 3.0, 100, 50  # the TrainConfig defaults: train.spike_factor, _window_steps, _warmup_steps

@@ -1,4 +1,4 @@
-"""The Markdown table of every checklist item, and the reports written from a run."""
+"""A campaign's result row, the Markdown table of every checklist item, and the reports written from a run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from pathlib import Path
 
 import torch
 
-from .common import REPORTS
+from .environment import REPORTS
 from .items import ITEMS, NOT_MEASURED
+
+
+def row(item: str, trials, failures, lost: str, by: str, **figures) -> dict:
+    return {"id": item, "trials": trials, "failures": failures, "lost": lost, "by": by, "figures": figures}
 
 
 def machine() -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .common import MIXED, row
+from .environment import MIXED
+from .table import row
 
 
 ALPHABETS = ["abcdefghijklmnopqrstuvwxyz ABCXYZ 0123456789 .,;:!?'\"-()", "我们喜欢明亮的月光心里很高兴中文字符",

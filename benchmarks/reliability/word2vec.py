@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import row
+from .table import row
 
 
 def gensim_sigmoid(s: torch.Tensor) -> torch.Tensor:

@@ -174,8 +174,10 @@ class Stepper:
         device, dtype = p.device, p.dtype
         cfg = model.config
         self.model, self.steps = model, 0
-        self.batch, self.budget = len(prompts), max_new_tokens
         self.pack = pack or PackedWeights()  # weights packed once, reused every step
+        # float32 products packed for this batch size: where the generation is long enough to repay
+        # the packing, and not under a server's pack (its batches are many and mostly short)
+        self.rows = len(prompts) if max_new_tokens >= PACK_ROWS_AFTER and not self.pack.bucket_rows else None
         # one-token steps of a decoder: fused kernels (model.fused_step), built at the first such step
         self.fusable, self.fused = False, None
         b, ctx = len(prompts), cfg.max_seq_len
@@ -219,10 +221,7 @@ class Stepper:
 
     def _fused(self) -> FusedStep:
         if self.fused is None:
-            # packed products for this batch size: where the generation is long enough to repay the
-            # packing, and not under a server's pack (its batches are many and mostly short)
-            rows = self.batch if self.budget >= PACK_ROWS_AFTER and not self.pack.bucket_rows else None
-            self.fused = FusedStep(self.model, self.pack, rows=rows)
+            self.fused = FusedStep(self.model, self.pack, rows=self.rows)
         return self.fused
 
     # The prefill multiplies each weight once: it runs unpacked (a packed copy pays

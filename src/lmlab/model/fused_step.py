@@ -161,10 +161,11 @@ class FusedStep:
         self.final_norm = _Norm(model.decoder.norm) if model.decoder.norm is not None else None
         proj = model.head.proj
         self.vocab, self.vocab_bias = self._weight(proj.matrix(embed.tokens.weight), proj.bias)
-        self.rows, self.mkl = None, {}  # id of a "blas" weight (Wᵀ) → MKL's packed W for `rows` rows
+        self.rows, self.mkl = None, {}  # id of a "blas" weight (Wᵀ) → (MKL's W packed for `rows` rows, W)
         if rows is not None and rows > 1 and self.route == "blas" and _MKL_LINEAR is not None:
             self.rows = rows
-            self.mkl = {id(w): torch.ops.mkl._mkl_reorder_linear_weight(w.t(), rows) for w, _, _ in self.products}
+            self.mkl = {id(w): (torch.ops.mkl._mkl_reorder_linear_weight(w.t(), rows), w.t())
+                        for w, _, _ in self.products}
 
     def _weight(self, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """W in the route's layout, and b."""
@@ -181,7 +182,7 @@ class FusedStep:
     def _linear(self, x, w, b):
         if self.route == "blas":
             if self.rows is not None:
-                return _MKL_LINEAR(x, self.mkl[id(w)], w.t(), b, self.rows)
+                return _MKL_LINEAR(x, *self.mkl[id(w)], b, self.rows)
             return torch.mm(x, w) if b is None else torch.addmm(b, x, w)
         if self.route == "onednn":
             return _LP(x, w, b, "none", [], "")
@@ -195,7 +196,7 @@ class FusedStep:
     def _linear_add(self, x, w, b, r):
         if self.route == "blas":
             if self.rows is not None:
-                return r.add_(_MKL_LINEAR(x, self.mkl[id(w)], w.t(), b, self.rows))
+                return r.add_(_MKL_LINEAR(x, *self.mkl[id(w)], b, self.rows))
             y = r.addmm_(x, w)  # r + x·Wᵀ in place: r is the residual stream, used by nothing else
             return y if b is None else y.add_(b)
         if self.route == "onednn":

@@ -120,13 +120,13 @@ def _init_model_options(options: dict[str, Any], init_dir: Path, init: str) -> d
 WORK_RECORD = "work_config.json"
 
 
-def work_options(task, cfg: FinetuneConfig, init: str | None, train_examples) -> dict[str, Any]:
+def work_options(task, cfg: FinetuneConfig, init: str | None, train_fingerprint: str) -> dict[str, Any]:
     """The options that decide what OUT/work holds, by their override names: the Hugging Face
     directory imported there, or the training texts and options of the tokenizer trained there."""
     if init:
         return {"init": f"hf:{Path(init[3:]).resolve()}"} if init.startswith("hf:") else {}
     preset_name = cfg.model.get("preset", task.default_preset)
-    options = {"task": task.name, "model.preset": preset_name, "train": _fingerprint(task.texts(train_examples))}
+    options = {"task": task.name, "model.preset": preset_name, "train": train_fingerprint}
     if preset_name != NGRAM_PRESET:  # (the n-gram vocabulary checks its own options)
         t = cfg.task
         options.update({"task.vocab_size": t.vocab_size, "task.lowercase": t.lowercase,
@@ -134,10 +134,11 @@ def work_options(task, cfg: FinetuneConfig, init: str | None, train_examples) ->
     return options
 
 
-def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, meta, work: Path):
+def build_model(task, cfg: FinetuneConfig, init: str | None, train_examples, meta, work: Path,
+                train_fingerprint: str):
     """(model, tokenizer, tokenizer directory, notes) for --init or from scratch. OUT/work (an
     imported model, a trained tokenizer) is reused only when built with the same options."""
-    if want := work_options(task, cfg, init, train_examples):
+    if want := work_options(task, cfg, init, train_fingerprint):
         claim(work, want, WORK_RECORD, what="an imported model or a trained tokenizer")
     from lmlab.model import Transformer
     from lmlab.model.config import preset
@@ -254,10 +255,10 @@ def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | 
     eval_ex = T.read(eval, cfg.task, data_root) if eval else []
     if not train_ex:
         raise DataError(f"{train}: no training examples")
-    meta = T.meta(train_ex, cfg.task)
+    meta, train_fingerprint = T.meta(train_ex, cfg.task), _fingerprint(T.texts(train_ex))
     seed_everything(cfg.train.seed)
     with D.main_first(ctx, f"building {work}"):  # a trained tokenizer, an imported init model
-        model, tok, tok_dir, notes = build_model(T, cfg, init, train_ex, meta, work)
+        model, tok, tok_dir, notes = build_model(T, cfg, init, train_ex, meta, work, train_fingerprint)
     features = T.features(train_ex, tok, meta, cfg.task)
     eval_features = T.features(eval_ex, tok, meta, cfg.task) if eval_ex else []
     if cfg.lora.rank:  # before the Trainer, so that a checkpoint it resumes (A, B and their optimizer state) fits
@@ -275,7 +276,7 @@ def _finetune(T, cfg: FinetuneConfig, train: str, eval: str | None, init: str | 
     trainer = Trainer(model, objective, source, cfg.train, cfg.optim, out_dir, eval_batches=evals,
                       run_config=run_config, eval_hook=hook, export=export_best if cfg.lora.rank else None,
                       identity={"task": T.name, "tokenizer": tok.fingerprint, "seed": cfg.train.seed,
-                                "train": _fingerprint(T.texts(train_ex)), "init": init,
+                                "train": train_fingerprint, "init": init,
                                 "lora": to_dict(cfg.lora),
                                 **({"vectors": cfg.task.vectors} if cfg.task.vectors else {})})
     summary = trainer.fit()

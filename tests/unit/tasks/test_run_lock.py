@@ -20,9 +20,9 @@ def test_a_second_finetune_in_a_directory_in_use_writes_nothing(tmp_path, anothe
 
 
 def test_a_tokenizer_built_with_other_options_is_refused_by_field(tmp_path):
-    """OUT/work/tokenizer trained with task.vocab_size=120 is not silently reused for 100 (nor for
-    other training texts): the message names the field, both values and the ways out; the same
-    options reuse it."""
+    """The tokenizer a run trained with task.vocab_size=120 (under --out, in work/) is not reused for
+    100 without a word (nor for other training texts): the message names the field, both values and
+    the ways out; the same options reuse it."""
     from lmlab.errors import ConfigError
 
     args = ["--train.max_steps=1", "--train.progress=false", "--model.d_model=32", "--model.n_layers=1",

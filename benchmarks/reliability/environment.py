@@ -1,5 +1,5 @@
-"""What every campaign shares: the project's paths and fixtures, the process set-up (one thread,
-tokenizers not forking), the imports a forked run needs warm, and the result row."""
+"""The campaigns' environment: the project's paths and fixtures, the process set-up (one thread,
+tokenizers not forking) and the imports a forked run needs warm."""
 
 from __future__ import annotations
 
@@ -31,7 +31,3 @@ def warm_imports() -> None:
 
     import lmlab.cli  # noqa: F401
     import lmlab.train.pretrain  # noqa: F401
-
-
-def row(item: str, trials, failures, lost: str, by: str, **figures) -> dict:
-    return {"id": item, "trials": trials, "failures": failures, "lost": lost, "by": by, "figures": figures}
