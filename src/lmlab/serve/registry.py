@@ -18,6 +18,9 @@ from lmlab.errors import ConfigError
 from lmlab.model.linear import PackedWeights
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Words a served tokenizer caches (`Tokenizer.limit_word_cache`): requests' text is any text, so the
+# cache fills early with whatever comes first; 1,000 words of up to 256 characters stay under ~8 MiB.
+WORD_CACHE = 1000
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Registry:
         entries = []
         for name, path in parse_model_args(args):
             model, tok = load_for_generation(path, device=device, dtype=dtype)
+            tok.limit_word_cache(WORD_CACHE)
             # from the tokenizer's own directory: `path` may be a run directory (its model/ is served)
             entries.append(ModelEntry(name, path, model.eval(), tok, load_chat_template(tok.directory)))
         return cls(entries)

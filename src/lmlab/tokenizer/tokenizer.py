@@ -225,6 +225,20 @@ class Tokenizer:
         return self.eos_id if self.eos_id is not None else self.sep_id
 
     # ------------------------------------------------------------------ encode / decode
+    def limit_word_cache(self, words: int) -> None:
+        """Keep at most `words` words in the tokenizer model's cache of word → tokens (BPE and Unigram;
+        the Rust library's default is 10,000, and WordPiece has none).
+
+        The cache stores the first words it meets and keeps them for good. A server meets any text a
+        client sends, so its cache would fill with whatever came first. For a byte-level BPE fed random
+        text, a cached word costs ~32 B a character (up to 256): 81 MiB for 10,000 words of 250 letters,
+        8 MiB for 1,000 (tests/unit/serve/test_memory.py). A small cache keeps the memory a
+        served tokenizer can take small, and reached early."""
+        for backend in (self.backend, self.target_backend):
+            resize = getattr(getattr(backend, "model", None), "_resize_cache", None)  # tokenizers ≥ 0.20
+            if resize is not None:
+                resize(words)
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 

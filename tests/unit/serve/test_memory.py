@@ -3,6 +3,8 @@ products its model runs stay a bounded set whatever the prompt lengths and batch
 shape of a bf16 product is a kernel that oneDNN builds and keeps), and a model's packed weights
 stay the same size however many requests they serve."""
 
+from pathlib import Path
+
 import httpx
 import pytest
 import torch
@@ -123,3 +125,32 @@ def test_no_request_leaves_state_behind(registry):
             time.sleep(0.1)
         assert left() == []
         assert not app.state.server.pipelines
+
+
+WORD_CACHE_PROBE = """
+import random, sys
+from lmlab.serve.registry import Registry
+from lmlab.tokenizer.tokenizer import Tokenizer
+served = sys.argv[2] == "served"
+tok = Registry.load([sys.argv[1]]).get("tiny").tokenizer if served else Tokenizer.load(sys.argv[1] + "/tokenizer")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
+rng = random.Random(0)
+texts = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(250)) for _ in range(12000)]
+before = rss()
+for t in texts:  # 12,000 distinct words of 250 letters, as a client may send
+    tok.encode(t)
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the process's RSS from /proc")
+def test_a_served_tokenizer_caches_few_words(model_dir):
+    """The tokenizer library caches the first 10,000 words it meets and keeps them: for random text,
+    tens of MiB a server would hold for good. A served tokenizer keeps 1,000 (`WORD_CACHE`)."""
+    import subprocess
+    import sys
+
+    grown = {how: int(subprocess.run([sys.executable, "-c", WORD_CACHE_PROBE, str(model_dir), how], check=True,
+                                     capture_output=True, text=True).stdout) / 2**20 for how in ("plain", "served")}
+    assert grown["plain"] > 40, grown  # the library's own cache: the oracle that the probe fills one
+    assert grown["served"] < 12, grown
