@@ -178,6 +178,11 @@ class Stepper:
         # float32 products packed for this batch size: where the generation is long enough to repay
         # the packing, and not under a server's pack (its batches are many and mostly short)
         self.rows = len(prompts) if max_new_tokens >= PACK_ROWS_AFTER and not self.pack.bucket_rows else None
+        # The prefill multiplies each weight once. A generation of one token runs it unpacked (a packed
+        # copy pays for itself only over repeated products), so it makes no copy at all; a longer one
+        # runs it under the pack, which the steps pack and stack [Wq; Wk; Wv] in anyway; a server's
+        # pack always (it buckets the row counts of its products: lmlab.model.linear).
+        self.prefill_pack = self.pack if self.pack.bucket_rows or max_new_tokens > 1 else contextlib.nullcontext()
         # one-token steps of a decoder: fused kernels (model.fused_step), built at the first such step
         self.fusable, self.fused = False, None
         b, ctx = len(prompts), cfg.max_seq_len
@@ -224,21 +229,23 @@ class Stepper:
             self.fused = FusedStep(self.model, self.pack, rows=self.rows)
         return self.fused
 
-    # The prefill multiplies each weight once: it runs unpacked (a packed copy pays
-    # for itself only over repeated products), so a one-token generation makes no copy at all;
-    # but under a server's pack, which buckets the row counts of its products (lmlab.model.linear).
-    def _prefill_pack(self):
-        return self.pack if self.pack.bucket_rows else contextlib.nullcontext()
+    @staticmethod
+    def _last(ids: torch.Tensor) -> torch.Tensor:
+        """The head's positions for `ids` [B, T]: the last one only (prompts are left-padded), as
+        transformers' `logits_to_keep=1`: a prefill does not multiply T rows by the vocabulary."""
+        last = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+        last[:, -1] = True
+        return last
 
     def _forward_dense(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
         if ids.size(1) > 1:
-            with self._prefill_pack():
-                return self.model(ids, cache=self.cache).logits[:, -1]
+            with self.prefill_pack:
+                return self.model(ids, cache=self.cache, head_positions=self._last(ids)).logits
         if self.fusable:
             return self._fused().step(ids, self.cache)
         with self.pack:
-            return self.model(ids, cache=self.cache).logits[:, -1]
+            return self.model(ids, cache=self.cache, head_positions=self._last(ids)).logits
 
     def _forward_padded(self, ids: torch.Tensor) -> torch.Tensor:
         self.steps += 1
@@ -246,9 +253,9 @@ class Stepper:
         if ids.size(1) == 1 and self.fusable:
             logits = self._fused().step(ids, self.cache, self.positions, self.attn_mask.narrow(3, 0, end))
         else:
-            with self.pack if ids.size(1) == 1 else self._prefill_pack():
+            with self.pack if ids.size(1) == 1 else self.prefill_pack:
                 logits = self.model(ids, attention_mask=self.mask[:, :end], cache=self.cache,
-                                    position_ids=self.positions).logits[:, -1]
+                                    position_ids=self.positions, head_positions=self._last(ids)).logits
         # a row that ended at the context's end steps on (unread) while others finish: its position stays in range
         self.positions = (self.positions[:, -1:] + 1).clamp_(max=self.model.config.max_seq_len - 1)
         return logits

@@ -98,7 +98,8 @@ class KVCache:
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, d_head: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         shape = (2, batch_size, n_kv_heads, max_len, d_head)
-        self.kv = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        # uninitialised: only positions below `length` are ever read, and each is written first
+        self.kv = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
         self.length = 0
         self.max_len = max_len

@@ -69,11 +69,13 @@ def unsupported(model: nn.Module) -> str | None:
         return "positions"
     if model.embed.segments is not None:
         return "segment embeddings"
-    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()) or \
-            nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return "forward hooks are registered"
-    if any("forward" in vars(m) for m in model.modules()):
-        return "a module's forward is replaced on the instance"
+    for m in model.modules():  # one walk: a generation asks twice (its Stepper, then FusedStep)
+        if m._forward_hooks or m._forward_pre_hooks:
+            return "forward hooks are registered"
+        if "forward" in vars(m):
+            return "a module's forward is replaced on the instance"
     return None
 
 

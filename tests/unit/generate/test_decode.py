@@ -167,6 +167,39 @@ def test_a_long_batch_packs_its_products_for_its_size_and_gives_the_rows_alone()
     assert served.stepper.fused.rows is None and served.generated == batch.generated
 
 
+@pytest.mark.parametrize("prompts", [[[5, 17, 3, 44, 8], [9, 2, 6, 1, 4]], [[5, 17, 3, 44, 8], [9, 2]]],
+                         ids=["dense", "padded"])
+def test_the_head_scores_only_the_last_position_of_a_prefill(prompts):
+    """A prefill of T positions multiplies B rows by the vocabulary, not B·T (transformers'
+    `logits_to_keep=1`), and decodes the same tokens as each row alone."""
+    model = tiny("gpt2")
+    rows = []
+    model.head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape))
+    batch = DecodeLoop(model, prompts, GenerationConfig(temperature=0, max_new_tokens=3))
+    list(batch)
+    assert rows == [torch.Size([2, model.config.d_model])] * 3
+    for p, got in zip(prompts, batch.generated):
+        alone = DecodeLoop(model, [p], GenerationConfig(temperature=0, max_new_tokens=3))
+        list(alone)
+        assert got == alone.generated[0]
+
+
+def test_a_generation_stacks_the_qkv_weights_once(monkeypatch):
+    """The prefill of a generation that goes on stacks [Wq; Wk; Wv] in the generation's pack, where
+    the steps find it; only a one-token generation (no pack at all) concatenates per call."""
+    from lmlab.model.attention import MultiHeadAttention
+
+    model = tiny("gpt2")
+    calls = []
+    per_call = MultiHeadAttention._fused_qkv
+    monkeypatch.setattr(MultiHeadAttention, "_fused_qkv", lambda self: calls.append(1) or per_call(self))
+    pack = PackedWeights()
+    list(DecodeLoop(model, [[5, 17, 3]], GenerationConfig(temperature=0, max_new_tokens=4), pack=pack))
+    assert calls == [] and len(pack._stacked) == 2 * model.config.n_layers  # weights and biases
+    list(DecodeLoop(model, [[5, 17, 3]], GenerationConfig(temperature=0, max_new_tokens=1)))
+    assert len(calls) == model.config.n_layers
+
+
 def test_stop_token_ends_a_row():
     model = tiny("gpt2")
     free = DecodeLoop(model, [[5, 17, 3]], GREEDY)

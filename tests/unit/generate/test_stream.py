@@ -26,7 +26,7 @@ class Scripted(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the loop a device and a dtype
         self.scripts, self.after, self.calls = scripts, after, 0
 
-    def forward(self, ids, attention_mask=None, cache=None, position_ids=None, **_):
+    def forward(self, ids, attention_mask=None, cache=None, position_ids=None, head_positions=None, **_):
         b, t = ids.shape
         logits = torch.full((b, t, self.config.vocab_size), -30.0)
         for i in range(b):
@@ -34,7 +34,7 @@ class Scripted(nn.Module):
             logits[i, -1, s[self.calls] if self.calls < len(s) else self.after] = 30.0
         self.calls += 1
         cache.advance(t)
-        return ModelOutput(hidden_states=ids, logits=logits)
+        return ModelOutput(hidden_states=ids, logits=logits if head_positions is None else logits[head_positions])
 
 
 def scripted(tok, texts, after=None):
