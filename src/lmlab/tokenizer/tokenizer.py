@@ -235,7 +235,8 @@ class Tokenizer:
         8 MiB for 1,000 (tests/unit/serve/test_memory.py). A small cache keeps the memory a
         served tokenizer can take small, and reached early."""
         for backend in (self.backend, self.target_backend):
-            resize = getattr(getattr(backend, "model", None), "_resize_cache", None)  # tokenizers ≥ 0.20
+            # an underscored method of tokenizers' models; a release without it keeps its own cache
+            resize = getattr(getattr(backend, "model", None), "_resize_cache", None)
             if resize is not None:
                 resize(words)
 
