@@ -155,7 +155,7 @@ class DecodeLoop:
 
 
 # new tokens from which a batch's float32 products repay packing the weights for its size: packing the
-# 6-layer d_model-384 benchmark model takes ~15 ms and saves ~0.9 ms a step at batch 8 (BENCHMARKS.md)
+# 6-layer d_model-384 benchmark model takes 10–15 ms and saves ~0.9 ms a step at batch 8 (BENCHMARKS.md)
 PACK_ROWS_AFTER = 32
 
 
