@@ -61,13 +61,13 @@ def gemm_floor(model, batch: int, steps: int = 16) -> float:
     with torch.inference_mode():
         step = FusedStep(model, PackedWeights(), rows=batch)  # as a generation of ≥ 32 new tokens builds it
         dtype = next(model.parameters()).dtype
-        xs = {i: torch.randn(batch, i, dtype=dtype) for _, _, i in step.products}
-        for w, b, i in step.products:
-            step._linear(xs[i], w, b)  # untimed: the first call of each shape
+        xs = {p.in_features: torch.randn(batch, p.in_features, dtype=dtype) for p in step.products}
+        for p in step.products:
+            p(xs[p.in_features])  # untimed: the first call of each shape
         t = time.perf_counter()
         for _ in range(steps):
-            for w, b, i in step.products:
-                step._linear(xs[i], w, b)
+            for p in step.products:
+                p(xs[p.in_features])
     return (time.perf_counter() - t) / steps
 
 

@@ -120,7 +120,7 @@ class DecodeLoop:
 
     @property
     def done(self) -> bool:
-        return all(r is not None for r in self.finish_reasons)
+        return None not in self.finish_reasons
 
     def __iter__(self) -> Iterator[list[TokenEvent]]:
         # inference_mode is entered around each computation, never held across a `yield`:
@@ -149,7 +149,8 @@ class DecodeLoop:
             if self.done:  # checked after the consumer had its say (it may have finished rows)
                 return
             with torch.inference_mode():
-                sampler.observe(tokens[:, None])
+                if sampler.observes:
+                    sampler.observe(tokens[:, None])
                 tokens = sampler(stepper.forward(tokens.view(b, 1)))
                 chosen = tokens.tolist()
 

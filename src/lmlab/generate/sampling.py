@@ -118,6 +118,7 @@ class Sampler:
         self.seen = torch.zeros(b, vocab_size, dtype=torch.bool, device=device) if self.use_penalty else None
         sizes = [c.no_repeat_ngram_size for c in configs]
         self.ngrams = NGramBlocker(sizes) if any(sizes) else None
+        self.observes = self.seen is not None or self.ngrams is not None  # whether `observe` records anything
 
     def observe(self, ids: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """Record tokens ids [B, T] as seen; positions where `valid` [B, T] is False (padding) are not."""
