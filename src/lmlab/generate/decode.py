@@ -125,8 +125,9 @@ class DecodeLoop:
     def __iter__(self) -> Iterator[list[TokenEvent]]:
         # inference_mode is entered around each computation, never held across a `yield`:
         # it is thread-wide state and must not leak into the consumer's code between steps.
-        b = len(self.prompts)
-        with torch.inference_mode():
+        # One context object serves every step (entered and left in turn).
+        b, inference = len(self.prompts), torch.inference_mode()
+        with inference:
             sampler = Sampler(self.configs, self.model.config.vocab_size, next(self.model.parameters()).device,
                               self.vocab_limit, self.banned)
             self.stepper = stepper = Stepper(self.model, self.prompts, max(self.budget), self.pad_id,
@@ -148,7 +149,7 @@ class DecodeLoop:
             yield events
             if self.done:  # checked after the consumer had its say (it may have finished rows)
                 return
-            with torch.inference_mode():
+            with inference:
                 if sampler.observes:
                     sampler.observe(tokens[:, None])
                 tokens = sampler(stepper.forward(tokens.view(b, 1)))
