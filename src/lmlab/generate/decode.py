@@ -157,7 +157,8 @@ class DecodeLoop:
 
 
 # new tokens from which a batch's float32 products repay packing the weights for its size: packing the
-# 6-layer d_model-384 benchmark model takes 10–15 ms and saves ~0.9 ms a step at batch 8 (BENCHMARKS.md)
+# 6-layer d_model-384 benchmark model takes 5 ms where the allocator has the memory at hand, 20–60 ms where
+# the OS must map it afresh, and saves ~0.9 ms a step at batch 8 (BENCHMARKS.md)
 PACK_ROWS_AFTER = 32
 
 
