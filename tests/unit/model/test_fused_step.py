@@ -169,3 +169,26 @@ def test_the_decode_loop_steps_through_it():
     torch.manual_seed(0)
     seq2seq = Transformer(preset("transformer-tiny", **SHAPE)).eval()
     assert not Stepper(seq2seq, PROMPTS, 4, pad_id=0, decoder_start_id=0).fusable
+
+
+def test_steps_reuse_their_buffers_until_the_cache_is_reordered():
+    """q, k, v and the FFN's activations go into buffers made once per cache; a beam search's
+    reorder replaces the cache's tensors, and the next step takes buffers (and views) of the new ones."""
+    model = model_of("gpt2")
+    b = len(PROMPTS)
+    cache, ref = (KVCache.for_model(model.config, b, 12) for _ in range(2))
+    step, tokens = FusedStep(model, PackedWeights()), torch.tensor([[4], [7], [9]])
+    with torch.inference_mode():
+        step.step(tokens, cache)
+        workspace, buffer = step.workspace, step.workspace.qkv.data_ptr()
+        step.step(tokens, cache)
+        assert step.workspace is workspace and step.workspace.qkv.data_ptr() == buffer
+        order = torch.tensor([2, 0, 1])
+        cache.reorder(order)
+        got = step.step(tokens, cache)
+        assert step.workspace is not workspace and step.workspace.keys[0].data_ptr() == cache.kv[0][0].data_ptr()
+        for _ in range(2):  # the reference: the model's own path over the same rows in the new order
+            model(tokens, cache=ref)
+        ref.reorder(order)
+        want = model(tokens, cache=ref).logits[:, -1]
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
