@@ -47,8 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reliability.campaigns import ALIASES, CAMPAIGNS  # noqa: E402
 from reliability.environment import REPORTS, warm_imports  # noqa: E402
-from reliability.table import row  # noqa: E402
-from reliability.table import write_reports  # noqa: E402
+from reliability.table import row, write_reports  # noqa: E402
 
 
 def main() -> None:

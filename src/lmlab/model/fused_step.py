@@ -94,7 +94,7 @@ def _norm(module: nn.Module | None):
 class _Product:
     """x [B, I] · Wᵀ + b on the "blas" and "plain" routes: addmm on Wᵀ (W's transposed view, what
     F.linear does), written into `out` where one is given; `add` adds it to the residual in place.
-    A product is one Python call around one kernel: at batch 1 a call more per product costs ~1 %."""
+    Each is one or two Python calls around its kernel: at batch 1 a call more per product costs ~1 %."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str):
         self.in_features = weight.size(1)
@@ -106,7 +106,7 @@ class _Product:
 
     def act(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """φ(x·Wᵀ + b)."""
-        return self.act_(torch.mm(x, self.wt, out=out) if self.b is None else torch.addmm(self.b, x, self.wt, out=out))
+        return self.act_(self(x, out))
 
     def add(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """r + x·Wᵀ + b, in r (the residual stream, which nothing else holds)."""
@@ -131,9 +131,6 @@ class _MklProduct(_Product):
     def __call__(self, x, out=None):
         y = _MKL_LINEAR(x, self.packed, self.w, self.b, self.rows)
         return y if out is None else out.copy_(y)
-
-    def act(self, x, out=None):
-        return self.act_(self(x, out))
 
     def add(self, x, r):
         return r.add_(self(x))
@@ -219,7 +216,7 @@ class FusedStep:
                 route = "onednn"
         elif route not in ROUTES or (route != "plain" and not cpu) or (route == "onednn" and _LP is None):
             raise ValueError(f"FusedStep: route {route!r} is not available here")
-        self.route, self.model = route, model
+        self.route = route
         self.rows = rows if rows is not None and rows > 1 and route == "blas" and _MKL_LINEAR is not None else None
         self.n_heads, self.n_kv_heads, self.d_head, self.d_ff = cfg.n_heads, cfg.kv_heads, cfg.d_head, cfg.d_ff
         self.gated = cfg.activation == "swiglu"
